@@ -1,0 +1,41 @@
+"""mlnll: maximum likelihood as training losses, in JAX.
+
+Pick the distribution of the target given the model's outputs; its negative log-likelihood is the
+loss. Every family has pure, jittable log-likelihoods and closed-form gradients checked by autodiff.
+"""
+
+from mlnll._src.check import GradCheck as GradCheck
+from mlnll._src.check import check_grad as check_grad
+from mlnll._src.families.bernoulli import Bernoulli as Bernoulli
+from mlnll._src.families.categorical import Categorical as Categorical
+from mlnll._src.families.normal import Normal as Normal
+from mlnll._src.family import Family as Family
+from mlnll._src.info import cross_entropy as cross_entropy
+from mlnll._src.info import cross_entropy_with_logits as cross_entropy_with_logits
+from mlnll._src.info import entropy as entropy
+from mlnll._src.info import entropy_with_logits as entropy_with_logits
+from mlnll._src.info import information_content as information_content
+from mlnll._src.info import kl_divergence as kl_divergence
+from mlnll._src.info import kl_divergence_with_logits as kl_divergence_with_logits
+from mlnll._src.mle import mle as mle
+from mlnll._src.nll import nll as nll
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "Family",
+    "GradCheck",
+    "Normal",
+    "check_grad",
+    "cross_entropy",
+    "cross_entropy_with_logits",
+    "entropy",
+    "entropy_with_logits",
+    "information_content",
+    "kl_divergence",
+    "kl_divergence_with_logits",
+    "mle",
+    "nll",
+]

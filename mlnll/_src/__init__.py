@@ -1,0 +1,1 @@
+"""Private implementation of mlnll; import from ``mlnll`` instead."""

@@ -1,0 +1,161 @@
+"""Normal: a real target given a location and a log-scale. Its NLL is (scaled) squared error."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlnll._src import numerics, validate
+
+# Gauss-Hermite rule: exact for polynomials of degree < 16 under exp(-x^2), so exact for the
+# expected Hessian of the Normal NLL, which is quadratic in y.
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Normal:
+    r"""Normal distribution of a real target.
+
+    outputs: ``(loc, log_scale)``; with ``Normal(scale=s)`` the scale is fixed and outputs is
+    ``loc`` alone. targets: reals, broadcastable with the outputs.
+
+    Density, with ``scale = exp(log_scale)`` and ``r = (y - loc) / scale``:
+    ``log p(y) = -r^2 / 2 - log_scale - log(2 pi) / 2``.
+    With the scale fixed at 1, ``-log p = (y - loc)^2 / 2 + log(2 pi) / 2``: half the squared
+    error plus a constant, which is why least squares is maximum likelihood under Gaussian noise.
+
+    Gradient. Write ``-log p = r^2/2 + log_scale + c``; then ``dr/dloc = -1/scale`` and
+    ``dr/dlog_scale = -r``, so
+    ``d(-log p)/dloc = r dr/dloc = -r/scale = (loc - y) / scale^2`` and
+    ``d(-log p)/dlog_scale = r dr/dlog_scale + 1 = 1 - r^2``.
+
+    Fisher information in ``(loc, log_scale)``: ``E[r^2] = 1`` and ``E[r] = E[r^3] = 0`` give
+    ``diag(1/scale^2, 2)``; with the scale fixed it is ``1/scale^2``.
+    """
+
+    scale: float | None = None
+
+    def __post_init__(self):
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"Normal(scale=...) must be a finite positive number; got {self.scale!r}.")
+
+    # -- unpacking ---------------------------------------------------------------------------
+
+    def _loc_log_scale(self, outputs) -> tuple[jax.Array, jax.Array, jnp.dtype]:
+        """``(loc, log_scale, dtype)`` in the accumulation dtype, broadcast together."""
+        if self.scale is None:
+            loc, log_scale = validate.outputs_tuple(outputs, ("loc", "log_scale"), family="Normal")
+            shape = validate.broadcast_shapes("Normal", [("loc", loc.shape), ("log_scale", log_scale.shape)])
+            (loc, log_scale), dtype = numerics.upcast(loc, log_scale)
+            return jnp.broadcast_to(loc, shape), jnp.broadcast_to(log_scale, shape), dtype
+        if isinstance(outputs, (tuple, list)):
+            raise TypeError(
+                f"Normal(scale={self.scale}) fixes the scale and takes loc alone as outputs; got a "
+                f"{type(outputs).__name__} of length {len(outputs)}."
+            )
+        loc = validate.float_outputs(outputs, where=f"Normal(scale={self.scale}) outputs (loc)")
+        (loc,), dtype = numerics.upcast(loc)
+        return loc, jnp.full_like(loc, math.log(self.scale)), dtype
+
+    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, jnp.dtype]:
+        loc, log_scale, dtype = self._loc_log_scale(outputs)
+        y = validate.numeric_targets(targets, where="Normal targets")
+        shape = validate.broadcast_shapes("Normal", [("outputs", loc.shape), ("targets", y.shape)])
+        b = lambda a: jnp.broadcast_to(a, shape)  # noqa: E731
+        return b(loc), b(log_scale), b(y.astype(loc.dtype)), dtype
+
+    def _pack(self, d_loc: jax.Array, d_log_scale: jax.Array):
+        return d_loc if self.scale is not None else (d_loc, d_log_scale)
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """Per-example ``log N(y; loc, scale)``, equal to scipy.stats.norm.logpdf."""
+        loc, log_scale, y, dtype = self._prepare(outputs, targets)
+        # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
+        r = (y - loc) * jnp.exp(-log_scale)
+        return (-0.5 * jnp.square(r) - log_scale - numerics.HALF_LOG_2PI).astype(dtype)
+
+    def grad(self, outputs, targets):
+        """Closed form ``((loc - y) / scale^2, 1 - r^2)``; with a fixed scale, the first alone."""
+        loc, log_scale, y, dtype = self._prepare(outputs, targets)
+        inv_scale = jnp.exp(-log_scale)
+        r = (y - loc) * inv_scale
+        # -r * inv_scale instead of (loc - y) / scale^2: scale^2 overflows long before the product.
+        return self._pack((-r * inv_scale).astype(dtype), (1 - jnp.square(r)).astype(dtype))
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        loc, log_scale, dtype = self._loc_log_scale(outputs)
+        return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype)}
+
+    def mean(self, outputs) -> jax.Array:
+        loc, _, dtype = self._loc_log_scale(outputs)
+        return loc.astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        loc, log_scale, dtype = self._loc_log_scale(outputs)
+        eps = jax.random.normal(key, tuple(sample_shape) + loc.shape, dtype=loc.dtype)
+        return (loc + jnp.exp(log_scale) * eps).astype(dtype)
+
+    def entropy(self, outputs) -> jax.Array:
+        """``log_scale + (1 + log(2 pi)) / 2``."""
+        _, log_scale, dtype = self._loc_log_scale(outputs)
+        return (log_scale + 0.5 + numerics.HALF_LOG_2PI).astype(dtype)
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        """KL(p || q) in the form that stays accurate when the two scales are close.
+
+        With ``d = log_scale_p - log_scale_q``:
+        ``KL = log(s_q/s_p) + (s_p^2 + (mu_p - mu_q)^2) / (2 s_q^2) - 1/2
+             = (exp(2d) - 1 - 2d) / 2 + ((mu_p - mu_q) / s_q)^2 / 2``,
+        and ``exp(x) - 1 - x`` is evaluated by ``expm1mx`` (a series near 0), so a KL of 1e-12
+        between nearly equal scales is not lost to cancellation.
+        """
+        loc_p, ls_p, _ = self._loc_log_scale(outputs_p)
+        loc_q, ls_q, _ = self._loc_log_scale(outputs_q)
+        validate.broadcast_shapes("Normal.kl", [("outputs_p", loc_p.shape), ("outputs_q", loc_q.shape)])
+        (loc_p, ls_p, loc_q, ls_q), dtype = numerics.upcast(loc_p, ls_p, loc_q, ls_q)
+        gap = (loc_p - loc_q) * jnp.exp(-ls_q)
+        return (0.5 * numerics.expm1mx(2 * (ls_p - ls_q)) + 0.5 * jnp.square(gap)).astype(dtype)
+
+    def fisher(self, outputs) -> jax.Array:
+        """``diag(1/scale^2, 2)`` per example (shape [..., 2, 2]); ``1/scale^2`` with a fixed scale."""
+        _, log_scale, dtype = self._loc_log_scale(outputs)
+        inv_var = jnp.exp(-2 * log_scale)
+        if self.scale is not None:
+            return inv_var.astype(dtype)
+        zero = jnp.zeros_like(inv_var)
+        rows = [jnp.stack([inv_var, zero], -1), jnp.stack([zero, jnp.full_like(inv_var, 2.0)], -1)]
+        return jnp.stack(rows, -2).astype(dtype)
+
+    def constant_terms(self, targets) -> jax.Array:
+        """The part of ``log_prob`` free of the outputs: ``-log(2 pi)/2``, and ``-log(scale)`` if fixed.
+
+        Dropping it from ``Normal(scale=1)`` leaves exactly half the squared error.
+        """
+        y = validate.numeric_targets(targets, where="Normal targets")
+        const = -numerics.HALF_LOG_2PI - (math.log(self.scale) if self.scale is not None else 0.0)
+        return jnp.full(y.shape, const, numerics.accumulation_dtype(numerics.float_dtype(y)))
+
+    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+        """Gauss-Hermite nodes ``loc + sqrt(2) scale x_k`` and weights ``w_k / sqrt(pi)``, [8, *batch]."""
+        loc, log_scale, _ = self._loc_log_scale(outputs)
+        x = jnp.asarray(_GH_NODES, loc.dtype).reshape((-1,) + (1,) * loc.ndim)
+        w = jnp.asarray(_GH_WEIGHTS / math.sqrt(math.pi), loc.dtype).reshape((-1,) + (1,) * loc.ndim)
+        nodes = loc[None] + math.sqrt(2.0) * jnp.exp(log_scale)[None] * x
+        return nodes, jnp.broadcast_to(w, nodes.shape)
+
+    def mle(self, targets, *, axis: int = 0):
+        """Closed-form MLE: loc = sample mean, log_scale = log of the (biased, 1/n) sample std."""
+        y = validate.numeric_targets(targets, where="Normal.mle targets")
+        y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
+        loc = jnp.mean(y, axis=axis)
+        if self.scale is not None:
+            return loc
+        var = jnp.mean(jnp.square(y - jnp.expand_dims(loc, axis)), axis=axis)
+        return loc, 0.5 * jnp.log(var)

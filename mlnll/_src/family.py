@@ -1,0 +1,59 @@
+"""The protocol every output distribution ("family") conforms to.
+
+A family is a frozen, hashable dataclass that holds only static options; all of its methods are
+pure functions of arrays, so a family can be closed over or passed as a static argument to ``jit``.
+There is no base class: shared behaviour lives in plain functions (``numerics``, ``validate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+
+Outputs = Any  # an array, or a tuple of arrays in the order of the family's table row
+Targets = Any
+
+
+@runtime_checkable
+class Family(Protocol):
+    """What ``nll``, ``check_grad`` and ``python -m mlnll check`` rely on.
+
+    * ``log_prob(outputs, targets)``: per-example log-likelihood, every constant included; shape =
+      the broadcast batch shape. Targets outside the support give ``-inf``.
+    * ``grad(outputs, targets)``: closed form of d(-log_prob)/d(outputs), per example, same tree as
+      ``outputs`` (each leaf broadcast to the batch shape, plus its event axes).
+    * ``params(outputs)``: the conventional parameters, e.g. ``{"loc": ..., "scale": ...}``.
+    * ``mean(outputs)``, ``sample(key, outputs, *, sample_shape=())``, ``entropy(outputs)``,
+      ``kl(outputs_p, outputs_q)`` (KL(p || q)).
+    * ``fisher(outputs)``: the Fisher information with respect to the raw outputs. Per example,
+      flatten the outputs (tuple entries in order, event axes row-major) into P numbers; the
+      result has shape ``batch + (P, P)``, or ``batch`` when P = 1.
+
+    Optional methods, used where a family has them:
+
+    * ``expectation_nodes(outputs) -> (nodes, weights)``: an exact (or quadrature) rule for
+      ``E_y[f(y)]``: nodes ``[K, *batch, *event]`` of targets and weights ``[K, *batch]``. The check
+      uses it to compare ``fisher`` with the expected Hessian.
+    * ``constant_terms(targets)``: the terms of ``log_prob`` that depend on the targets (and static
+      options) only, e.g. ``-log(2 pi)/2`` for Normal or ``-log(y!)`` for Poisson; shape = targets'
+      batch shape. ``nll(..., drop_constants=True)`` subtracts it; gradients are unchanged.
+    * ``mle(targets, *, axis=0)``: the outputs at the closed-form maximum-likelihood estimate.
+    """
+
+    def log_prob(self, outputs: Outputs, targets: Targets) -> jax.Array: ...
+
+    def grad(self, outputs: Outputs, targets: Targets) -> Outputs: ...
+
+    def params(self, outputs: Outputs) -> dict[str, jax.Array]: ...
+
+    def mean(self, outputs: Outputs) -> jax.Array: ...
+
+    def sample(self, key: jax.Array, outputs: Outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array: ...
+
+    def entropy(self, outputs: Outputs) -> jax.Array: ...
+
+    def kl(self, outputs_p: Outputs, outputs_q: Outputs) -> jax.Array: ...
+
+    def fisher(self, outputs: Outputs) -> jax.Array: ...

@@ -1,0 +1,24 @@
+"""``mle(family, targets)``: the outputs at the maximum-likelihood estimate, where a closed form exists."""
+
+from __future__ import annotations
+
+from mlnll._src.family import Family
+
+
+def mle(family: Family, targets, *, axis: int = 0, **options):
+    """Raw outputs (same convention as the family's outputs) maximising the likelihood of ``targets``.
+
+    The estimate is taken over ``axis`` of the targets; e.g. ``mle(Bernoulli(), y)`` is the logit of
+    the mean, and ``mle(Normal(), y)`` is ``(mean, log of the 1/n standard deviation)``. At the
+    returned outputs the gradient of the summed NLL vanishes. Family-specific options (such as
+    ``num_classes`` for Categorical with integer labels) are passed through.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, mlnll
+      >>> float(jax.nn.sigmoid(mlnll.mle(mlnll.Bernoulli(), jnp.array([1, 1, 1, 1, 1, 1, 1, 0, 0, 0]))))
+      0.7...
+    """
+    method = getattr(family, "mle", None)
+    if method is None:
+        raise NotImplementedError(f"{type(family).__name__} has no closed-form maximum-likelihood estimate.")
+    return method(targets, axis=axis, **options)
