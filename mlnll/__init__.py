@@ -20,6 +20,12 @@ from mlnll._src.info import kl_divergence_with_logits as kl_divergence_with_logi
 from mlnll._src.mle import mle as mle
 from mlnll._src.nll import nll as nll
 
+# --- counts (Binomial, Geometric, Poisson, NegativeBinomial, Multinomial) ---
+# --- reals (Laplace, Cauchy, Logistic, StudentT, LogNormal) ---
+# --- positive (Exponential, Gamma, Beta, Dirichlet, VonMises) ---
+# --- structured (MultivariateNormal, MixtureSameFamily, ExponentialFamily) ---
+# --- speed (linear_categorical_nll, ...) ---
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -38,4 +44,9 @@ __all__ = [
     "kl_divergence_with_logits",
     "mle",
     "nll",
+    # counts
+    # reals
+    # positive
+    # structured
+    # speed
 ]

@@ -19,6 +19,8 @@ LOG_2 = math.log(2.0)
 # Taylor coefficients 1/k! for k = 2..21 of exp(x) - 1 - x; at |x| <= 1 the first omitted term is
 # below 1/22! ~ 9e-22, under float64's half-ulp.
 _EXPM1MX_COEFFS = tuple(1.0 / math.factorial(k) for k in range(2, 22))
+# Taylor coefficients (-1)^(k+1) / k for k = 2..30 of log(1 + u) - u.
+_LOG1PMX_COEFFS = tuple((-1.0) ** (k + 1) / k for k in range(2, 31))
 
 
 def float_dtype(*arrays: jax.Array) -> np.dtype:
@@ -147,6 +149,23 @@ def expm1mx(x: jax.Array) -> jax.Array:
     series = series * xs * xs
     xl = jnp.where(small, jnp.ones_like(x), x)
     return jnp.where(small, series, jnp.expm1(xl) - xl)
+
+
+def log1pmx(u: jax.Array) -> jax.Array:
+    """``log1p(u) - u`` with full relative accuracy near 0 (where it is ~ -u**2 / 2).
+
+    |u| <= 1/4: the series sum_{k>=2} (-1)^(k+1) u**k / k in Horner form (terms to k = 30, the
+    first omitted below 1e-19 relative); elsewhere log1p(u) - u, which cancels at most ~3 bits there.
+    Clamped inputs in each branch (double where) keep both branches' gradients finite.
+    """
+    small = jnp.abs(u) <= 0.25
+    us = jnp.where(small, u, jnp.zeros_like(u))
+    series = jnp.zeros_like(u)
+    for c in reversed(_LOG1PMX_COEFFS):
+        series = series * us + c
+    series = series * us * us
+    ul = jnp.where(small, jnp.ones_like(u), u)
+    return jnp.where(small, series, jnp.log1p(ul) - ul)
 
 
 def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:

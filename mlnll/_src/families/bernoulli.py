@@ -79,7 +79,7 @@ class Bernoulli:
         shape = tuple(sample_shape) + z.shape
         # u < sigmoid(z)  <=>  log(u) < log_sigmoid(z): no rounding of p near 1.
         u = jax.random.uniform(key, shape, dtype=z.dtype)
-        return (jnp.log(u) < numerics.log_sigmoid(z)).astype(dtype)
+        return (jnp.log(u) < jnp.broadcast_to(numerics.log_sigmoid(z), shape)).astype(dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``-p log p - (1-p) log(1-p)`` as ``sigmoid(z) softplus(-z) + sigmoid(-z) softplus(z)``."""
@@ -88,15 +88,28 @@ class Bernoulli:
         return h.astype(dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
-        """KL(p || q) = p (log p - log q) + (1 - p)(log(1 - p) - log(1 - q)), from logits."""
+        """KL(p || q) = p (log p - log q) + (1 - p)(log(1 - p) - log(1 - q)), from logits.
+
+        With d = z_p - z_q this equals ``p d - softplus(z_p) + softplus(z_q)`` (the Bregman
+        divergence of softplus). For |d| < 1 it is evaluated as
+        ``p expm1mx(-d) + log1pmx(p expm1(-d))`` (softplus(z_q) - softplus(z_p) =
+        log1p(p expm1(-d))), both terms O(d^2), so a tiny KL keeps its relative accuracy; by the
+        symmetry KL(p || q) = KL(1 - p || 1 - q) the logits are flipped so that p <= 1/2 there.
+        """
         zp = validate.float_outputs(outputs_p, where="Bernoulli.kl outputs_p (logits)")
         zq = validate.float_outputs(outputs_q, where="Bernoulli.kl outputs_q (logits)")
-        validate.broadcast_shapes("Bernoulli.kl", [("outputs_p", zp.shape), ("outputs_q", zq.shape)])
-        (zp, zq), dtype = numerics.upcast(zp, zq)
+        shape = validate.broadcast_shapes("Bernoulli.kl", [("outputs_p", zp.shape), ("outputs_q", zq.shape)])
+        (zp, zq), dtype = numerics.upcast(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
         log_p, log_1mp = numerics.log_sigmoid(zp), numerics.log_sigmoid(-zp)
         log_q, log_1mq = numerics.log_sigmoid(zq), numerics.log_sigmoid(-zq)
-        kl = jax.nn.sigmoid(zp) * (log_p - log_q) + jax.nn.sigmoid(-zp) * (log_1mp - log_1mq)
-        return kl.astype(dtype)
+        direct = jax.nn.sigmoid(zp) * (log_p - log_q) + jax.nn.sigmoid(-zp) * (log_1mp - log_1mq)
+        # Near d = 0: flip so that p <= 1/2, then the cancellation-free O(d^2) form.
+        flip = jnp.where(zp > 0, -jnp.ones_like(zp), jnp.ones_like(zp))
+        close = jnp.abs(zp - zq) < 1
+        d = jnp.where(close, (zp - zq) * flip, jnp.zeros_like(zp))
+        p_small = jax.nn.sigmoid(zp * flip)
+        near = p_small * numerics.expm1mx(-d) + numerics.log1pmx(p_small * jnp.expm1(-d))
+        return jnp.where(close, near, direct).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``p (1 - p)``, computed as ``sigmoid(z) sigmoid(-z)`` (no cancellation near p = 1)."""

@@ -99,8 +99,9 @@ class Normal:
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         loc, log_scale, dtype = self._loc_log_scale(outputs)
-        eps = jax.random.normal(key, tuple(sample_shape) + loc.shape, dtype=loc.dtype)
-        return (loc + jnp.exp(log_scale) * eps).astype(dtype)
+        shape = tuple(sample_shape) + loc.shape
+        eps = jax.random.normal(key, shape, dtype=loc.dtype)
+        return (jnp.broadcast_to(loc, shape) + jnp.broadcast_to(jnp.exp(log_scale), shape) * eps).astype(dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``log_scale + (1 + log(2 pi)) / 2``."""

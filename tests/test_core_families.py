@@ -1,0 +1,306 @@
+"""Bernoulli, Categorical and Normal against scipy.stats and autodiff of the plain formulas."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+
+import mlnll
+from conftest import RTOL
+from mlnll._src.check import expected_hessian
+
+N = 16
+C = 5
+
+
+# -- plain textbook formulas, differentiated by jax.grad / jax.hessian as the oracle --------------
+
+
+def plain_bernoulli(z, y):
+    p = 1 / (1 + jnp.exp(-z))
+    return y * jnp.log(p) + (1 - y) * jnp.log(1 - p)
+
+
+def plain_categorical(z, y):
+    return z[y] - jnp.log(jnp.sum(jnp.exp(z)))
+
+
+def plain_categorical_soft(z, q):
+    return jnp.sum(q * (z - jnp.log(jnp.sum(jnp.exp(z)))))
+
+
+def plain_normal(params, y):
+    loc, log_scale = params
+    return -0.5 * ((y - loc) / jnp.exp(log_scale)) ** 2 - log_scale - 0.5 * jnp.log(2 * jnp.pi)
+
+
+def _bernoulli_inputs(key, dtype, soft=False):
+    kz, ky = jax.random.split(key)
+    z = (3 * jax.random.normal(kz, (N,))).astype(dtype)
+    y = jax.random.uniform(ky, (N,)) if soft else jax.random.bernoulli(ky, 0.5, (N,))
+    return z, y.astype(dtype)
+
+
+def _categorical_inputs(key, dtype):
+    kz, ky = jax.random.split(key)
+    return (2 * jax.random.normal(kz, (N, C))).astype(dtype), jax.random.randint(ky, (N,), 0, C)
+
+
+def _normal_inputs(key, dtype):
+    k1, k2, k3 = jax.random.split(key, 3)
+    loc = jax.random.normal(k1, (N,)).astype(dtype)
+    log_scale = jax.random.normal(k2, (N,)).astype(dtype)
+    y = (loc + jnp.exp(log_scale) * jax.random.normal(k3, (N,)).astype(dtype)).astype(dtype)
+    return (loc, log_scale), y
+
+
+def _maybe_jit(f, use_jit):
+    return jax.jit(f) if use_jit else f
+
+
+def _f64(x):
+    return np.asarray(x, np.float64)
+
+
+# -- log_prob equals scipy ---------------------------------------------------------------------
+
+
+def test_bernoulli_log_prob_matches_scipy(dtype, use_jit):
+    z, y = _bernoulli_inputs(jax.random.PRNGKey(0), dtype)
+    got = _maybe_jit(mlnll.Bernoulli().log_prob, use_jit)(z, y)
+    assert got.dtype == dtype and got.shape == (N,)
+    want = scipy.stats.bernoulli.logpmf(_f64(y), scipy.special.expit(_f64(z)))
+    np.testing.assert_allclose(_f64(got), want, rtol=RTOL[dtype], atol=0)
+
+
+def test_categorical_log_prob_matches_scipy(dtype, use_jit):
+    z, y = _categorical_inputs(jax.random.PRNGKey(1), dtype)
+    got = _maybe_jit(mlnll.Categorical().log_prob, use_jit)(z, y)
+    assert got.dtype == dtype and got.shape == (N,)
+    p = scipy.special.softmax(_f64(z), axis=-1)
+    want = scipy.stats.multinomial.logpmf(np.eye(C)[np.asarray(y)], 1, p)
+    np.testing.assert_allclose(_f64(got), want, rtol=RTOL[dtype], atol=0)
+
+
+def test_categorical_soft_targets_equal_cross_entropy(dtype, use_jit):
+    z, _ = _categorical_inputs(jax.random.PRNGKey(2), dtype)
+    q = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(3), (N, C))).astype(dtype)
+    got = _maybe_jit(mlnll.Categorical().log_prob, use_jit)(z, q)
+    want = np.sum(_f64(q) * scipy.special.log_softmax(_f64(z), axis=-1), axis=-1)
+    np.testing.assert_allclose(_f64(got), want, rtol=RTOL[dtype] * 4, atol=0)
+
+
+def test_soft_one_hot_targets_equal_labels(dtype):
+    z, y = _categorical_inputs(jax.random.PRNGKey(4), dtype)
+    fam = mlnll.Categorical()
+    np.testing.assert_array_equal(fam.log_prob(z, jax.nn.one_hot(y, C, dtype=dtype)), fam.log_prob(z, y))
+
+
+@pytest.mark.parametrize("scale", [None, 1.0, 0.25])
+def test_normal_log_prob_matches_scipy(dtype, use_jit, scale):
+    (loc, log_scale), y = _normal_inputs(jax.random.PRNGKey(5), dtype)
+    fam = mlnll.Normal(scale=scale)
+    outputs = (loc, log_scale) if scale is None else loc
+    got = _maybe_jit(fam.log_prob, use_jit)(outputs, y)
+    sd = np.exp(_f64(log_scale)) if scale is None else scale
+    want = scipy.stats.norm.logpdf(_f64(y), _f64(loc), sd)
+    np.testing.assert_allclose(_f64(got), want, rtol=RTOL[dtype] * 4, atol=0)
+
+
+def test_unit_normal_nll_is_half_squared_error_plus_constant():
+    loc = jnp.array([0.5, -1.0, 3.0], jnp.float64)
+    y = jnp.array([1.0, 1.0, -2.0], jnp.float64)
+    got = -mlnll.Normal(scale=1.0).log_prob(loc, y)
+    np.testing.assert_allclose(got, 0.5 * (y - loc) ** 2 + 0.5 * math.log(2 * math.pi), rtol=1e-15)
+
+
+# -- closed-form gradients equal jax.grad of the plain formula ----------------------------------
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_bernoulli_grad_is_sigmoid_minus_y(dtype, use_jit, soft):
+    z, y = _bernoulli_inputs(jax.random.PRNGKey(6), dtype, soft)
+    got = _maybe_jit(mlnll.Bernoulli().grad, use_jit)(z, y)
+    want = jax.vmap(jax.grad(lambda a, b: -plain_bernoulli(a, b)))(z.astype(jnp.float64), y.astype(jnp.float64))
+    np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 4, atol=RTOL[dtype] * 1e-3)
+
+
+def test_categorical_grad_is_softmax_minus_onehot(dtype, use_jit):
+    z, y = _categorical_inputs(jax.random.PRNGKey(7), dtype)
+    got = _maybe_jit(mlnll.Categorical().grad, use_jit)(z, y)
+    want = jax.vmap(jax.grad(lambda a, b: -plain_categorical(a, b)))(z.astype(jnp.float64), y)
+    np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 4, atol=RTOL[dtype] * 1e-3)
+
+
+def test_categorical_soft_grad_is_softmax_minus_q(dtype, use_jit):
+    z, _ = _categorical_inputs(jax.random.PRNGKey(8), dtype)
+    q = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(9), (N, C))).astype(dtype)
+    got = _maybe_jit(mlnll.Categorical().grad, use_jit)(z, q)
+    want = jax.vmap(jax.grad(lambda a, b: -plain_categorical_soft(a, b)))(z.astype(jnp.float64), q.astype(jnp.float64))
+    np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
+
+
+def test_normal_grad_closed_form(dtype, use_jit):
+    (loc, log_scale), y = _normal_inputs(jax.random.PRNGKey(10), dtype)
+    got = _maybe_jit(mlnll.Normal().grad, use_jit)((loc, log_scale), y)
+    f64 = lambda a: a.astype(jnp.float64)  # noqa: E731
+    want = jax.vmap(jax.grad(lambda p, b: -plain_normal(p, b)))((f64(loc), f64(log_scale)), f64(y))
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(_f64(g), _f64(w), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
+
+
+def test_normal_fixed_scale_grad(dtype):
+    (loc, _), y = _normal_inputs(jax.random.PRNGKey(11), dtype)
+    got = mlnll.Normal(scale=0.5).grad(loc, y)
+    want = jax.vmap(jax.grad(lambda m, b: -plain_normal((m, jnp.log(0.5)), b)))(loc.astype(jnp.float64), y.astype(jnp.float64))
+    np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 4, atol=RTOL[dtype] * 1e-3)
+
+
+# -- Fisher information equals the expected Hessian of the plain formula --------------------------
+
+
+def test_bernoulli_and_categorical_fisher_equal_hessian_of_plain_formula(dtype):
+    z, _ = _bernoulli_inputs(jax.random.PRNGKey(12), dtype)
+    # The Hessian of an exponential family's NLL in its natural parameter does not depend on y.
+    hess = jax.vmap(jax.hessian(lambda a: -plain_bernoulli(a, 1.0)))(z.astype(jnp.float64))
+    np.testing.assert_allclose(_f64(mlnll.Bernoulli().fisher(z)), _f64(hess), rtol=RTOL[dtype] * 4)
+    zc, _ = _categorical_inputs(jax.random.PRNGKey(13), dtype)
+    hess_c = jax.vmap(jax.hessian(lambda a: -plain_categorical(a, 0)))(zc.astype(jnp.float64))
+    np.testing.assert_allclose(_f64(mlnll.Categorical().fisher(zc)), _f64(hess_c), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
+
+
+def test_normal_fisher_equals_expected_hessian_of_plain_formula(dtype):
+    (loc, log_scale), _ = _normal_inputs(jax.random.PRNGKey(14), dtype)
+    x, w = np.polynomial.hermite.hermgauss(10)
+    params = (loc.astype(jnp.float64), log_scale.astype(jnp.float64))
+    hess = jax.vmap(jax.hessian(lambda p, b: -plain_normal(p, b)), in_axes=(None, 0))
+
+    def expected(i):
+        nodes = params[0][i] + math.sqrt(2) * jnp.exp(params[1][i]) * jnp.asarray(x)
+        h = hess((params[0][i], params[1][i]), nodes)
+        mat = jnp.array([[h[0][0], h[0][1]], [h[1][0], h[1][1]]])  # [2, 2, nodes]
+        return jnp.sum(mat * jnp.asarray(w / math.sqrt(math.pi))[None, None, :], axis=-1)
+
+    want = np.stack([_f64(expected(i)) for i in range(N)])
+    got = _f64(mlnll.Normal().fisher((loc, log_scale)))
+    assert got.shape == (N, 2, 2)
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype] * 8, atol=1e-10)
+
+
+def test_fisher_of_core_families_matches_check_quadrature():
+    z = jnp.array([[0.3, -1.0, 2.0], [5.0, 0.0, -5.0]], jnp.float64)
+    np.testing.assert_allclose(mlnll.Categorical().fisher(z), expected_hessian(mlnll.Categorical(), z), rtol=1e-12, atol=1e-15)
+
+
+# -- entropy, KL, mean, sample, params -----------------------------------------------------------
+
+
+def test_entropy_matches_scipy(dtype):
+    z, _ = _bernoulli_inputs(jax.random.PRNGKey(15), dtype)
+    np.testing.assert_allclose(_f64(mlnll.Bernoulli().entropy(z)), scipy.stats.bernoulli.entropy(scipy.special.expit(_f64(z))), rtol=RTOL[dtype] * 4)
+    zc, _ = _categorical_inputs(jax.random.PRNGKey(16), dtype)
+    p = scipy.special.softmax(_f64(zc), axis=-1)
+    np.testing.assert_allclose(_f64(mlnll.Categorical().entropy(zc)), scipy.stats.entropy(p, axis=-1), rtol=RTOL[dtype] * 4)
+    (loc, log_scale), _ = _normal_inputs(jax.random.PRNGKey(17), dtype)
+    np.testing.assert_allclose(_f64(mlnll.Normal().entropy((loc, log_scale))), scipy.stats.norm.entropy(_f64(loc), np.exp(_f64(log_scale))), rtol=RTOL[dtype] * 4)
+
+
+def test_kl_matches_exact_sums(dtype):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(18))
+    zp, zq = (2 * jax.random.normal(k1, (N, C))).astype(dtype), (2 * jax.random.normal(k2, (N, C))).astype(dtype)
+    p, q = scipy.special.softmax(_f64(zp), -1), scipy.special.softmax(_f64(zq), -1)
+    np.testing.assert_allclose(_f64(mlnll.Categorical().kl(zp, zq)), scipy.stats.entropy(p, q, axis=-1), rtol=RTOL[dtype] * 8)
+    bp, bq = scipy.special.expit(_f64(zp[:, 0])), scipy.special.expit(_f64(zq[:, 0]))
+    want = scipy.stats.entropy(np.stack([bp, 1 - bp]), np.stack([bq, 1 - bq]), axis=0)
+    np.testing.assert_allclose(_f64(mlnll.Bernoulli().kl(zp[:, 0], zq[:, 0])), want, rtol=RTOL[dtype] * 8)
+
+
+def test_normal_kl_matches_monte_carlo():
+    p = (jnp.array([0.0, 1.0], jnp.float64), jnp.array([0.0, -0.5], jnp.float64))
+    q = (jnp.array([0.5, -1.0], jnp.float64), jnp.array([0.3, 0.2], jnp.float64))
+    fam = mlnll.Normal()
+    y = fam.sample(jax.random.PRNGKey(19), p, sample_shape=(200_000,))
+    ratio = fam.log_prob(p, y) - fam.log_prob(q, y)
+    mc, se = np.mean(ratio, 0), np.std(ratio, 0) / math.sqrt(y.shape[0])
+    assert np.all(np.abs(_f64(fam.kl(p, q)) - mc) < 5 * se)
+
+
+def test_normal_kl_stays_accurate_when_scales_are_close():
+    # KL(N(0, 1) || N(0, e^-d)) = (exp(2d) - 1 - 2d) / 2 ~ d^2: the naive form loses it in float32.
+    import mpmath
+
+    fam = mlnll.Normal()
+    for d in [1e-7, 1e-4, 1e-2, 0.5, 3.0]:
+        for dtype, tol in [(jnp.float32, 4e-7), (jnp.float64, 1e-14)]:
+            zero = jnp.zeros((), dtype)
+            got = float(fam.kl((zero, jnp.asarray(d, dtype)), (zero, zero)))
+            d_rounded = mpmath.mpf(float(jnp.asarray(d, dtype)))  # the input the dtype can represent
+            with mpmath.workdps(50):
+                want = float(0.5 * (mpmath.exp(2 * d_rounded) - 1 - 2 * d_rounded))
+            assert abs(got - want) <= tol * want, (d, dtype, got, want)
+
+
+def test_mean_params_and_sample_moments():
+    key = jax.random.PRNGKey(20)
+    z = jnp.array([-1.0, 0.0, 2.0], jnp.float64)
+    fam = mlnll.Bernoulli()
+    np.testing.assert_allclose(fam.mean(z), scipy.special.expit(np.asarray(z)), rtol=1e-15)
+    np.testing.assert_allclose(fam.params(z)["probs"], fam.mean(z))
+    draws = fam.sample(key, z, sample_shape=(100_000,))
+    assert draws.shape == (100_000, 3) and draws.dtype == jnp.float64
+    p = np.asarray(fam.mean(z))
+    assert np.all(np.abs(np.mean(draws, 0) - p) < 5 * np.sqrt(p * (1 - p) / 100_000))
+
+    zc = jnp.array([[0.0, 1.0, -1.0]], jnp.float64)
+    cat = mlnll.Categorical()
+    labels = cat.sample(key, zc, sample_shape=(100_000,))
+    assert labels.shape == (100_000, 1) and labels.dtype == jnp.int32
+    freq = np.bincount(np.asarray(labels[:, 0]), minlength=3) / 100_000
+    pc = np.asarray(cat.mean(zc))[0]
+    assert np.all(np.abs(freq - pc) < 5 * np.sqrt(pc * (1 - pc) / 100_000))
+
+    nrm = mlnll.Normal()
+    out = (jnp.array([1.0, -2.0], jnp.float64), jnp.array([0.0, math.log(3.0)], jnp.float64))
+    ys = nrm.sample(key, out, sample_shape=(100_000,))
+    np.testing.assert_allclose(nrm.params(out)["scale"], [1.0, 3.0], rtol=1e-15)
+    assert np.all(np.abs(np.mean(ys, 0) - np.array([1.0, -2.0])) < 5 * np.array([1.0, 3.0]) / math.sqrt(100_000))
+    assert np.all(np.abs(np.std(ys, 0) / np.array([1.0, 3.0]) - 1) < 5 / math.sqrt(2 * 100_000))
+
+
+def test_families_are_frozen_and_hashable():
+    assert hash(mlnll.Normal(scale=2.0)) == hash(mlnll.Normal(scale=2.0))
+    assert mlnll.Normal() != mlnll.Normal(scale=1.0)
+    with pytest.raises(Exception):
+        mlnll.Normal().scale = 3.0  # type: ignore[misc]
+    for fam in (mlnll.Bernoulli(), mlnll.Categorical(), mlnll.Normal()):
+        assert isinstance(fam, mlnll.Family)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_normal_rejects_bad_fixed_scale(bad):
+    with pytest.raises(ValueError, match="Normal\\(scale=...\\)"):
+        mlnll.Normal(scale=bad)
+
+
+# -- shapes and broadcasting ------------------------------------------------------------------
+
+
+def test_batch_shapes_broadcast():
+    z = jnp.zeros((4, 1, C), jnp.float32)
+    y = jnp.zeros((3,), jnp.int32)
+    assert mlnll.Categorical().log_prob(z, y).shape == (4, 3)
+    assert mlnll.Normal().log_prob((jnp.zeros((4, 1), jnp.float32), jnp.zeros((), jnp.float32)), jnp.ones((3,), jnp.float32)).shape == (4, 3)
+    assert mlnll.Bernoulli().log_prob(jnp.zeros((2, 3), jnp.float32), jnp.ones((3,), jnp.float32)).shape == (2, 3)
+
+
+def test_bfloat16_is_computed_in_float32_and_returned_in_bfloat16():
+    z, y = _categorical_inputs(jax.random.PRNGKey(21), np.dtype("float32"))
+    got = mlnll.Categorical().log_prob(z.astype(jnp.bfloat16), y)
+    assert got.dtype == jnp.bfloat16
+    want = mlnll.Categorical().log_prob(z.astype(jnp.bfloat16).astype(jnp.float32), y)
+    np.testing.assert_allclose(_f64(got), _f64(want), rtol=2**-8)

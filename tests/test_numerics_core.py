@@ -1,0 +1,153 @@
+"""Extreme inputs, relative accuracy and bad input for the core families."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import optax
+import pytest
+
+import mlnll
+from mlnll._src import numerics
+
+F32, F64 = jnp.float32, jnp.float64
+
+
+def test_confident_prediction_keeps_relative_accuracy_in_float32():
+    z = jnp.array([[20.0, 0.0, 0.0]], F32)
+    y = jnp.array([0])
+    want = float(mpmath.log1p(2 * mpmath.exp(-20)))  # 4.1223e-9
+    loss = mlnll.nll(mlnll.Categorical())
+    value, g = jax.value_and_grad(loss)(z, y)
+    assert float(value) == pytest.approx(want, rel=1e-6)
+    assert float(g[0, 0]) == pytest.approx(-want, rel=1e-6)  # -(1 - p_0), by jax.grad of the loss
+    assert float(mlnll.Categorical().grad(z, y)[0, 0]) == pytest.approx(-want, rel=1e-6)
+    # optax's plain lse - z_y rounds the same loss to exactly 0.
+    assert float(optax.softmax_cross_entropy_with_integer_labels(z, y)[0]) == 0.0
+    b = jax.grad(mlnll.nll(mlnll.Bernoulli()))(jnp.array([20.0], F32), jnp.array([1.0], F32))
+    assert float(b[0]) == pytest.approx(-float(mpmath.exp(-20) / (1 + mpmath.exp(-20))), rel=1e-6)
+
+
+@pytest.mark.parametrize("big", [1e4, 3e38])
+def test_huge_logits_give_finite_values_and_gradients(big):
+    z = jnp.array([[big, -big, 0.0], [-big, big, 0.0], [0.0, big, -big]], F32)
+    y = jnp.array([0, 0, 2])
+    loss = mlnll.nll(mlnll.Categorical(), reduction="none")
+    values = loss(z, y)
+    # Exact values: 0, 2 big, 2 big (finite when big = 1e4; 6e38 overflows float32, so inf).
+    assert float(values[0]) == 0.0
+    if big == 1e4:
+        np.testing.assert_allclose(values[1:], [2e4, 2e4], rtol=1e-6)
+    else:
+        assert np.all(np.isposinf(np.asarray(values[1:])))
+    g = jax.jacrev(lambda a: jnp.sum(loss(a, y)))(z)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_array_equal(g, mlnll.Categorical().grad(z, y))
+    zb = jnp.array([big, -big, big, -big], F32)
+    yb = jnp.array([1.0, 0.0, 0.0, 1.0], F32)
+    vb, gb = jax.value_and_grad(lambda a: mlnll.nll(mlnll.Bernoulli(), reduction="sum")(a, yb))(zb)
+    assert np.all(np.isfinite(gb))
+    np.testing.assert_array_equal(gb, [0.0, 0.0, 1.0, -1.0])
+    assert float(vb) == pytest.approx(2 * big, rel=1e-6) or (big == 3e38 and math.isinf(float(vb)))
+
+
+def test_minus_inf_logit_on_a_non_target_class_is_allowed():
+    z = jnp.array([[-jnp.inf, 0.0, 1.0]], F32)
+    y = jnp.array([2])
+    value, g = jax.value_and_grad(mlnll.nll(mlnll.Categorical()))(z, y)
+    assert float(value) == pytest.approx(math.log1p(math.exp(-1)), rel=1e-6)
+    assert float(g[0, 0]) == 0.0 and np.all(np.isfinite(g))
+    assert np.all(np.isfinite(jax.hessian(lambda a: mlnll.nll(mlnll.Categorical())(a, y))(z)))
+    assert np.isfinite(float(mlnll.Categorical().entropy(z)[0]))
+    assert np.all(np.isfinite(jax.grad(lambda a: mlnll.Categorical().entropy(a)[0])(z)))
+
+
+def test_minus_inf_logit_on_the_target_is_an_infinite_loss():
+    z = jnp.array([[-jnp.inf, 0.0]], F32)
+    assert math.isinf(float(mlnll.nll(mlnll.Categorical())(z, jnp.array([0]))))
+
+
+def test_normal_at_extreme_log_scales():
+    fam = mlnll.Normal()
+    loc = jnp.array([0.0, 0.0], F32)
+    log_scale = jnp.array([80.0, -80.0], F32)
+    y = jnp.array([1e30, 1e-36], F32)
+    values = fam.log_prob((loc, log_scale), y)
+    want = [
+        float(-0.5 * (mpmath.mpf(1e30) * mpmath.exp(-80)) ** 2 - 80 - mpmath.log(2 * mpmath.pi) / 2),
+        float(-0.5 * (mpmath.mpf(float(jnp.float32(1e-36))) * mpmath.exp(80)) ** 2 + 80 - mpmath.log(2 * mpmath.pi) / 2),
+    ]
+    np.testing.assert_allclose(np.asarray(values, np.float64), want, rtol=1e-6)
+    g = jax.grad(lambda o: jnp.sum(fam.log_prob(o, y)))((loc, log_scale))
+    assert all(np.all(np.isfinite(x)) for x in g)
+
+
+@pytest.mark.parametrize(
+    "fn, x, exact",
+    [
+        (numerics.expm1mx, 1e-5, lambda x: mpmath.expm1(x) - x),
+        (numerics.expm1mx, -0.7, lambda x: mpmath.expm1(x) - x),
+        (numerics.expm1mx, 5.0, lambda x: mpmath.expm1(x) - x),
+        (numerics.log1pmx, 1e-5, lambda x: mpmath.log1p(x) - x),
+        (numerics.log1pmx, -0.2, lambda x: mpmath.log1p(x) - x),
+        (numerics.log1pmx, 3.0, lambda x: mpmath.log1p(x) - x),
+    ],
+)
+def test_series_primitives_against_mpmath(fn, x, exact):
+    with mpmath.workdps(50):
+        want = float(exact(mpmath.mpf(x)))
+    assert float(fn(jnp.asarray(x, F64))) == pytest.approx(want, rel=4e-16)
+    x32 = float(jnp.asarray(x, F32))
+    with mpmath.workdps(50):
+        want32 = float(exact(mpmath.mpf(x32)))
+    assert float(fn(jnp.asarray(x, F32))) == pytest.approx(want32, rel=1e-6)
+
+
+def test_bernoulli_kl_keeps_relative_accuracy_for_close_logits():
+    fam = mlnll.Bernoulli()
+    for zp, zq in [(0.3, 0.3 + 1e-4), (-7.0, -7.01), (9.0, 8.5), (2.0, -3.0)]:
+        zp32, zq32 = float(jnp.float32(zp)), float(jnp.float32(zq))
+        with mpmath.workdps(50):
+            p = 1 / (1 + mpmath.exp(-mpmath.mpf(zp32)))
+            q = 1 / (1 + mpmath.exp(-mpmath.mpf(zq32)))
+            want = float(p * mpmath.log(p / q) + (1 - p) * mpmath.log((1 - p) / (1 - q)))
+        got = float(fam.kl(jnp.asarray(zp, F32), jnp.asarray(zq, F32)))
+        assert got == pytest.approx(want, rel=2e-6), (zp, zq)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+def test_integer_logits_raise_type_error():
+    with pytest.raises(TypeError, match="Categorical outputs \\(logits\\) must be a floating array.*int32"):
+        mlnll.Categorical().log_prob(jnp.zeros((2, 3), jnp.int32), jnp.zeros((2,), jnp.int32))
+    with pytest.raises(TypeError, match="Bernoulli outputs \\(logits\\) must be a floating array"):
+        mlnll.nll(mlnll.Bernoulli())(jnp.zeros((2,), jnp.int32), jnp.zeros((2,), jnp.int32))
+    with pytest.raises(TypeError, match="Normal outputs\\[1\\] \\(log_scale\\) must be a floating array"):
+        mlnll.Normal().log_prob((jnp.zeros(2, F32), jnp.zeros(2, jnp.int32)), jnp.zeros(2, F32))
+
+
+def test_shapes_that_do_not_fit_raise_value_error_naming_both():
+    with pytest.raises(ValueError, match=r"outputs\[..., :-1\] \(batch\) shape \(4,\), targets \(labels\) shape \(3,\)"):
+        jax.jit(mlnll.nll(mlnll.Categorical()))(jnp.zeros((4, 5), F32), jnp.zeros((3,), jnp.int32))
+    with pytest.raises(ValueError, match=r"outputs shape \(4,\), targets shape \(3,\)"):
+        mlnll.Bernoulli().log_prob(jnp.zeros((4,), F32), jnp.zeros((3,), F32))
+    with pytest.raises(ValueError, match=r"floating targets are probability vectors \[..., C\] with C = 5"):
+        mlnll.Categorical().log_prob(jnp.zeros((4, 5), F32), jnp.zeros((4,), F32))
+    with pytest.raises(TypeError, match=r"Normal outputs must be a tuple \(loc, log_scale\); got a single"):
+        mlnll.Normal().log_prob(jnp.zeros((4,), F32), jnp.zeros((4,), F32))
+    with pytest.raises(TypeError, match=r"Normal\(scale=1.0\) fixes the scale and takes loc alone"):
+        mlnll.Normal(scale=1.0).log_prob((jnp.zeros(4, F32), jnp.zeros(4, F32)), jnp.zeros(4, F32))
+
+
+def test_out_of_support_targets_give_minus_inf_and_leave_the_rest_alone():
+    z = jnp.zeros((3, 4), F32)
+    lp = mlnll.Categorical().log_prob(z, jnp.array([0, 4, -1]))
+    assert float(lp[0]) == pytest.approx(-math.log(4), rel=1e-6)
+    assert math.isinf(float(lp[1])) and math.isinf(float(lp[2])) and float(lp[1]) < 0
+    lb = mlnll.Bernoulli().log_prob(jnp.zeros((3,), F32), jnp.array([1.0, 1.5, -0.1], F32))
+    assert float(lb[0]) == pytest.approx(-math.log(2), rel=1e-6)
+    assert np.all(np.isneginf(np.asarray(lb[1:])))
+    assert np.all(np.isnan(np.asarray(mlnll.Categorical().grad(z, jnp.array([5, 0, 0]))[0])))
