@@ -6,6 +6,7 @@ loss. Every family has pure, jittable log-likelihoods and closed-form gradients 
 
 from mlnll._src.check import GradCheck as GradCheck
 from mlnll._src.check import check_grad as check_grad
+from mlnll._src.checked import checked as checked
 from mlnll._src.families.bernoulli import Bernoulli as Bernoulli
 from mlnll._src.families.categorical import Categorical as Categorical
 from mlnll._src.families.normal import Normal as Normal
@@ -18,6 +19,7 @@ from mlnll._src.info import information_content as information_content
 from mlnll._src.info import kl_divergence as kl_divergence
 from mlnll._src.info import kl_divergence_with_logits as kl_divergence_with_logits
 from mlnll._src.mle import mle as mle
+from mlnll._src.nll import Loss as Loss
 from mlnll._src.nll import nll as nll
 
 # --- counts (Binomial, Geometric, Poisson, NegativeBinomial, Multinomial) ---
@@ -33,8 +35,10 @@ __all__ = [
     "Categorical",
     "Family",
     "GradCheck",
+    "Loss",
     "Normal",
     "check_grad",
+    "checked",
     "cross_entropy",
     "cross_entropy_with_logits",
     "entropy",

@@ -1,0 +1,262 @@
+"""Loss options: closed forms against jax.grad of plain formulas, and torch.nn where they overlap."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import mlnll
+
+F64 = jnp.float64
+N, C = 12, 5
+
+
+def _logits(seed, n=N, c=C, dtype=F64):
+    return (2 * jax.random.normal(jax.random.PRNGKey(seed), (n, c))).astype(dtype)
+
+
+def _labels(seed, n=N, c=C):
+    return jax.random.randint(jax.random.PRNGKey(seed), (n,), 0, c)
+
+
+def _t(x):
+    return torch.from_numpy(np.array(x))
+
+
+# -- plain per-example formulas (the autodiff oracle) --------------------------------------------
+
+
+def plain_categorical(z, q, *, gamma=0.0, beta=0.0):
+    """-sum_c q_c (1 - p_c)^gamma log p_c + beta lse^2, written naively."""
+    lse = jnp.log(jnp.sum(jnp.exp(z)))
+    log_p = z - lse
+    p = jnp.exp(log_p)
+    return -jnp.sum(q * (1 - p) ** gamma * log_p) + beta * lse**2
+
+
+def plain_bernoulli(z, y, *, pos_weight=1.0, gamma=0.0):
+    p = 1 / (1 + jnp.exp(-z))
+    return -(pos_weight * y * (1 - p) ** gamma * jnp.log(p) + (1 - y) * p**gamma * jnp.log(1 - p))
+
+
+CATEGORICAL_OPTIONS = [
+    {},
+    {"label_smoothing": 0.1},
+    {"class_weights": (0.5, 1.0, 2.0, 0.0, 1.5)},
+    {"class_weights": (0.5, 1.0, 2.0, 0.1, 1.5), "label_smoothing": 0.2},
+    {"z_loss": 1e-2},
+    {"focal_gamma": 2.0},
+    {"focal_gamma": 0.5},
+    {"focal_gamma": 1.0, "label_smoothing": 0.1, "z_loss": 1e-3, "class_weights": (1.0, 2.0, 1.0, 1.0, 3.0)},
+    {"ignore_index": -100},
+]
+
+
+def _expected_categorical(z, y, options, soft=False):
+    """Mean loss from the plain formula, with torch's denominators."""
+    alpha = options.get("label_smoothing", 0.0)
+    w = jnp.asarray(options.get("class_weights", (1.0,) * C), F64)
+    index = options.get("ignore_index")
+    keep = jnp.ones(y.shape[:1], bool) if (soft or index is None) else y != index
+    q = y if soft else jax.nn.one_hot(jnp.where(keep, y, 0), C, dtype=F64)
+    q = (1 - alpha) * q + alpha / C
+    per = jax.vmap(lambda a, b: plain_categorical(a, w * b, gamma=options.get("focal_gamma", 0.0), beta=options.get("z_loss", 0.0)))(z, q)
+    norm = jnp.ones(z.shape[:1], F64) if soft else w[jnp.where(keep, y, 0)]
+    return jnp.sum(jnp.where(keep, per, 0.0)) / jnp.sum(jnp.where(keep, norm, 0.0))
+
+
+@pytest.mark.parametrize("options", CATEGORICAL_OPTIONS, ids=lambda o: ",".join(o) or "plain")
+def test_categorical_options_value_and_closed_form_grad(options):
+    z = _logits(0)
+    y = _labels(1)
+    if "ignore_index" in options:
+        y = y.at[jnp.array([2, 5])].set(-100)
+    loss = mlnll.nll(mlnll.Categorical(), **options)
+    want = _expected_categorical(z, y, options)
+    np.testing.assert_allclose(loss(z, y), want, rtol=1e-13)
+    want_grad = jax.grad(lambda a: _expected_categorical(a, y, options))(z)
+    np.testing.assert_allclose(loss.grad(z, y), want_grad, rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(jax.grad(loss)(z, y), want_grad, rtol=1e-11, atol=1e-15)
+
+
+@pytest.mark.parametrize("options", CATEGORICAL_OPTIONS[:-1], ids=lambda o: ",".join(o) or "plain")
+def test_categorical_options_with_soft_targets(options):
+    z = _logits(2)
+    q = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(3), (N, C), F64))
+    loss = mlnll.nll(mlnll.Categorical(), **options)
+    np.testing.assert_allclose(loss(z, q), _expected_categorical(z, q, options, soft=True), rtol=1e-13)
+    want_grad = jax.grad(lambda a: _expected_categorical(a, q, options, soft=True))(z)
+    np.testing.assert_allclose(loss.grad(z, q), want_grad, rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(jax.grad(loss)(z, q), want_grad, rtol=1e-11, atol=1e-15)
+
+
+BERNOULLI_OPTIONS = [
+    {},
+    {"pos_weight": 3.0},
+    {"pos_weight": (1.0, 2.0, 0.5)},
+    {"label_smoothing": 0.2},
+    {"focal_gamma": 2.0},
+    {"focal_gamma": 0.5, "pos_weight": 2.0, "label_smoothing": 0.1},
+]
+
+
+@pytest.mark.parametrize("options", BERNOULLI_OPTIONS, ids=lambda o: ",".join(o) or "plain")
+@pytest.mark.parametrize("soft", [False, True])
+def test_bernoulli_options_value_and_closed_form_grad(options, soft):
+    z = _logits(4, c=3)
+    key = jax.random.PRNGKey(5)
+    y = jax.random.uniform(key, (N, 3), F64) if soft else jax.random.bernoulli(key, 0.5, (N, 3)).astype(F64)
+    alpha = options.get("label_smoothing", 0.0)
+    pw = jnp.broadcast_to(jnp.asarray(options.get("pos_weight", 1.0), F64), (N, 3))
+
+    def expected(a):
+        ys = (1 - alpha) * y + alpha / 2
+        return jnp.mean(plain_bernoulli(a, ys, pos_weight=pw, gamma=options.get("focal_gamma", 0.0)))
+
+    loss = mlnll.nll(mlnll.Bernoulli(), **options)
+    np.testing.assert_allclose(loss(z, y), expected(z), rtol=1e-13)
+    np.testing.assert_allclose(loss.grad(z, y), jax.grad(expected)(z), rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(jax.grad(loss)(z, y), jax.grad(expected)(z), rtol=1e-11, atol=1e-15)
+
+
+def test_bernoulli_focal_matches_optax_sigmoid_focal_loss():
+    z = _logits(6, c=4)
+    y = jax.random.bernoulli(jax.random.PRNGKey(7), 0.3, (N, 4)).astype(F64)
+    got = mlnll.nll(mlnll.Bernoulli(), focal_gamma=2.0, reduction="none")(z, y)
+    with jax.numpy_dtype_promotion("standard"):
+        want = optax.sigmoid_focal_loss(z, y, alpha=None, gamma=2.0)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("options", [{"focal_gamma": 0.5}, {"focal_gamma": 2.0}, {"z_loss": 1e-4}])
+def test_option_gradients_stay_finite_at_extreme_logits(options):
+    z = jnp.array([[3e38, -3e38, 0.0], [1e4, 0.0, -jnp.inf], [20.0, 0.0, 0.0]], jnp.float32)
+    y = jnp.array([0, 0, 0])
+    loss = mlnll.nll(mlnll.Categorical(), **options)
+    g = jax.grad(loss)(z, y)
+    assert np.all(np.isfinite(np.asarray(g)))
+    np.testing.assert_allclose(np.asarray(loss.grad(z, y)), np.asarray(g), rtol=1e-6, atol=0)
+    zb = jnp.array([3e38, -3e38, 1e4, -1e4], jnp.float32)
+    yb = jnp.array([1.0, 0.0, 0.0, 1.0], jnp.float32)
+    bl = mlnll.nll(mlnll.Bernoulli(), focal_gamma=options.get("focal_gamma", 0.0) or 1.0)
+    assert np.all(np.isfinite(np.asarray(jax.grad(bl)(zb, yb))))
+
+
+# -- torch.nn as the oracle ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"ignore_index": -100}, {"label_smoothing": 0.15}, {"class_weights": (0.5, 1.0, 2.0, 0.3, 1.5)},
+     {"class_weights": (0.5, 1.0, 2.0, 0.3, 1.5), "label_smoothing": 0.1, "ignore_index": 3}],
+    ids=lambda o: ",".join(o) or "plain",
+)
+def test_categorical_matches_torch_cross_entropy_loss(options, reduction):
+    z = _logits(8)
+    y = _labels(9)
+    if "ignore_index" in options:
+        y = y.at[jnp.array([1, 4])].set(options["ignore_index"])
+    torch_loss = torch.nn.CrossEntropyLoss(
+        weight=None if "class_weights" not in options else _t(options["class_weights"]),
+        ignore_index=options.get("ignore_index", -100),
+        label_smoothing=options.get("label_smoothing", 0.0),
+        reduction=reduction,
+    )
+    want = torch_loss(_t(z), _t(y).long()).numpy()
+    got = mlnll.nll(mlnll.Categorical(), reduction=reduction, **options)(z, y)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_soft_targets_with_class_weights_match_torch():
+    z = _logits(10)
+    q = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(11), (N, C), F64))
+    w = (0.5, 1.0, 2.0, 0.3, 1.5)
+    want = torch.nn.CrossEntropyLoss(weight=_t(w), label_smoothing=0.1)(_t(z), _t(q)).numpy()
+    got = mlnll.nll(mlnll.Categorical(), class_weights=w, label_smoothing=0.1)(z, q)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_nll_loss_on_log_probabilities_matches_torch():
+    log_p = jax.nn.log_softmax(_logits(12))
+    y = _labels(13)
+    want = torch.nn.NLLLoss()(_t(log_p), _t(y).long()).numpy()
+    # Categorical at logits = log-probabilities: log_softmax(log p) = log p.
+    np.testing.assert_allclose(mlnll.nll(mlnll.Categorical())(log_p, y), want, rtol=1e-12)
+
+
+def test_all_ignored_batch_gives_zero_where_torch_gives_nan():
+    z = _logits(14)
+    y = jnp.full((N,), -100)
+    loss = mlnll.nll(mlnll.Categorical(), ignore_index=-100)
+    assert float(loss(z, y)) == 0.0
+    np.testing.assert_array_equal(jax.grad(loss)(z, y), 0.0)
+    assert math.isnan(float(torch.nn.CrossEntropyLoss(ignore_index=-100)(_t(z), _t(y).long())))
+
+
+@pytest.mark.parametrize("pos_weight", [None, 2.5, (1.0, 3.0, 0.2)])
+def test_bernoulli_matches_torch_bce_with_logits(pos_weight):
+    z = _logits(15, c=3)
+    y = jax.random.uniform(jax.random.PRNGKey(16), (N, 3), F64)
+    torch_pw = None if pos_weight is None else _t(np.broadcast_to(np.asarray(pos_weight, np.float64), (3,)).copy())
+    want = torch.nn.BCEWithLogitsLoss(pos_weight=torch_pw)(_t(z), _t(y)).numpy()
+    got = mlnll.nll(mlnll.Bernoulli(), **({} if pos_weight is None else {"pos_weight": pos_weight}))(z, y)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_normal_matches_torch_gaussian_nll_loss():
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(17), 3)
+    loc, log_scale, y = (jax.random.normal(k, (N,), F64) for k in (k1, k2, k3))
+    var = np.exp(2 * np.asarray(log_scale))
+    want_full = torch.nn.GaussianNLLLoss(full=True, eps=1e-12)(_t(loc), _t(y), _t(var)).numpy()
+    np.testing.assert_allclose(mlnll.nll(mlnll.Normal())((loc, log_scale), y), want_full, rtol=1e-12)
+    want = torch.nn.GaussianNLLLoss(full=False, eps=1e-12)(_t(loc), _t(y), _t(var)).numpy()
+    got = mlnll.nll(mlnll.Normal(), drop_constants=True)((loc, log_scale), y)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_kl_divergence_matches_torch_kl_div_loss():
+    zp, zq = _logits(18), _logits(19)
+    p = jax.nn.softmax(zp)
+    want = torch.nn.KLDivLoss(reduction="batchmean")(_t(jax.nn.log_softmax(zq)), _t(p)).numpy()
+    np.testing.assert_allclose(jnp.mean(mlnll.kl_divergence(p, jax.nn.softmax(zq))), want, rtol=1e-12)
+    np.testing.assert_allclose(jnp.mean(mlnll.kl_divergence_with_logits(zp, zq)), want, rtol=1e-12)
+
+
+# -- drop_constants ------------------------------------------------------------------------
+
+
+def test_drop_constants_leaves_half_squared_error_and_the_same_gradient():
+    loc = jnp.array([0.5, -1.0, 3.0], F64)
+    y = jnp.array([1.0, 1.0, -2.0], F64)
+    loss = mlnll.nll(mlnll.Normal(scale=1.0), drop_constants=True, reduction="none")
+    np.testing.assert_allclose(loss(loc, y), 0.5 * (y - loc) ** 2, rtol=1e-15)
+    full = mlnll.nll(mlnll.Normal(scale=1.0))
+    dropped = mlnll.nll(mlnll.Normal(scale=1.0), drop_constants=True)
+    np.testing.assert_allclose(jax.grad(dropped)(loc, y), jax.grad(full)(loc, y), rtol=1e-15)
+    np.testing.assert_allclose(full(loc, y) - dropped(loc, y), 0.5 * math.log(2 * math.pi), rtol=1e-14)
+    z = _logits(20)
+    np.testing.assert_allclose(
+        mlnll.nll(mlnll.Categorical(), drop_constants=True)(z, _labels(21)), mlnll.nll(mlnll.Categorical())(z, _labels(21)), rtol=1e-15
+    )
+
+
+def test_closed_form_grad_of_the_reduced_loss_with_masks_and_weights():
+    z = _logits(22)
+    y = _labels(23)
+    w = jnp.linspace(0.0, 2.0, N, dtype=F64)
+    keep = jnp.arange(N) % 3 != 0
+    for reduction in ("mean", "sum"):
+        loss = mlnll.nll(mlnll.Categorical(), reduction=reduction, label_smoothing=0.1)
+        np.testing.assert_allclose(
+            loss.grad(z, y, where=keep, weights=w), jax.grad(lambda a: loss(a, y, where=keep, weights=w))(z), rtol=1e-12, atol=1e-16
+        )
+    normal = mlnll.nll(mlnll.Normal())
+    out = (z[:, 0], z[:, 1])
+    np.testing.assert_allclose(
+        jnp.stack(normal.grad(out, z[:, 2], weights=w)), jnp.stack(jax.grad(lambda o: normal(o, z[:, 2], weights=w))(out)), rtol=1e-12
+    )
