@@ -35,7 +35,9 @@ def _check_outputs(loss: Loss, outputs) -> None:
     allow_neg_inf = isinstance(loss.family, _LOGIT_FAMILIES)
     for number, leaf in enumerate(jax.tree.leaves(outputs)):
         leaf = jnp.asarray(leaf)
-        bad = jnp.isnan(leaf) | (jnp.isposinf(leaf) | (~allow_neg_inf & jnp.isneginf(leaf)))
+        bad = jnp.isnan(leaf) | jnp.isposinf(leaf)
+        if not allow_neg_inf:
+            bad = bad | jnp.isneginf(leaf)
         ok, index, value = _first(bad, leaf)
         checkify.check(ok, f"non-finite outputs (leaf {number}) at flat index {{i}}: got {{v}}", i=index, v=value)
 
