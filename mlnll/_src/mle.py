@@ -15,8 +15,9 @@ def mle(family: Family, targets, *, axis: int = 0, **options):
 
     Example:
       >>> import jax, jax.numpy as jnp, mlnll
-      >>> float(jax.nn.sigmoid(mlnll.mle(mlnll.Bernoulli(), jnp.array([1, 1, 1, 1, 1, 1, 1, 0, 0, 0]))))
-      0.7...
+      >>> heads = jnp.array([1, 1, 1, 1, 1, 1, 1, 0, 0, 0])  # 7 heads in 10 tosses
+      >>> round(float(jax.nn.sigmoid(mlnll.mle(mlnll.Bernoulli(), heads))), 6)
+      0.7
     """
     method = getattr(family, "mle", None)
     if method is None:
