@@ -66,24 +66,29 @@ def max_and_rest(
     """Split ``logits`` around their largest entry, for relative accuracy near p = 1.
 
     Returns ``(top, shifted, rest, is_max)``, all keepdims: ``top`` the max,
-    ``shifted = logits - max`` (exactly 0 at the argmax), ``rest = sum_{k != argmax} exp(shifted_k)``
-    (keepdims), and the boolean ``is_max`` marking the (first) argmax.
+    ``shifted = logits - max`` (exactly 0 at the argmax), ``rest = sum_{k != a} exp(shifted_k)``
+    for one argmax a, i.e. ``sum_k exp(shifted_k) - 1`` without adding and removing that 1, and the
+    boolean ``is_max`` marking the argmax when it is unique (with ties, none: every tied entry has
+    p <= 1/2, so ``1 - p`` needs no special care there).
 
-    The max is taken as ``sum(where(is_max, logits, 0))`` so that its gradient flows through the
-    argmax entry: ``max + log1p(rest)`` then differentiates to softmax exactly.
+    ``top`` is ``jnp.max``, whose derivative is that of the argmax entry (the mean over ties), so
+    ``rest`` differentiates as the function ``sum_{k != a} exp(z_k - z_a)`` and identities such
+    as ``1 - p_a = rest / (1 + rest)`` hold for derivatives of every order, not only in value.
+
+    Speed: one max and one pass of plain arithmetic, no argmax or compare-and-select, so XLA:CPU
+    fuses both reductions into its vectorised reduce kernels. The entries at the max are marked by
+    ``at_top = max(1 + shifted / tiny, 0)``: exactly 1 where shifted = 0 and exactly 0 for any
+    shifted <= -tiny (the smallest normal number). Then
+    ``rest = sum(exp(shifted) - at_top) + (sum(at_top) - 1)``: the maxima contribute exp(0) - 1 = 0
+    to the first sum (which keeps full relative accuracy), and ties are counted by the second.
     """
-    idx = jnp.argmax(logits, axis=axis, keepdims=True)
-    classes = jnp.arange(logits.shape[axis]).reshape(_class_axis_shape(logits, axis))
-    is_max = classes == idx
-    top = jnp.sum(jnp.where(is_max, logits, jnp.zeros_like(logits)), axis=axis, keepdims=True)
+    top = jnp.max(logits, axis=axis, keepdims=True)
     shifted = logits - top
-    rest = jnp.sum(jnp.where(is_max, jnp.zeros_like(logits), jnp.exp(shifted)), axis=axis, keepdims=True)
-    return top, shifted, rest, is_max
-
-
-def _class_axis_shape(logits: jax.Array, axis: int) -> tuple[int, ...]:
-    axis = axis % logits.ndim
-    return tuple(logits.shape[axis] if i == axis else 1 for i in range(logits.ndim))
+    # The identity holds for any at_top (it only moves terms between the sums): no gradient needed.
+    at_top = jax.lax.stop_gradient(jnp.maximum(1 + shifted * (1 / jnp.finfo(logits.dtype).tiny), 0))
+    rest = jnp.sum(jnp.exp(shifted) - at_top, axis=axis, keepdims=True)
+    ties = jnp.sum(at_top, axis=axis, keepdims=True) - 1
+    return top, shifted, rest + ties, (shifted == 0) & (ties == 0)
 
 
 def log_softmax(logits: jax.Array, axis: int = -1) -> jax.Array:
