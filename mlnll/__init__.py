@@ -23,9 +23,28 @@ from mlnll._src.nll import Loss as Loss
 from mlnll._src.nll import nll as nll
 
 # --- counts (Binomial, Geometric, Poisson, NegativeBinomial, Multinomial) ---
+from mlnll._src.families.binomial import Binomial as Binomial
+from mlnll._src.families.geometric import Geometric as Geometric
+from mlnll._src.families.multinomial import Multinomial as Multinomial
+from mlnll._src.families.negative_binomial import NegativeBinomial as NegativeBinomial
+from mlnll._src.families.poisson import Poisson as Poisson
 # --- reals (Laplace, Cauchy, Logistic, StudentT, LogNormal) ---
+from mlnll._src.families.cauchy import Cauchy as Cauchy
+from mlnll._src.families.laplace import Laplace as Laplace
+from mlnll._src.families.log_normal import LogNormal as LogNormal
+from mlnll._src.families.logistic import Logistic as Logistic
+from mlnll._src.families.student_t import StudentT as StudentT
 # --- positive (Exponential, Gamma, Beta, Dirichlet, VonMises) ---
+from mlnll._src.families.beta import Beta as Beta
+from mlnll._src.families.dirichlet import Dirichlet as Dirichlet
+from mlnll._src.families.exponential import Exponential as Exponential
+from mlnll._src.families.gamma import Gamma as Gamma
+from mlnll._src.families.von_mises import VonMises as VonMises
 # --- structured (MultivariateNormal, MixtureSameFamily, ExponentialFamily) ---
+from mlnll._src.families import exponential_family as exponential_family
+from mlnll._src.families.exponential_family import ExponentialFamily as ExponentialFamily
+from mlnll._src.families.mixture_same_family import MixtureSameFamily as MixtureSameFamily
+from mlnll._src.families.multivariate_normal import MultivariateNormal as MultivariateNormal
 # --- speed (linear_categorical_nll, ...) ---
 
 __version__ = "0.1.0"
@@ -49,8 +68,27 @@ __all__ = [
     "mle",
     "nll",
     # counts
+    "Binomial",
+    "Geometric",
+    "Multinomial",
+    "NegativeBinomial",
+    "Poisson",
     # reals
+    "Cauchy",
+    "Laplace",
+    "LogNormal",
+    "Logistic",
+    "StudentT",
     # positive
+    "Beta",
+    "Dirichlet",
+    "Exponential",
+    "Gamma",
+    "VonMises",
     # structured
+    "ExponentialFamily",
+    "MixtureSameFamily",
+    "MultivariateNormal",
+    "exponential_family",
     # speed
 ]

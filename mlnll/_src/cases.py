@@ -6,29 +6,15 @@ checked everywhere. Outputs are generated at the full batch shape.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from mlnll._src.case import Case, Inputs
 from mlnll._src.families.bernoulli import Bernoulli
 from mlnll._src.families.categorical import Categorical
 from mlnll._src.families.normal import Normal
-from mlnll._src.family import Family
 
-Inputs = tuple[object, object]  # (outputs, targets)
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """A family with an input generator ``random(key, dtype, batch)`` and fixed ``extreme(dtype)``."""
-
-    name: str
-    family: Family
-    random: Callable[[jax.Array, np.dtype, int], Inputs]
-    extreme: Callable[[np.dtype], Inputs]
+__all__ = ["CASES", "CORE_CASES", "Case", "Inputs"]
 
 
 def _bernoulli_random(key, dtype, n):
@@ -100,7 +86,7 @@ CORE_CASES: tuple[Case, ...] = (
 
 
 def _all_cases() -> tuple[Case, ...]:
-    # Each group of families keeps its cases in its own module; imported late (they import Case).
+    # Each group of families keeps its cases in its own module.
     from mlnll._src import cases_counts, cases_positive, cases_reals, cases_structured
 
     return CORE_CASES + cases_counts.CASES + cases_reals.CASES + cases_positive.CASES + cases_structured.CASES

@@ -7,7 +7,14 @@
   directions (``jax.grad`` of the stable formula could share a mistake with it; differences can't);
 * ``family.fisher`` with the expected Hessian ``E_y[hessian(-log_prob)]``, the expectation taken
   exactly over the family's ``expectation_nodes`` (all labels for discrete families, a
-  Gauss-Hermite rule for Normal, whose Hessian is a polynomial in y).
+  Gauss-Hermite rule for Normal, whose Hessian is a polynomial in y), or, for a family whose
+  log-density has a kink (Laplace), with ``E_y[grad grad^T]`` over its ``score_nodes``.
+
+A gradient component is judged relative to the larger of its own size and its natural scale, the
+standard deviation of that score component under the model, ``sqrt(F_ii)`` (when the family has a
+Fisher information): a component that crosses zero, such as ``1 - r^2`` at ``r = 1``, is the
+difference of terms of size ~1 and no formula computes it to a relative accuracy better than the
+rounding of those terms.
 """
 
 from __future__ import annotations
@@ -77,8 +84,12 @@ def _sum_to_shape(g: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jnp.sum(g, axis=axes, keepdims=True)
 
 
-def _errors(a, b) -> tuple[float, float]:
-    """Largest absolute and elementwise-relative difference; equal infinities count as equal."""
+def _errors(a, b, floor=None) -> tuple[float, float]:
+    """Largest absolute and elementwise-relative difference; equal infinities count as equal.
+
+    The relative difference is ``|a - b| / max(|a|, |b|, floor)`` (``floor`` broadcasts; none by
+    default).
+    """
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
     if a.size == 0:
@@ -87,6 +98,8 @@ def _errors(a, b) -> tuple[float, float]:
     diff = np.where(same, 0.0, np.abs(a - b))
     diff = np.where(np.isnan(diff), np.inf, diff)
     scale = np.maximum(np.abs(a), np.abs(b))
+    if floor is not None:
+        scale = np.maximum(scale, np.nan_to_num(np.asarray(floor, np.float64).ravel(), nan=0.0, posinf=0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(diff == 0, 0.0, diff / scale)
     rel = np.where(np.isnan(rel), np.inf, rel)
@@ -155,14 +168,17 @@ def _finite_difference_error(family: Family, outputs, targets, closed, key: jax.
     return worst
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def expected_hessian(family: Family, outputs) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def expected_hessian(family: Family, outputs, rule: str = "expectation_nodes") -> jax.Array:
     """``E_y[hessian of -log_prob in the flattened per-example outputs]``, shape [n, P, P].
 
     The expectation is exact over ``family.expectation_nodes(outputs)``; outputs must already have
-    the full batch shape (as the ``check`` cases do).
+    the full batch shape (as the ``check`` cases do). With ``rule="score_nodes"`` it is
+    ``E_y[grad grad^T]`` over ``family.score_nodes(outputs)`` instead: the same matrix (the
+    information identity) for a family whose Hessian autodiff cannot see, e.g. Laplace's point
+    mass at ``y = loc``.
     """
-    nodes, weights = family.expectation_nodes(outputs)
+    nodes, weights = getattr(family, rule)(outputs)
     batch = weights.shape[1:]
     n = math.prod(batch)
     leaves, treedef = jax.tree.flatten(outputs)
@@ -175,7 +191,14 @@ def expected_hessian(family: Family, outputs) -> jax.Array:
     def neg_log_prob(theta, y):
         return -family.log_prob(unravel(theta), y).astype(theta.dtype)
 
-    hessians = jax.vmap(jax.vmap(jax.hessian(neg_log_prob)), in_axes=(None, 0))(thetas, nodes)
+    if rule == "score_nodes":
+        def outer_score(theta, y):
+            g = jax.grad(neg_log_prob)(theta, y)
+            return g[:, None] * g[None, :]
+
+        hessians = jax.vmap(jax.vmap(outer_score), in_axes=(None, 0))(thetas, nodes)
+    else:
+        hessians = jax.vmap(jax.vmap(jax.hessian(neg_log_prob)), in_axes=(None, 0))(thetas, nodes)
     # A node of probability 0 (a class whose logit is -inf) has log_prob -inf: it is dropped, not
     # multiplied by 0.
     hessians = jnp.where((weights > 0)[:, :, None, None], hessians, jnp.zeros_like(hessians))
@@ -209,7 +232,9 @@ def check_grad(family: Family, outputs, targets, *, rtol: float | None = None, k
     closed = _closed_grad(family, outputs, targets)
     auto = autodiff_grad(family, outputs, targets)
     closed_summed = jax.tree.map(lambda g, x: _sum_to_shape(g, x.shape), closed, outputs)
-    pairs = [_errors(c, a) for c, a in zip(jax.tree.leaves(closed_summed), jax.tree.leaves(auto))]
+    fisher, fisher_abs, fisher_rel = _fisher_errors(family, outputs, dtype)
+    floors = _score_scales(fisher, outputs)
+    pairs = [_errors(c, a, f) for c, a, f in zip(jax.tree.leaves(closed_summed), jax.tree.leaves(auto), floors)]
     grad_abs, grad_rel = max(p[0] for p in pairs), max(p[1] for p in pairs)
 
     if finite_differences is None:
@@ -219,23 +244,43 @@ def check_grad(family: Family, outputs, targets, *, rtol: float | None = None, k
         key = jax.random.PRNGKey(0) if key is None else key
         fd_rel = _finite_difference_error(family, outputs, targets, closed_summed, key)
 
-    fisher_abs = fisher_rel = None
-    if hasattr(family, "fisher") and hasattr(family, "expectation_nodes"):
-        try:
-            fisher = np.asarray(jax.jit(family.fisher)(outputs), np.float64)
-        except NotImplementedError:  # a family with no closed-form Fisher information
-            fisher = None
-    else:
-        fisher = None
-    if fisher is not None:
-        # The quadrature is the oracle, so it runs in float64 when x64 is on (at log_scale = 60 the
-        # float32 nodes loc + sqrt(2) scale x_k lose 4 digits), then rounds to the checked dtype.
-        wide = _widest_available(outputs)
-        expected = np.asarray(expected_hessian(family, wide).astype(dtype), np.float64)
-        fisher_abs, fisher_rel = _matrix_errors(fisher.reshape(expected.shape), expected)
-
     return GradCheck(
         family=repr(family), dtype=str(np.dtype(dtype)), backend=jax.default_backend(),
         grad_abs_err=grad_abs, grad_rel_err=grad_rel, fd_rel_err=fd_rel,
         fisher_abs_err=fisher_abs, fisher_rel_err=fisher_rel, rtol=rtol,
     )
+
+
+def _fisher_errors(family: Family, outputs, dtype):
+    """``(fisher [n, P, P] or None, abs err, rel err)`` of the closed form against its oracle."""
+    rule = next((r for r in ("expectation_nodes", "score_nodes") if hasattr(family, r)), None)
+    if not hasattr(family, "fisher") or rule is None:
+        return None, None, None
+    try:
+        fisher = np.asarray(jax.jit(family.fisher)(outputs), np.float64)
+    except NotImplementedError:  # a family with no closed-form Fisher information
+        return None, None, None
+    # The quadrature is the oracle, so it runs in float64 when x64 is on (at log_scale = 60 the
+    # float32 nodes loc + sqrt(2) scale x_k lose 4 digits), then rounds to the checked dtype.
+    expected = np.asarray(expected_hessian(family, _widest_available(outputs), rule).astype(dtype), np.float64)
+    fisher = fisher.reshape(expected.shape)
+    return fisher, *_matrix_errors(fisher, expected)
+
+
+def _score_scales(fisher, outputs) -> list:
+    """Per leaf, ``sqrt(F_ii)`` laid out as that leaf (the typical size of each score component).
+
+    ``fisher`` is [n, P, P] over the per-example outputs flattened leaf after leaf (as
+    ``ravel_pytree`` does); with no Fisher information, or outputs not at the full batch shape,
+    every floor is None (plain elementwise relative error).
+    """
+    leaves = jax.tree.leaves(outputs)
+    if fisher is None:
+        return [None] * len(leaves)
+    n = fisher.shape[0]
+    sizes = [x.size // n if x.size % n == 0 else -1 for x in leaves]
+    if min(sizes) < 1 or sum(sizes) != fisher.shape[-1]:
+        return [None] * len(leaves)
+    root = np.sqrt(np.abs(np.diagonal(fisher, axis1=1, axis2=2)))  # [n, P]
+    bounds = np.cumsum([0] + sizes)
+    return [root[:, lo:hi].reshape(x.shape) for x, lo, hi in zip(leaves, bounds[:-1], bounds[1:])]

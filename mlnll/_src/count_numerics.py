@@ -1,0 +1,419 @@
+"""Stable pieces shared by the count families (Binomial, Geometric, Poisson, NegativeBinomial,
+Multinomial).
+
+The textbook ``log C(n, y) + y log p + (n - y) log(1 - p)`` adds terms of size ``n log n`` to get a
+result of size ``log n``: at n = 1e6 it loses five digits (scipy's logpmf does; its relative error
+there is ~1e-10). The count families instead use Loader's saddle-point form (C. Loader, "Fast and
+accurate computation of binomial probabilities", 2000; R's dbinom/dpois/dnbinom), written with
+``stirlerr`` (the error of Stirling's formula) and ``bd0`` (the deviance term ``x log(x/m) + m - x``):
+every term of the sum has the same sign, so the result keeps the relative accuracy of its parts.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from mlnll._src import numerics
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+# stirlerr(k) = log(k!) - ((k + 1/2) log k - k + log(2 pi) / 2) for k = 0..9, from mpmath at 40
+# digits (k = 0 is unused: stirlerr diverges at 0).
+_STIRLERR_TABLE = (
+    0.0,
+    0.08106146679532725822,
+    0.041340695955409294094,
+    0.027677925684998339149,
+    0.020790672103765093112,
+    0.016644691189821192163,
+    0.013876128823070747999,
+    0.011896709945891770095,
+    0.010411265261972096497,
+    0.0092554621827127329177,
+)
+# Stirling's series: stirlerr(x) = sum_k B_2k / (2k (2k - 1) x^(2k - 1)), k = 1..8; at x >= 10 the
+# first omitted term is 0.18 / x^17 < 2e-18.
+_STIRLING_COEFFS = (
+    1.0 / 12.0,
+    -1.0 / 360.0,
+    1.0 / 1260.0,
+    -1.0 / 1680.0,
+    1.0 / 1188.0,
+    -691.0 / 360360.0,
+    1.0 / 156.0,
+    -3617.0 / 122400.0,
+)
+# psi(x) - log(x) = -1/(2x) - sum_k B_2k / (2k x^(2k)), k = 1..8: (power, coefficient) pairs; at
+# x >= 10 the first omitted term is 3.05 / x^18 = 3e-18.
+_DIGAMMA_TAIL = (
+    (1, -0.5),
+    (2, -1.0 / 12.0),
+    (4, 1.0 / 120.0),
+    (6, -1.0 / 252.0),
+    (8, 1.0 / 240.0),
+    (10, -1.0 / 132.0),
+    (12, 691.0 / 32760.0),
+    (14, -1.0 / 12.0),
+    (16, 3617.0 / 8160.0),
+)
+_SERIES_FROM = 10.0
+_FINITE_SUM_BELOW = 16
+# log1p(x) - x = -x u + 2 sum_k u^(2k+1) / (2k+1), u = x / (2 + x); at |x| <= 1/2, |u| <= 1/3 and
+# the terms through k = 17 leave less than 1e-18.
+_ATANH_TERMS = 17
+
+
+def check_total_count(family: str, total_count) -> int:
+    """``total_count`` as a Python int, or a ``ValueError`` naming the value it got.
+
+    Whole numbers >= 0 are accepted as ints or as integer-valued floats (10.0); bools are not.
+    """
+    value = None
+    if isinstance(total_count, numbers.Integral) and not isinstance(total_count, bool):
+        value = int(total_count)
+    elif isinstance(total_count, float) and math.isfinite(total_count) and total_count.is_integer():
+        value = int(total_count)
+    if value is None or value < 0:
+        raise ValueError(f"{family}(total_count=...) must be a whole number >= 0; got {total_count!r}.")
+    return value
+
+
+def is_count(y: jax.Array) -> jax.Array:
+    """Whether each entry is a finite, non-negative whole number (a valid count)."""
+    return jnp.isfinite(y) & (y >= 0) & (y == jnp.floor(y))
+
+
+def stirlerr(x: jax.Array, *, counts: bool = False) -> jax.Array:
+    """``log Gamma(x + 1) - ((x + 1/2) log x - x + log(2 pi)/2)`` for x > 0, to full precision.
+
+    x >= 10: Stirling's series (lgamma's rounding would swamp a result of 1/(12 x)). x < 10: with
+    ``counts=True`` (whole numbers, never differentiated) a table; otherwise lgamma, where the
+    cancellation costs at most ~50 ulps of a result of size 1e-2 or more.
+    """
+    large = x >= _SERIES_FROM
+    xl = jnp.where(large, x, jnp.full_like(x, _SERIES_FROM))
+    inv_sq = 1.0 / (xl * xl)
+    series = jnp.zeros_like(x)
+    for c in reversed(_STIRLING_COEFFS):
+        series = series * inv_sq + c
+    series = series / xl
+    xs = jnp.where(large, jnp.ones_like(x), x)
+    if counts:
+        index = jnp.clip(xs, 0, len(_STIRLERR_TABLE) - 1).astype(jnp.int32)
+        small = jnp.asarray(_STIRLERR_TABLE, x.dtype)[index]
+    else:
+        small = jax.scipy.special.gammaln(xs + 1) - (xs + 0.5) * jnp.log(xs) + xs - numerics.HALF_LOG_2PI
+    return jnp.where(large, series, small)
+
+
+def stirlerr_static(n: int) -> float:
+    """``stirlerr(n)`` for a static whole number n >= 1, in Python floats (float64)."""
+    if n < _SERIES_FROM:
+        return _STIRLERR_TABLE[n]
+    inv_sq = 1.0 / (n * n)
+    series = 0.0
+    for c in reversed(_STIRLING_COEFFS):
+        series = series * inv_sq + c
+    return series / n
+
+
+def log_ratio(x: jax.Array, log_m: jax.Array) -> jax.Array:
+    """``log(x / m)`` for x > 0 given ``log m``, accurate to a few ulps even when x ~ m is large.
+
+    ``log(x) - log_m`` carries the rounding of ``log x`` (eps * log x, 3e-15 at x = 1e6); where
+    the ratio is within e^(+-1/2) of 1 it is ``log(x exp(-log_m))`` instead, two roundings of a
+    number near 1.
+    """
+    far = jnp.log(x) - log_m
+    near = jnp.abs(far) < 0.5
+    # double where: away from 1 the ratio x exp(-log_m) could overflow; there it is replaced by 1.
+    ratio = x * jnp.exp(-jnp.where(near, log_m, jnp.log(x)))
+    return jnp.where(near, jnp.log(ratio), far)
+
+
+def log_share(y: jax.Array, n) -> jax.Array:
+    """``log(y / n)`` for 0 < y <= n to a few ulps, also near 1: ``log1p(-(n - y)/n)`` where
+    y > n/2 (n - y is exact for counts), so ``y log(y/n)`` at y = n - 1 = 1e6 - 1 keeps its digits."""
+    high = y > 0.5 * n
+    return jnp.where(high, jnp.log1p(-(n - y) / n), jnp.log(jnp.where(high, jnp.ones_like(y), y / n)))
+
+
+def bd0(x: jax.Array, t: jax.Array, m: jax.Array) -> jax.Array:
+    """The deviance term ``x log(x/m) + m - x >= 0``, given ``t = log(x/m)`` and m.
+
+    Identity: with m = x e^(-t), ``x t + m - x = x (e^(-t) - 1 + t) = x expm1mx(-t)``, which keeps
+    full relative accuracy at x ~ m (where it is ~x t^2 / 2). For t < -1 (m > e x) it is
+    ``m - x (1 - t)``, which cannot overflow through m / x and cancels at most a factor 4. x = 0
+    gives m (``t`` is ignored there). Callers pass m computed directly (``n sigmoid(-z)``, not
+    ``exp(log n + log_sigmoid(-z))``), so a term of 1e-29 keeps its digits.
+    """
+    positive = x > 0
+    near = positive & (t >= -1)
+    t_near = jnp.where(near, t, jnp.zeros_like(t))
+    t_far = jnp.where(positive & ~near, t, jnp.zeros_like(t))
+    return jnp.where(near, x * numerics.expm1mx(-t_near), m - x * (1 - t_far))
+
+
+def log_factorial_part(y: jax.Array) -> jax.Array:
+    """``stirlerr(y) + log(2 pi y) / 2`` for y >= 1, and 0 at y = 0: the part of ``log y!`` that
+    Loader's form keeps besides ``y log y - y``."""
+    positive = y > 0
+    ys = jnp.where(positive, y, jnp.ones_like(y))
+    return jnp.where(positive, stirlerr(ys, counts=True) + 0.5 * (LOG_2PI + jnp.log(ys)), jnp.zeros_like(y))
+
+
+@functools.partial(jax.jit, static_argnames="total_count")
+def multinomial_log_pmf(
+    counts: jax.Array, log_probs: jax.Array, probs: jax.Array, total_count: int
+) -> jax.Array:
+    """``log n! - sum_c log y_c! + sum_c y_c log p_c`` over the last axis, in Loader's form.
+
+    With ``log k! = stirlerr(k) + log(2 pi k)/2 + k log k - k`` and ``sum_c y_c = n``,
+    ``sum_c p_c = 1``:
+    ``log P = stirlerr(n) + log(2 pi n)/2 - sum_c [stirlerr(y_c) + log(2 pi y_c)/2]_{y_c >= 1}
+    - sum_c bd0(y_c, n p_c)``.
+    Every term after the first pair is <= 0 and the first pair is at most the largest
+    ``log_factorial_part(y_c)``, so nothing large cancels; with a single non-zero class the
+    factorial terms are exactly 0. ``counts`` must be valid counts summing to ``total_count``
+    (the caller masks the rest), ``probs`` = exp(log_probs) computed directly; n >= 1.
+    """
+    n = float(total_count)
+    positive = counts > 0
+    ys = jnp.where(positive, counts, jnp.ones_like(counts))
+    # t_c = log(y_c / (n p_c)) from y_c / n, a correctly rounded ratio, rather than log y_c - log n.
+    t = jnp.log(ys / n) - jnp.where(positive, log_probs, jnp.zeros_like(log_probs))
+    deviance = bd0(counts, t, n * probs)
+    head = stirlerr_static(total_count) + 0.5 * (LOG_2PI + math.log(n))
+    # One class holding all n: the factorial parts cancel exactly (log C = 0), and log P = n log p_c
+    # can be as small as 1e-29, so they are not left to round against each other.
+    single = jnp.sum(positive.astype(jnp.int32), axis=-1) <= 1
+    spread = head - jnp.sum(log_factorial_part(counts), axis=-1)
+    return jnp.where(single, jnp.zeros_like(spread), spread) - jnp.sum(deviance, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def binomial_log_pmf(
+    y: jax.Array, n: int, log_p: jax.Array, log_q: jax.Array, p: jax.Array, q: jax.Array
+) -> jax.Array:
+    """``log C(n, y) + y log p + (n - y) log q`` for valid counts 0 <= y <= n (q = 1 - p), in
+    Loader's form: ``multinomial_log_pmf`` with the two classes y and n - y."""
+    if n == 0:
+        return jnp.zeros_like(y)
+    stack = lambda u, v: jnp.stack([u, v], axis=-1)  # noqa: E731
+    return multinomial_log_pmf(stack(y, n - y), stack(log_p, log_q), stack(p, q), n)
+
+
+def log1pmx_over_x(x: jax.Array) -> jax.Array:
+    """``(log(1 + x) - x) / x`` for x > -1 (-> 0 at x = 0), with full relative accuracy near 0.
+
+    |x| <= 1/2: from log1p(x) = 2 atanh(u), u = x/(2 + x), and x - 2u = x u:
+    ``(log1p(x) - x)/x = -u + 2 u^2 / (2 + x) * sum_{k>=1} u^(2k-2) / (2k + 1)``; |u| <= 1/3 and
+    the leading -u dominates (no cancellation), with no division by x. Elsewhere the plain
+    quotient, which cancels at most a factor 5.
+    """
+    small = jnp.abs(x) <= 0.5
+    xs = jnp.where(small, x, jnp.zeros_like(x))
+    u = xs / (2 + xs)
+    u2 = u * u
+    series = jnp.zeros_like(x)
+    for k in reversed(range(1, _ATANH_TERMS + 1)):
+        series = series * u2 + 1.0 / (2 * k + 1)
+    series = -u + 2 * u2 / (2 + xs) * series
+    xl = jnp.where(small, jnp.ones_like(x), x)
+    return jnp.where(small, series, (jnp.log1p(xl) - xl) / xl)
+
+
+def log1pmx(x: jax.Array) -> jax.Array:
+    """``log(1 + x) - x`` for x > -1, with full relative accuracy near 0 (where it is ~ -x^2/2)."""
+    return x * log1pmx_over_x(x)
+
+
+def _psi_minus_log_series(x: jax.Array) -> jax.Array:
+    """``psi(x) - log x = sum_j a_j x^(-m_j)`` for x >= 10 (first omitted term < 3e-18)."""
+    series = jnp.zeros_like(x)
+    for power, coeff in _DIGAMMA_TAIL:
+        series = series + coeff * x ** (-power)
+    return series
+
+
+def _psi_minus_log_small(x: jax.Array, log_x: jax.Array) -> jax.Array:
+    """``psi(x) - log x`` for 0 < x < 10, shifted up by psi(x + 1) = psi(x) + 1/x:
+    ``psi(x) - log x = [psi(x + 10) - log(x + 10)] + log1p(10/x) - sum_{k<10} 1/(x + k)``.
+
+    Terms of size ~1 (or the dominant -1/x at small x) instead of digamma's and log's, whose
+    difference cancels ~30-fold near x = 7.
+    """
+    shift = 10
+    head = _psi_minus_log_series(x + shift) + jax.nn.softplus(math.log(shift) - log_x)
+    for k in range(shift):
+        head = head - 1.0 / (x + k)
+    return head
+
+
+@jax.jit
+def scaled_digamma_gap(log_r: jax.Array, y: jax.Array) -> jax.Array:
+    """``r [psi(r + y) - psi(r) - log(1 + y/r)]`` for r = exp(log_r) > 0, y >= 0 whole.
+
+    The bracket is ``phi(r + y) - phi(r)``, phi(x) = psi(x) - log x = sum_j a_j x^(-m_j) + ...:
+    * r >= 10: each difference of the tail as ``a_j r^(-m_j) expm1(-m_j log1p(y/r))`` (no
+      cancellation; ~y/(2 r) at large r), with r folded in as ``r^(1 - m_j)`` so nothing
+      underflows at r = 1e35 in float32;
+    * r < 10, y < 16: ``psi(r + y) - psi(r) = sum_{k<y} 1/(r + k)`` exactly, a sum of positive terms;
+    * r < 10, y >= 16: ``phi(r + y)`` by the series and ``phi(r)`` by ``_psi_minus_log_small``.
+    No digamma call: near its root at 1.46 digamma loses 1e-14 (float64) / 3e-6 (float32).
+    """
+    r = jnp.exp(log_r)
+    large = r >= _SERIES_FROM
+    rl = jnp.where(large, r, jnp.full_like(r, _SERIES_FROM))
+    lr = jnp.log1p(y / rl)
+    series = jnp.zeros_like(r)
+    for power, coeff in _DIGAMMA_TAIL:
+        scale = jnp.ones_like(r) if power == 1 else rl ** (1 - power)
+        series = series + coeff * scale * jnp.expm1(-power * lr)
+    rs = jnp.where(large, jnp.ones_like(r), r)
+    log_rs = jnp.where(large, jnp.zeros_like(r), log_r)
+    positive = y > 0
+    log_ys = jnp.log(jnp.where(positive, y, jnp.ones_like(y)))
+    log1p_y_over_r = jnp.where(positive, jax.nn.softplus(log_ys - log_rs), jnp.zeros_like(y))
+    few = y < _FINITE_SUM_BELOW
+    finite_sum = jnp.zeros_like(r)
+    for k in range(_FINITE_SUM_BELOW):
+        finite_sum = finite_sum + jnp.where(k < y, rs / (rs + k), jnp.zeros_like(r))
+    yl = jnp.where(few, jnp.full_like(y, _FINITE_SUM_BELOW), y)
+    by_tails = rs * (_psi_minus_log_series(rs + yl) - _psi_minus_log_small(rs, log_rs))
+    direct = jnp.where(few, finite_sum - rs * log1p_y_over_r, by_tails)
+    return jnp.where(large, series, direct)
+
+
+def softplus_times_exp(log_scale: jax.Array, d: jax.Array) -> jax.Array:
+    """``exp(log_scale) * softplus(d)`` without overflow or underflow of the factors.
+
+    For d <= 0 it is ``exp(log_scale + d) * log1p(u)/u`` with u = e^d (log1p(u)/u -> 1 as u -> 0),
+    so ``r log(1 + mu/r)`` stays ``~mu`` when mu/r underflows.
+    """
+    neg = d <= 0
+    dn = jnp.where(neg, d, jnp.zeros_like(d))
+    dp = jnp.where(neg, jnp.zeros_like(d), d)
+    small = jnp.exp(log_scale + dn) * (1 + log1pmx_over_x(jnp.exp(dn)))
+    return jnp.where(neg, small, jnp.exp(log_scale) * jax.nn.softplus(dp))
+
+
+@jax.jit
+def bernoulli_kl(zp: jax.Array, zq: jax.Array) -> jax.Array:
+    """KL(Bernoulli(sigmoid(zp)) || Bernoulli(sigmoid(zq))) from logits, accurate when zp ~ zq.
+
+    It is the Bregman divergence of softplus: with d = zq - zp and s = sigmoid(zp),
+    ``KL = softplus(zq) - softplus(zp) - s d = log1p(w) - s d``,  ``w = s expm1(d)``.
+    Near d = 0 the first-order terms cancel, so there ``KL = log1pmx(w) + s expm1mx(d)``: two terms
+    whose ratio is at most s <= 1/2 when zp <= 0. For zp > 0 the mirror image (z -> -z, s -> 1 - s)
+    is used. Away from d = 0, ``log1p(w)`` is taken from ``log w`` when w could overflow.
+    """
+    d, near, dn, df = _split(zp, zq)
+    pos = zp > 0
+    s = jax.nn.sigmoid(zp)
+    w = s * jnp.expm1(dn)
+    direct_near = log1pmx(w) + s * numerics.expm1mx(dn)
+    log1p_w, _, _ = _log1p_w_far(zp, df)
+    direct = jnp.where(near, direct_near, log1p_w - s * df)
+    return jnp.where(pos, _mirror_kl(zp, zq, d, near, dn, divide_by_p=False), direct)
+
+
+@jax.jit
+def geometric_kl(zp: jax.Array, zq: jax.Array) -> jax.Array:
+    """KL between geometric laws with success logits zp, zq: ``bernoulli_kl(zp, zq) / sigmoid(zp)``.
+
+    (E[y] = (1 - p)/p, so KL = log(p/q) + (1 - p)/p log((1 - p)/(1 - q)) = KL_Bernoulli / p.)
+    For zp <= 0 the division by s = sigmoid(zp) is done analytically: ``log1p(w)/s =
+    expm1(d) log1p(w)/w`` and ``log1pmx(w)/s = expm1(d) log1pmx(w)/w``, so nothing overflows as
+    p -> 0, where KL -> expm1mx(d).
+    """
+    d, near, dn, df = _split(zp, zq)
+    pos = zp > 0
+    s = jax.nn.sigmoid(zp)
+    w = s * jnp.expm1(dn)
+    direct_near = jnp.expm1(dn) * log1pmx_over_x(w) + numerics.expm1mx(dn)
+    log1p_w, w_far, big = _log1p_w_far(zp, df)
+    # big: log1p(w) / s with 1/s = 1 + e^(-zp) (overflows only when the KL itself does).
+    zn = jnp.where(pos, jnp.zeros_like(zp), zp)
+    over_s = jnp.where(big, log1p_w * (1 + jnp.exp(-zn)), jnp.expm1(df) * (1 + log1pmx_over_x(w_far)))
+    direct = jnp.where(near, direct_near, over_s - df)
+    return jnp.where(pos, _mirror_kl(zp, zq, d, near, dn, divide_by_p=True), direct)
+
+
+def _split(zp, zq):
+    """``d = zq - zp``, whether |d| <= 1, and d masked to each side (double where)."""
+    d = zq - zp
+    near = jnp.abs(d) <= 1
+    dn = jnp.where(near, d, jnp.zeros_like(d))
+    df = jnp.where(near, jnp.full_like(d, 2.0), d)
+    return d, near, dn, df
+
+
+def _log1p_w_far(zp, df):
+    """``log1p(w)`` for w = sigmoid(zp) expm1(df), |df| > 1, from ``log|w|`` (no overflow of w).
+
+    Returns ``(log1p(w), w where it is at most 1 (else 0), big = w > 1)``.
+    """
+    # log|expm1(d)| = d + log(1 - e^-d) for d > 0, log(1 - e^d) for d < 0
+    log_one_minus = jnp.log(-jnp.expm1(-jnp.abs(df)))
+    log_abs_expm1 = jnp.where(df > 0, df + log_one_minus, log_one_minus)
+    log_abs_w = numerics.log_sigmoid(zp) + log_abs_expm1
+    big = log_abs_w > 0  # only possible for df > 0: for df < 0, |w| < sigmoid(zp) < 1
+    w = jnp.where(big, jnp.zeros_like(df), jnp.sign(df) * jnp.exp(jnp.minimum(log_abs_w, 0)))
+    return jnp.where(big, jax.nn.softplus(log_abs_w), jnp.log1p(w)), w, big
+
+
+def _mirror_kl(zp, zq, d, near, dn, *, divide_by_p: bool):
+    """The zp > 0 forms, in terms of 1 - p = sigmoid(-zp): ``KL_Bernoulli`` or ``KL_Bernoulli / p``.
+
+    ``KL = softplus(-zq) - softplus(-zp) + (1 - p) d``; near d = 0,
+    ``log1pmx(w) + (1 - p) expm1mx(-d)`` with ``w = (1 - p) expm1(-d)``. p >= 1/2 here, so
+    dividing by p is harmless.
+    """
+    pos = zp > 0
+    zpp = jnp.where(pos, zp, jnp.ones_like(zp))
+    one_minus_p = jax.nn.sigmoid(-zpp)
+    near_kl = log1pmx(one_minus_p * jnp.expm1(-dn)) + one_minus_p * numerics.expm1mx(-dn)
+    d_far = jnp.where(near, jnp.zeros_like(d), d)
+    far_kl = jax.nn.softplus(-zq) - jax.nn.softplus(-zpp) + one_minus_p * d_far
+    kl = jnp.where(near, near_kl, far_kl)
+    return kl * (1 + jnp.exp(-zpp)) if divide_by_p else kl
+
+
+def sum_over_counts(
+    fn: Callable[[jax.Array], jax.Array], total_count: int, dtype, chunk: int = 1024
+) -> jax.Array:
+    """``sum_{y=0}^{n} fn(y)`` over the leading axis of ``fn``'s result, in chunks of ``chunk``.
+
+    ``fn`` takes a 1-D array of counts (``dtype``) and returns ``[len(y), ...]``; memory stays
+    O(chunk) per example whatever n is. Counts past n are masked out.
+    """
+    n = int(total_count)
+    if n + 1 <= chunk:
+        return jnp.sum(fn(jnp.arange(n + 1, dtype=dtype)), axis=0)
+    steps = -(-(n + 1) // chunk)
+    offsets = jnp.arange(chunk, dtype=dtype)
+
+    def body(i, acc):
+        y = i.astype(dtype) * chunk + offsets
+        keep = y <= n
+        values = fn(jnp.where(keep, y, jnp.zeros_like(y)))
+        keep = keep.reshape((chunk,) + (1,) * (values.ndim - 1))
+        return acc + jnp.sum(jnp.where(keep, values, jnp.zeros_like(values)), axis=0)
+
+    shape = jax.eval_shape(fn, offsets)
+    init = jnp.zeros(shape.shape[1:], shape.dtype)
+    return jax.lax.fori_loop(0, steps, body, init)
+
+
+def window_nodes(mean: jax.Array, sd: jax.Array, num_nodes: int) -> jax.Array:
+    """``num_nodes`` consecutive counts from ``max(0, floor(mean - 10 sd))``, shape [K, *batch]."""
+    lo = jnp.maximum(jnp.floor(mean - 10 * sd), jnp.zeros_like(mean))
+    steps = jnp.arange(num_nodes, dtype=mean.dtype).reshape((num_nodes,) + (1,) * mean.ndim)
+    return lo[None] + steps

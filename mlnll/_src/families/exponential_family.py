@@ -1,0 +1,449 @@
+r"""ExponentialFamily: a family built from its natural parameters, statistic and log-partition.
+
+An exponential family has the density ``p(y) = h(y) exp(<eta, T(y)> - A(eta))``. Given four
+functions (raw outputs -> ``eta``, ``T``, ``A``, ``log h``) ``ExponentialFamily`` provides every
+method of the family protocol from one set of formulas, and the ready-made builders below rebuild
+the common families through it.
+
+Why ``softmax - onehot``, ``sigmoid - y`` and ``exp(eta) - y`` are one formula. The density
+integrates to 1 for every eta: ``exp(A(eta)) = integral h(y) exp(<eta, T(y)>) dy``. Differentiating
+in eta, ``grad A(eta) exp(A) = integral T h exp(<eta, T>)``, i.e. ``grad A(eta) = E[T(y)]``: the
+gradient of the log-partition is the mean of the statistic (the "mean parameter", ``mean(eta)``).
+Then ``-log p = A(eta) - <eta, T(y)> - log h(y)`` has
+
+    ``d(-log p)/d eta = grad A(eta) - T(y) = mean(eta) - T(y)``.
+
+Bernoulli: ``eta = logit``, ``T(y) = y``, ``A = log(1 + e^eta) = softplus`` and ``grad A = sigmoid``:
+``sigmoid(z) - y``. Categorical: ``eta = logits``, ``T(y) = onehot(y)``, ``A = logsumexp`` and
+``grad A = softmax``: ``softmax(z) - onehot(y)``. Poisson: ``eta = log_rate``, ``T(y) = y``,
+``A = e^eta``: ``exp(eta) - y``. When the raw outputs ``theta`` are not eta itself, the chain rule
+gives ``J^T (mean(eta) - T(y))`` with ``J = d eta / d theta``.
+
+Differentiating once more, ``Hessian A(eta) = Cov[T(y)]``, free of y: the Fisher information in eta
+is ``Hessian A``, and in theta ``J^T Hessian(A) J`` (the extra term ``(mean - T) d^2 eta/d theta^2``
+has expectation 0). The KL divergence is the Bregman divergence of A,
+``KL(p || q) = A(eta_q) - A(eta_p) - <eta_q - eta_p, mean(eta_p)>``, and the entropy is
+``-E[log p] = A(eta) - <eta, mean(eta)> - E[log h(y)]``.
+
+Accuracy. ``log_prob`` is the sum ``<eta, T> - A + log h`` and ``grad`` the difference ``mean - T``;
+each keeps an absolute error of a few ulps of its largest term, not relative accuracy when the
+terms cancel (a confident, correct prediction). The hand-written families (``Bernoulli()``,
+``Poisson()``, ...) are evaluated in cancellation-free forms and are the ones to train with at
+extreme inputs; the builder is for families that have no hand-written module, and for teaching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jax.scipy import special
+
+from mlnll._src import numerics, validate
+
+__all__ = ["ExponentialFamily", "bernoulli", "categorical", "exponential", "gamma", "normal", "poisson"]
+
+
+def _expand(a: jax.Array, ndim: int) -> jax.Array:
+    """``a`` with trailing unit axes up to rank ``ndim``."""
+    return a.reshape(a.shape + (1,) * (ndim - a.ndim))
+
+
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
+class ExponentialFamily:
+    r"""A family ``p(y) = h(y) exp(<eta, T(y)> - A(eta))`` from four functions.
+
+    Every function acts on the trailing (event) axes only, so that it applies alike to one example
+    and to a batch:
+
+    * ``natural_params(outputs) -> eta``: raw outputs (an array or a tuple of arrays) to the natural
+      parameter ``eta``, shape ``[..., *E]`` with E = () for a scalar natural parameter or (m,).
+    * ``sufficient_statistic(y) -> T(y)``, shape ``[..., *E]``; ``y`` arrives in the computation
+      dtype (floating, labels included).
+    * ``log_partition(eta) -> A(eta)``, shape ``[...]``: it fixes E as the axes it reduces.
+    * ``log_base_measure(y) -> log h(y)``, shape ``[...]``; ``-inf`` outside the support, where
+      ``log_prob`` is ``-inf`` and ``grad`` NaN (as in the hand-written families).
+    * ``mean(eta) -> E[T(y)]`` (optional): the closed form of ``grad A``; else ``jax.grad`` of A.
+    * ``expected_log_base_measure(eta) -> E[log h(y)]`` (optional): needed by ``entropy`` only.
+    * ``name``: shown by ``repr``.
+
+    Methods (the derivations are in the module docstring):
+    ``log_prob = <eta, T(y)> - A(eta) + log h(y)``; ``grad = J^T (mean(eta) - T(y))`` (J the
+    Jacobian of ``natural_params``; with the identity exactly ``mean - T``);
+    ``fisher = J^T Hessian(A) J`` (``Hessian(A)`` as the Jacobian of ``mean`` when given);
+    ``kl`` the Bregman divergence of A; ``entropy = A - <eta, mean> - E[log h]``;
+    ``mean(outputs)`` and ``params(outputs)["mean_params"]`` are the mean parameter ``E[T(y)]``
+    (the mean of y when ``T(y) = y``). ``constant_terms(y)`` is ``log h(y)``. There is no generic
+    sampler: ``sample`` raises ``NotImplementedError``.
+
+    Output leaves are taken as ``[*batch, *event]``; a leaf with fewer axes than the batch of
+    ``A(eta)`` has no event axes (a parameter shared by every example).
+
+    The functions are compared by identity, so a family is hashable and two families built by the
+    same builder call are equal (the builders are cached).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, mlnll
+      >>> fam = mlnll.exponential_family.poisson()
+      >>> log_rate, y = jnp.array([0.5]), jnp.array([2.0])
+      >>> bool(jnp.allclose(fam.grad(log_rate, y), jnp.exp(log_rate) - y))
+      True
+    """
+
+    natural_params: Callable
+    sufficient_statistic: Callable
+    log_partition: Callable
+    log_base_measure: Callable
+    mean_params: Callable | None
+    expected_log_base_measure: Callable | None
+    name: str
+
+    def __init__(self, *, natural_params: Callable, sufficient_statistic: Callable, log_partition: Callable,
+                 log_base_measure: Callable, mean: Callable | None = None,
+                 expected_log_base_measure: Callable | None = None, name: str = "ExponentialFamily"):
+        required = {"natural_params": natural_params, "sufficient_statistic": sufficient_statistic,
+                    "log_partition": log_partition, "log_base_measure": log_base_measure}
+        optional = {"mean": mean, "expected_log_base_measure": expected_log_base_measure}
+        for arg, fn in required.items():
+            if not callable(fn):
+                raise TypeError(f"ExponentialFamily({arg}=...) must be callable; got {fn!r}.")
+        for arg, fn in optional.items():
+            if fn is not None and not callable(fn):
+                raise TypeError(f"ExponentialFamily({arg}=...) must be callable or None; got {fn!r}.")
+        if not isinstance(name, str):
+            raise TypeError(f"ExponentialFamily(name=...) must be a string; got {name!r}.")
+        for field, value in [*required.items(), ("mean_params", mean),
+                             ("expected_log_base_measure", expected_log_base_measure), ("name", name)]:
+            object.__setattr__(self, field, value)
+
+    def __repr__(self) -> str:
+        return f"ExponentialFamily(name={self.name!r})"
+
+    # -- the pieces --------------------------------------------------------------------------
+
+    def _outputs(self, outputs, where: str = "outputs"):
+        """Outputs validated as floating and cast to the accumulation dtype; and the result dtype."""
+        leaves, treedef = jax.tree.flatten(outputs)
+        if not leaves:
+            raise TypeError(f"{self!r} {where} must contain at least one array; got {outputs!r}.")
+        leaves = [validate.float_outputs(x, where=f"{self!r} {where}") for x in leaves]
+        leaves, dtype = numerics.upcast(*leaves)
+        return treedef.unflatten(leaves), dtype
+
+    def _eta(self, outputs) -> tuple[jax.Array, tuple[int, ...]]:
+        """``(eta, batch)``: the natural parameter and the batch shape of ``A(eta)``."""
+        eta = jnp.asarray(self.natural_params(outputs))
+        batch = jax.eval_shape(self.log_partition, eta).shape
+        if eta.shape[:len(batch)] != batch:
+            raise ValueError(
+                f"{self!r}: log_partition must reduce trailing event axes of eta only; eta has shape "
+                f"{eta.shape}, A(eta) shape {batch}."
+            )
+        return eta, batch
+
+    def _mean(self, eta: jax.Array) -> jax.Array:
+        """``E[T(y)] = grad A(eta)``: the closed form when given, else autodiff of A (per example)."""
+        if self.mean_params is not None:
+            return jnp.asarray(self.mean_params(eta)).astype(eta.dtype)
+        return jax.grad(lambda e: jnp.sum(self.log_partition(e)))(eta)
+
+    def _broadcast_outputs(self, outputs, batch_of_outputs: tuple[int, ...], batch: tuple[int, ...]):
+        """Each output leaf ``[*leaf batch, *event]`` broadcast to ``[*batch, *event]``."""
+        def leaf(x):
+            event = x.shape[len(batch_of_outputs):] if x.ndim > len(batch_of_outputs) else ()
+            return jnp.broadcast_to(x, batch + event)
+        return jax.tree.map(leaf, outputs)
+
+    def _statistics(self, targets, dtype, event: tuple[int, ...]):
+        """``(T(y), log h(y), valid)`` with ``T`` and ``log h`` zeroed outside the support (double where)."""
+        y = validate.numeric_targets(targets, where=f"{self!r} targets").astype(dtype)
+        stat = jnp.asarray(self.sufficient_statistic(y)).astype(dtype)
+        log_h = jnp.asarray(self.log_base_measure(y)).astype(dtype)
+        if stat.shape[stat.ndim - len(event):] != event or stat.shape[:stat.ndim - len(event)] != log_h.shape:
+            raise ValueError(
+                f"{self!r}: sufficient_statistic(y) must have shape [..., *{event}] (the event shape of eta) "
+                f"and log_base_measure(y) shape [...]; got {stat.shape} and {log_h.shape}."
+            )
+        valid = log_h > -jnp.inf
+        stat = jnp.where(_expand(valid, stat.ndim), stat, jnp.zeros_like(stat))
+        return stat, jnp.where(valid, log_h, jnp.zeros_like(log_h)), valid
+
+    def _prepare(self, outputs, targets):
+        """Everything at the full batch shape: ``(outputs, eta, T, log h, valid, event axes, dtype)``."""
+        outputs, dtype = self._outputs(outputs)
+        eta, batch_o = self._eta(outputs)
+        event = eta.shape[len(batch_o):]
+        stat, log_h, valid = self._statistics(targets, eta.dtype, event)
+        batch = validate.broadcast_shapes(repr(self), [("outputs (batch)", batch_o),
+                                                       ("targets (batch)", log_h.shape)])
+        # Per-example outputs: a leaf shared across examples gets its own copy per example.
+        outputs = self._broadcast_outputs(outputs, batch_o, batch)
+        eta = jnp.asarray(self.natural_params(outputs))
+        b = lambda a, extra=(): jnp.broadcast_to(a, batch + extra)  # noqa: E731
+        return outputs, eta, b(stat, event), b(log_h), b(valid), len(event), dtype
+
+    @staticmethod
+    def _inner(a: jax.Array, b: jax.Array, event_ndim: int) -> jax.Array:
+        return jnp.sum(a * b, axis=tuple(range(a.ndim - event_ndim, a.ndim)))
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """``<eta, T(y)> - A(eta) + log h(y)`` per example; ``-inf`` outside the support."""
+        _, eta, stat, log_h, valid, k, dtype = self._prepare(outputs, targets)
+        lp = self._inner(eta, stat, k) - self.log_partition(eta) + log_h
+        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+
+    def grad(self, outputs, targets):
+        """``J^T (mean(eta) - T(y))`` per example, same tree as the outputs (NaN outside the support)."""
+        outputs, eta, stat, _, valid, _, dtype = self._prepare(outputs, targets)
+        eta_again, pullback = jax.vjp(lambda o: jnp.asarray(self.natural_params(o)), outputs)
+        (g,) = pullback((self._mean(eta_again) - stat).astype(eta_again.dtype))
+        return jax.tree.map(lambda x: jnp.where(_expand(valid, x.ndim), x, jnp.nan).astype(dtype), g)
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        """``{"natural_params": eta, "mean_params": E[T(y)]}``."""
+        outputs, dtype = self._outputs(outputs)
+        eta, _ = self._eta(outputs)
+        return {"natural_params": eta.astype(dtype), "mean_params": self._mean(eta).astype(dtype)}
+
+    def mean(self, outputs) -> jax.Array:
+        """The mean parameter ``E[T(y)] = grad A(eta)`` (the mean of y when ``T(y) = y``)."""
+        outputs, dtype = self._outputs(outputs)
+        eta, _ = self._eta(outputs)
+        return self._mean(eta).astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        raise NotImplementedError(f"{self!r} has no generic sampler: draw from the hand-written family.")
+
+    def entropy(self, outputs) -> jax.Array:
+        """``A(eta) - <eta, mean(eta)> - E[log h(y)]``; needs ``expected_log_base_measure``."""
+        if self.expected_log_base_measure is None:
+            raise NotImplementedError(
+                f"{self!r}: entropy needs expected_log_base_measure=E[log h(y)] as a function of eta.")
+        outputs, dtype = self._outputs(outputs)
+        eta, batch = self._eta(outputs)
+        k = eta.ndim - len(batch)
+        expected_log_h = self.expected_log_base_measure(eta)
+        h = self.log_partition(eta) - self._inner(eta, self._mean(eta), k) - expected_log_h
+        return h.astype(dtype)
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        """The Bregman divergence of A: ``A(eta_q) - A(eta_p) - <eta_q - eta_p, mean(eta_p)>``."""
+        dtype = numerics.float_dtype(*(jnp.asarray(x) for x in jax.tree.leaves((outputs_p, outputs_q))))
+        outputs_p, _ = self._outputs(outputs_p, "kl outputs_p")
+        outputs_q, _ = self._outputs(outputs_q, "kl outputs_q")
+        eta_p, batch_p = self._eta(outputs_p)
+        eta_q, batch_q = self._eta(outputs_q)
+        event = eta_p.shape[len(batch_p):]
+        if eta_q.shape[len(batch_q):] != event:
+            raise ValueError(f"{self!r}.kl: eta shapes {eta_p.shape} and {eta_q.shape} differ in their event "
+                             "axes.")
+        batch = validate.broadcast_shapes(f"{self!r}.kl", [("outputs_p", batch_p), ("outputs_q", batch_q)])
+        (eta_p, eta_q), _ = numerics.upcast(jnp.broadcast_to(eta_p, batch + event),
+                                            jnp.broadcast_to(eta_q, batch + event))
+        gap = self._inner(eta_q - eta_p, self._mean(eta_p), len(event))
+        kl = self.log_partition(eta_q) - self.log_partition(eta_p) - gap
+        return kl.astype(dtype)
+
+    def fisher(self, outputs) -> jax.Array:
+        """``J^T Hessian(A)(eta) J`` per example: ``[..., P, P]`` over the flattened outputs (``[...]`` if
+        P = 1); ``Hessian(A)`` is the Jacobian of ``mean`` when it is given."""
+        outputs, dtype = self._outputs(outputs)
+        _, batch = self._eta(outputs)
+        leaves, treedef = jax.tree.flatten(self._broadcast_outputs(outputs, batch, batch))
+        n = math.prod(batch)
+        flat = [x.reshape((n,) + x.shape[len(batch):]) for x in leaves]
+
+        def one_example(*xs):
+            theta, unravel = ravel_pytree(list(xs))
+            def eta_of(t):
+                return jnp.asarray(self.natural_params(treedef.unflatten(unravel(t)))).reshape(-1)
+
+            jac = jax.jacfwd(eta_of)(theta)  # [m, P]
+            eta = jnp.asarray(self.natural_params(treedef.unflatten(list(xs))))
+            m = jac.shape[0]
+            if self.mean_params is not None:
+                cov = jax.jacfwd(lambda e: jnp.asarray(self.mean_params(e)))(eta).reshape(m, m)
+            else:
+                cov = jax.hessian(self.log_partition)(eta).reshape(m, m)
+            return jac.T @ cov @ jac
+
+        fisher = jax.vmap(one_example)(*flat)
+        num_params = fisher.shape[-1]
+        fisher = fisher.reshape(batch + (num_params, num_params))
+        return (fisher[..., 0, 0] if num_params == 1 else fisher).astype(dtype)
+
+    def constant_terms(self, targets) -> jax.Array:
+        """``log h(y)``: the part of ``log_prob`` free of the outputs (0 outside the support)."""
+        y = validate.numeric_targets(targets, where=f"{self!r} targets")
+        y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
+        log_h = jnp.asarray(self.log_base_measure(y)).astype(y.dtype)
+        return jnp.where(log_h > -jnp.inf, log_h, jnp.zeros_like(log_h))
+
+
+# -- ready-made builders ---------------------------------------------------------------------------
+# Each is cached, so repeated calls return the same (equal, hashable) family, and jit caches hit.
+
+
+def _identity(x):
+    return x
+
+
+def _zeros_like_batch(eta):
+    return jnp.zeros(eta.shape, eta.dtype)
+
+
+def _in_unit_interval_log_h(y):
+    return jnp.where((y >= 0) & (y <= 1), jnp.zeros_like(y), -jnp.inf)
+
+
+@functools.cache
+def bernoulli() -> ExponentialFamily:
+    """Bernoulli in its logit: ``eta = z``, ``T(y) = y``, ``A = softplus(eta)``, ``mean = sigmoid``;
+    targets in [0, 1] (soft labels included)."""
+    return ExponentialFamily(
+        natural_params=_identity, sufficient_statistic=_identity, log_partition=jax.nn.softplus,
+        log_base_measure=_in_unit_interval_log_h, mean=jax.nn.sigmoid,
+        expected_log_base_measure=_zeros_like_batch, name="bernoulli")
+
+
+@functools.cache
+def categorical(num_classes: int) -> ExponentialFamily:
+    """Categorical in its logits ``[..., C]``: ``T(y) = onehot(y)``, ``A = logsumexp``, ``mean = softmax``;
+    integer labels 0..C-1 (the overparametrised form: Fisher ``diag(p) - p p^T``, singular)."""
+    if not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ValueError(f"categorical(num_classes=...) must be an integer >= 1; got {num_classes!r}.")
+
+    def one_hot(y):
+        classes = jnp.arange(num_classes, dtype=y.dtype).reshape((1,) * y.ndim + (num_classes,))
+        return (y[..., None] == classes).astype(y.dtype)
+
+    def log_h(y):
+        valid = (y >= 0) & (y < num_classes) & (y == jnp.floor(y))
+        return jnp.where(valid, jnp.zeros_like(y), -jnp.inf)
+
+    return ExponentialFamily(
+        natural_params=_identity, sufficient_statistic=one_hot, log_partition=numerics.logsumexp,
+        log_base_measure=log_h, mean=lambda eta: jax.nn.softmax(eta, axis=-1),
+        expected_log_base_measure=lambda eta: jnp.zeros(eta.shape[:-1], eta.dtype),
+        name=f"categorical({num_classes})")
+
+
+def _count_log_h(y):
+    """``-log(y!)`` for counts 0, 1, 2, ...; ``-inf`` for negative, fractional or infinite y.
+
+    The gammaln sees 0 outside the support (double where): no NaN in the branch not taken."""
+    valid = (y >= 0) & (y == jnp.floor(y)) & jnp.isfinite(y)
+    safe = jnp.where(valid, y, jnp.zeros_like(y))
+    return jnp.where(valid, -special.gammaln(safe + 1), -jnp.inf)
+
+
+@functools.cache
+def poisson() -> ExponentialFamily:
+    """Poisson in its log-rate: ``eta = log_rate``, ``T(y) = y``, ``A = e^eta``, ``h(y) = 1/y!``.
+
+    ``E[log y!]`` has no closed form, so ``entropy`` raises ``NotImplementedError``.
+    """
+    return ExponentialFamily(
+        natural_params=_identity, sufficient_statistic=_identity, log_partition=jnp.exp,
+        log_base_measure=_count_log_h, mean=jnp.exp, name="poisson")
+
+
+def _minus_rate(log_rate):
+    return -jnp.exp(log_rate)
+
+
+def _non_negative_log_h(y):
+    return jnp.where(y >= 0, jnp.zeros_like(y), -jnp.inf)
+
+
+@functools.cache
+def exponential() -> ExponentialFamily:
+    """Exponential from its log-rate: ``eta = -rate`` (J = -rate), ``T(y) = y``, ``A = -log(-eta)``,
+    ``mean = -1/eta``; so ``grad = -rate (1/rate - y) = rate y - 1`` and ``fisher = rate^2 / rate^2 = 1``."""
+    return ExponentialFamily(
+        natural_params=_minus_rate, sufficient_statistic=_identity, log_partition=lambda eta: -jnp.log(-eta),
+        log_base_measure=_non_negative_log_h, mean=lambda eta: -1 / eta,
+        expected_log_base_measure=_zeros_like_batch, name="exponential")
+
+
+def _gamma_natural(outputs):
+    log_concentration, log_rate = jnp.broadcast_arrays(*outputs)
+    return jnp.stack([jnp.exp(log_concentration), -jnp.exp(log_rate)], axis=-1)
+
+
+def _gamma_statistic(y):
+    positive = (y > 0) & jnp.isfinite(y)
+    safe = jnp.where(positive, y, jnp.ones_like(y))
+    return jnp.stack([jnp.log(safe), y], axis=-1)
+
+
+def _gamma_log_partition(eta):
+    """``gammaln(a) - a log(b)`` with ``a = eta_0``, ``b = -eta_1``."""
+    return special.gammaln(eta[..., 0]) - eta[..., 0] * jnp.log(-eta[..., 1])
+
+
+def _gamma_mean(eta):
+    """``(E[log y], E[y]) = (digamma(a) - log b, a / b)``."""
+    a, b = eta[..., 0], -eta[..., 1]
+    return jnp.stack([special.digamma(a) - jnp.log(b), a / b], axis=-1)
+
+
+def _gamma_log_h(y):
+    positive = (y > 0) & jnp.isfinite(y)
+    return jnp.where(positive, -jnp.log(jnp.where(positive, y, jnp.ones_like(y))), -jnp.inf)
+
+
+@functools.cache
+def gamma() -> ExponentialFamily:
+    """Gamma from ``(log_concentration, log_rate)``: ``eta = (a, -b)``, ``T(y) = (log y, y)``,
+    ``A = gammaln(a) - a log b``, ``h(y) = 1/y``, ``E[log h] = -(digamma(a) - log b)``."""
+    return ExponentialFamily(
+        natural_params=_gamma_natural, sufficient_statistic=_gamma_statistic,
+        log_partition=_gamma_log_partition,
+        log_base_measure=_gamma_log_h, mean=_gamma_mean,
+        expected_log_base_measure=lambda eta: -_gamma_mean(eta)[..., 0], name="gamma")
+
+
+def _normal_natural(outputs):
+    loc, log_scale = jnp.broadcast_arrays(*outputs)
+    precision = jnp.exp(-2 * log_scale)
+    return jnp.stack([loc * precision, -0.5 * precision], axis=-1)
+
+
+def _normal_statistic(y):
+    return jnp.stack([y, jnp.square(y)], axis=-1)
+
+
+def _normal_log_partition(eta):
+    """``-eta_0^2 / (4 eta_1) - log(-2 eta_1) / 2``, i.e. ``loc^2 / (2 scale^2) + log(scale)``."""
+    return -jnp.square(eta[..., 0]) / (4 * eta[..., 1]) - 0.5 * jnp.log(-2 * eta[..., 1])
+
+
+def _normal_mean(eta):
+    """``(E[y], E[y^2]) = (loc, loc^2 + scale^2)``, ``loc = -eta_0 / (2 eta_1)``, ``scale^2 = -1/(2 eta_1)``.
+    """
+    loc = -eta[..., 0] / (2 * eta[..., 1])
+    return jnp.stack([loc, jnp.square(loc) - 1 / (2 * eta[..., 1])], axis=-1)
+
+
+def _normal_log_h(y):
+    return jnp.full(y.shape, -numerics.HALF_LOG_2PI, y.dtype)
+
+
+@functools.cache
+def normal() -> ExponentialFamily:
+    """Normal from ``(loc, log_scale)``: ``eta = (loc / scale^2, -1 / (2 scale^2))``, ``T(y) = (y, y^2)``,
+    ``log h = -log(2 pi)/2``."""
+    return ExponentialFamily(
+        natural_params=_normal_natural, sufficient_statistic=_normal_statistic,
+        log_partition=_normal_log_partition,
+        log_base_measure=_normal_log_h, mean=_normal_mean,
+        expected_log_base_measure=lambda eta: jnp.full(eta.shape[:-1], -numerics.HALF_LOG_2PI, eta.dtype),
+        name="normal")

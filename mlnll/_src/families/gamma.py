@@ -1,0 +1,188 @@
+"""Gamma: a positive target given a log-concentration (shape) and a log-rate."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mlnll._src import gamma_bessel, numerics, validate
+
+# The expectation rule: N trapezoid nodes in s, where u = log(rate y / a) = c sinh(s) (a sinc rule,
+# spectrally accurate for the analytic, doubly-exponentially decaying integrand). c = 1/sqrt(a) for
+# a >= 1 (u's spread), else 1; s covers where a (e^u - 1 - u) < 45 (relative weight e^-45).
+_N_NODES = 192
+_TAIL = 45.0
+
+
+def _outputs(outputs, family: str = "Gamma") -> tuple[jax.Array, jax.Array, jnp.dtype]:
+    """``(log_concentration, log_rate, dtype)`` broadcast together, in the accumulation dtype."""
+    log_a, log_b = validate.outputs_tuple(outputs, ("log_concentration", "log_rate"), family=family)
+    shape = validate.broadcast_shapes(family, [("log_concentration", log_a.shape), ("log_rate", log_b.shape)])
+    (log_a, log_b), dtype = numerics.upcast(log_a, log_b)
+    return jnp.broadcast_to(log_a, shape), jnp.broadcast_to(log_b, shape), dtype
+
+
+def _prepare(outputs, targets):
+    """``(log_a, log_b, y, valid, dtype)``: broadcast; invalid targets replaced by 1 (double where)."""
+    log_a, log_b, dtype = _outputs(outputs)
+    y = validate.numeric_targets(targets, where="Gamma targets")
+    shape = validate.broadcast_shapes("Gamma", [("outputs", log_a.shape), ("targets", y.shape)])
+    y = jnp.broadcast_to(y.astype(log_a.dtype), shape)
+    valid = (y > 0) & jnp.isfinite(y)
+    b = lambda x: jnp.broadcast_to(x, shape)  # noqa: E731
+    return b(log_a), b(log_b), jnp.where(valid, y, jnp.ones_like(y)), valid, dtype
+
+
+def _saddle_terms(log_a, log_b, y):
+    """``(a, u, z)``: a = exp(log_a), z = rate y, u = log(z / a) = log y + (log_b - log_a).
+
+    The difference ``log_b - log_a`` is taken first: it is exact when the two are close, so u keeps
+    relative accuracy near the mode (u ~ 1/sqrt(a)).
+    """
+    a = jnp.exp(log_a)
+    return a, jnp.log(y) + (log_b - log_a), y * jnp.exp(log_b)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gamma:
+    r"""Gamma distribution of a positive target, parametrised by log-concentration and log-rate.
+
+    outputs: ``(log_concentration, log_rate)``. targets: ``y > 0``, broadcastable with the outputs.
+
+    Density, with ``a = exp(log_concentration)`` (shape), ``b = exp(log_rate)`` and ``z = b y``:
+    ``log p(y) = a log b - gammaln(a) + (a - 1) log y - b y`` (scipy.stats.gamma(a, scale=1/b)).
+    A target ``y <= 0`` (or infinite) gives ``-inf``.
+    It is evaluated in the saddle-point form: with ``u = log(z / a)`` and Stirling's remainder
+    ``delta(a) = gammaln(a) - (a - 1/2) log a + a - log(2 pi)/2``,
+    ``log p = -a (e^u - 1 - u) + log(a)/2 - log y - log(2 pi)/2 - delta(a)``.
+    Each term is O(1) near the mode, where the plain form subtracts numbers of size ``a log a``
+    (at a = 1e6 it keeps 13 digits where the plain form keeps 5).
+
+    Gradient. ``-log p = -a log b + gammaln(a) - (a - 1) log y + b y``; with ``da/dlog_a = a``,
+    ``db/dlog_b = b`` and ``digamma(a) = log a - 1/(2a) + delta'(a)``:
+    ``d(-log p)/d log_concentration = a (digamma(a) - log z) = a (delta'(a) - u) - 1/2``,
+    ``d(-log p)/d log_rate = -a + b y = z - a`` (as ``a expm1(u)`` when |u| <= 1).
+
+    Fisher information in ``(log_concentration, log_rate)``: the Hessian of ``-log p`` is
+    ``[[a (digamma(a) - log z) + a^2 trigamma(a), -a], [-a, z]]``, and ``z ~ Gamma(a, 1)`` has
+    ``E[log z] = digamma(a)``, ``E[z] = a``, so
+    ``F = [[a^2 trigamma(a), -a], [-a, a]]``.
+    """
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """Per-example log-density, equal to scipy.stats.gamma.logpdf(y, a, scale=1/b)."""
+        log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
+        a, u, z = _saddle_terms(log_a, log_b, y)
+        lp = (-gamma_bessel.scaled_expm1mx(a, u, z) + 0.5 * log_a - jnp.log(y)
+              - numerics.HALF_LOG_2PI - gamma_bessel.stirling_remainder(a))
+        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+
+    def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
+        """Closed form ``(a (delta'(a) - u) - 1/2, z - a)`` (NaN where the target is invalid)."""
+        log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
+        a, u, z = _saddle_terms(log_a, log_b, y)
+        d_log_a = a * (gamma_bessel.stirling_remainder_grad(a) - u) - 0.5
+        # z - a = a (e^u - 1): a expm1(u) keeps the digits that z - a cancels near the mode.
+        small = jnp.abs(u) <= 1
+        d_log_b = jnp.where(small, a * jnp.expm1(jnp.where(small, u, jnp.zeros_like(u))), z - a)
+        nan = jnp.full_like(u, jnp.nan)
+        return jnp.where(valid, d_log_a, nan).astype(dtype), jnp.where(valid, d_log_b, nan).astype(dtype)
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        log_a, log_b, dtype = _outputs(outputs)
+        return {"concentration": jnp.exp(log_a).astype(dtype), "rate": jnp.exp(log_b).astype(dtype)}
+
+    def mean(self, outputs) -> jax.Array:
+        """``a / b = exp(log_concentration - log_rate)``."""
+        log_a, log_b, dtype = _outputs(outputs)
+        return jnp.exp(log_a - log_b).astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        """Draws ``exp(log G - log_rate)``, G ~ Gamma(a, 1) drawn in log space (``jax.random.loggamma``).
+
+        Drawing log G keeps small-concentration draws (a = 1e-3 puts half its mass below 1e-300)
+        exact until the final exp, which underflows to 0 only where the float type must.
+        """
+        log_a, log_b, dtype = _outputs(outputs)
+        shape = tuple(sample_shape) + log_a.shape
+        log_g = jax.random.loggamma(key, jnp.broadcast_to(jnp.exp(log_a), shape), shape, dtype=log_a.dtype)
+        return jnp.exp(log_g - jnp.broadcast_to(log_b, shape)).astype(dtype)
+
+    def entropy(self, outputs) -> jax.Array:
+        """``a - log b + gammaln(a) + (1 - a) digamma(a)``, in the Stirling form.
+
+        Substituting gammaln and digamma by their Stirling forms, the ``a log a`` terms cancel
+        exactly: ``H = log(a)/2 - log b + (1 + log(2 pi))/2 - 1/(2a) + delta(a) + (1 - a) delta'(a)``.
+        """
+        log_a, log_b, dtype = _outputs(outputs)
+        a = jnp.exp(log_a)
+        h = (0.5 * log_a - log_b + 0.5 + numerics.HALF_LOG_2PI - 0.5 / a
+             + gamma_bessel.stirling_remainder(a) + (1 - a) * gamma_bessel.stirling_remainder_grad(a))
+        return h.astype(dtype)
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        """KL(p || q) = ``(a_p - a_q) digamma(a_p) - gammaln(a_p) + gammaln(a_q)
+        + a_q log(b_p / b_q) + a_p (b_q - b_p) / b_p``.
+
+        That is the Bregman divergence of gammaln (``gammaln_bregman``, free of a log a sized terms)
+        plus ``-a_q d + a_p expm1(d)`` with d = log_rate_q - log_rate_p, written as
+        ``a_p expm1mx(d) - (a_q - a_p) d``; both vanish to second order as q -> p.
+        """
+        la_p, lb_p, _ = _outputs(outputs_p, "Gamma.kl outputs_p")
+        la_q, lb_q, _ = _outputs(outputs_q, "Gamma.kl outputs_q")
+        shape = validate.broadcast_shapes("Gamma.kl", [("outputs_p", la_p.shape), ("outputs_q", la_q.shape)])
+        broadcast = (jnp.broadcast_to(x, shape) for x in (la_p, lb_p, la_q, lb_q))
+        (la_p, lb_p, la_q, lb_q), dtype = numerics.upcast(*broadcast)
+        a_p = jnp.exp(la_p)
+        d = lb_q - lb_p
+        # a_q - a_p = a_p expm1(log a_q - log a_p): no cancellation between two large a.
+        kl = (gamma_bessel.gammaln_bregman(la_q, la_p) + a_p * numerics.expm1mx(d)
+              - a_p * jnp.expm1(la_q - la_p) * d)
+        return kl.astype(dtype)
+
+    def fisher(self, outputs) -> jax.Array:
+        """``[[a^2 trigamma(a), -a], [-a, a]]`` per example, shape [..., 2, 2].
+
+        ``a^2 trigamma(a)`` is ``scaled_trigamma``: finite for every a (-> 1 as a -> 0, ~ a + 1/2
+        as a -> inf), where forming a^2 or trigamma(a) alone can overflow.
+        """
+        log_a, _, dtype = _outputs(outputs)
+        a = jnp.exp(log_a)
+        rows = [jnp.stack([gamma_bessel.scaled_trigamma(a), -a], -1), jnp.stack([-a, a], -1)]
+        return jnp.stack(rows, -2).astype(dtype)
+
+    def constant_terms(self, targets) -> jax.Array:
+        """The part of ``log_prob`` free of the outputs: ``-log y`` (0 outside the support)."""
+        y = validate.numeric_targets(targets, where="Gamma targets")
+        y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
+        valid = (y > 0) & jnp.isfinite(y)
+        return jnp.where(valid, -jnp.log(jnp.where(valid, y, jnp.ones_like(y))), jnp.zeros_like(y))
+
+    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+        """A 192-node rule for ``E[f(y)]``: nodes ``[192, *batch]`` of targets, weights summing to 1.
+
+        In u = log(b y / a) the density is proportional to ``exp(-a (e^u - 1 - u))``; the rule is
+        the trapezoid rule in s for u = c sinh(s), with c = 1/sqrt(max(a, 1)) and s spanning the
+        u where that weight exceeds e^-45 of its peak. Against digamma and a/b it integrates
+        ``log y`` and ``y`` to ~1e-15 of their spread for 0.1 <= a <= 1e10 in float64 (the Fisher
+        check then agrees to 1e-13). Nodes that underflow to y = 0 get weight 0: below a ~ 0.1 the
+        mass under the smallest float64 (1e-300^a of it) is no longer negligible and the rule
+        degrades (no float can hold those targets); run it in float64.
+        """
+        log_a, log_b, _ = _outputs(outputs)
+        a = jnp.exp(log_a)
+        c = jax.lax.rsqrt(jnp.maximum(a, 1.0))
+        u_min = -(_TAIL / a + jnp.sqrt(2 * _TAIL / a))
+        u_max = jnp.maximum(jnp.log(_TAIL / a), 0.0) + jnp.sqrt(2 * _TAIL / jnp.maximum(a, 1.0))
+        s_min, s_max = jnp.arcsinh(u_min / c), jnp.arcsinh(u_max / c)
+        frac = jnp.linspace(0.0, 1.0, _N_NODES, dtype=a.dtype).reshape((-1,) + (1,) * a.ndim)
+        s = s_min[None] + (s_max - s_min)[None] * frac
+        u = c[None] * jnp.sinh(s)
+        y = jnp.exp(u + (log_a - log_b)[None])
+        log_w = -gamma_bessel.scaled_expm1mx(a[None], u, jnp.exp(u + log_a[None])) + jnp.log(jnp.cosh(s))
+        log_w = jnp.where(y > 0, log_w, -jnp.inf)
+        w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))
+        return y, w / jnp.sum(w, axis=0, keepdims=True)

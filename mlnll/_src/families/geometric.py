@@ -1,0 +1,140 @@
+"""Geometric: the number of failures before the first success, given the logit of success."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mlnll._src import count_numerics as cn
+from mlnll._src import numerics, validate
+
+# Truncated support for expectation_nodes: the counts 0..2047. They hold all but
+# (1 - p)^2048 <= 1e-16 of the mass when p >= 0.0180, i.e. logits >= -4.0.
+NUM_NODES = 2048
+
+
+def _logits(outputs) -> tuple[jax.Array, jnp.dtype]:
+    z = validate.float_outputs(outputs, where="Geometric outputs (logits)")
+    (z,), dtype = numerics.upcast(z)
+    return z, dtype
+
+
+def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
+    z, dtype = _logits(outputs)
+    y = validate.numeric_targets(targets, where="Geometric targets")
+    shape = validate.broadcast_shapes("Geometric", [("outputs", z.shape), ("targets", y.shape)])
+    return jnp.broadcast_to(z, shape), jnp.broadcast_to(y.astype(z.dtype), shape), dtype
+
+
+def _log_pmf(z: jax.Array, y: jax.Array) -> jax.Array:
+    # log(1 - p) = log_sigmoid(-z), log p = log_sigmoid(z); 0 * log(1 - p) = 0 even at z = +inf.
+    return numerics.mul_nonzero(y, numerics.log_sigmoid(-z)) + numerics.log_sigmoid(z)
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometric:
+    r"""Geometric distribution: failures before the first success, from the logit of success.
+
+    outputs: logits ``z`` of the success probability ``p = sigmoid(z)`` (any shape). targets:
+    counts 0, 1, 2, ... (integer or floating dtype), broadcastable with ``z``. Negative,
+    non-integer or non-finite targets give ``-inf``. (scipy.stats.geom counts trials instead:
+    ``geom.logpmf(y + 1, p)``.)
+
+    Density: ``log p(y) = y log(1 - p) + log p = y log_sigmoid(-z) + log_sigmoid(z)``; both terms
+    are <= 0, so the sum keeps its relative accuracy.
+
+    Gradient. ``d/dz log_sigmoid(-z) = -sigmoid(z)`` and ``d/dz log_sigmoid(z) = sigmoid(-z)``, so
+    ``d(-log p)/dz = y sigmoid(z) - sigmoid(-z) = y p - (1 - p)``.
+
+    Fisher information: the second derivative is ``(y + 1) sigmoid(z) sigmoid(-z)``, and
+    ``E[y + 1] = 1/p``, so the Fisher information in z is ``sigmoid(-z) = 1 - p``.
+    """
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """Per-example ``log p(targets | logits)``, equal to scipy.stats.geom.logpmf(y + 1, p)."""
+        z, y, dtype = _prepare(outputs, targets)
+        valid = cn.is_count(y)
+        lp = _log_pmf(z, jnp.where(valid, y, jnp.zeros_like(y)))
+        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+
+    def grad(self, outputs, targets) -> jax.Array:
+        """Closed form ``y sigmoid(z) - sigmoid(-z)`` of d(-log_prob)/dz (NaN where y is invalid)."""
+        z, y, dtype = _prepare(outputs, targets)
+        g = y * jax.nn.sigmoid(z) - jax.nn.sigmoid(-z)
+        return jnp.where(cn.is_count(y), g, jnp.nan).astype(dtype)
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        z, dtype = _logits(outputs)
+        return {"logits": z.astype(dtype), "probs": jax.nn.sigmoid(z).astype(dtype)}
+
+    def mean(self, outputs) -> jax.Array:
+        """``(1 - p) / p = exp(-z)``."""
+        z, dtype = _logits(outputs)
+        return jnp.exp(-z).astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        """Counts in the logits' dtype, shape ``sample_shape + logits.shape``, by inversion.
+
+        ``y = floor(log(u) / log(1 - p))`` with u uniform on (0, 1] has P(y >= k) = (1 - p)^k;
+        ``log(1 - p) = log_sigmoid(-z)`` keeps small p exact.
+        """
+        z, dtype = _logits(outputs)
+        shape = tuple(sample_shape) + z.shape
+        log_u = jnp.log1p(-jax.random.uniform(key, shape, dtype=z.dtype))  # log of a uniform on (0, 1]
+        y = jnp.floor(log_u / jnp.broadcast_to(numerics.log_sigmoid(-z), shape))
+        return jnp.maximum(y, jnp.zeros_like(y)).astype(dtype)  # -0.0 (from 0 / -inf) becomes 0
+
+    def entropy(self, outputs) -> jax.Array:
+        """``-log p - (1 - p)/p log(1 - p) = softplus(-z) + exp(-z) softplus(z)``.
+
+        For z < 0 the second term is ``log1p(u)/u`` with u = e^z in (0, 1) (-> 1 as p -> 0), so
+        nothing overflows; the entropy then grows like ``1 - log p``.
+        """
+        z, dtype = _logits(outputs)
+        neg = z < 0
+        zn = jnp.where(neg, z, jnp.zeros_like(z))
+        zp = jnp.where(neg, jnp.zeros_like(z), z)
+        second = jnp.where(neg, 1 + cn.log1pmx_over_x(jnp.exp(zn)), jnp.exp(-zp) * jax.nn.softplus(zp))
+        return (jax.nn.softplus(-z) + second).astype(dtype)
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        """KL(p || q) = ``log(p/q) + (1 - p)/p log((1 - p)/(1 - q)) = KL_Bernoulli(p || q) / p``.
+
+        Evaluated by ``count_numerics.geometric_kl``: accurate for nearly equal logits, and finite
+        as p -> 0 (where it tends to ``exp(d) - 1 - d``, d = zq - zp).
+        """
+        zp = validate.float_outputs(outputs_p, where="Geometric.kl outputs_p (logits)")
+        zq = validate.float_outputs(outputs_q, where="Geometric.kl outputs_q (logits)")
+        shape = validate.broadcast_shapes("Geometric.kl", [("outputs_p", zp.shape), ("outputs_q", zq.shape)])
+        (zp, zq), dtype = numerics.upcast(zp, zq)
+        return cn.geometric_kl(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape)).astype(dtype)
+
+    def fisher(self, outputs) -> jax.Array:
+        """``1 - p = sigmoid(-z)``, per example."""
+        z, dtype = _logits(outputs)
+        return jax.nn.sigmoid(-z).astype(dtype)
+
+    def constant_terms(self, targets) -> jax.Array:
+        """The part of ``log_prob`` free of the logits: none, so 0."""
+        y = validate.numeric_targets(targets, where="Geometric targets")
+        y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
+        return jnp.zeros_like(y)
+
+    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+        """A truncated support: the counts 0..2047 (``NUM_NODES``) and their probabilities.
+
+        They hold all but ``(1 - p)^2048`` of the mass: less than 1e-16 for p >= 0.0180 (logits
+        >= -4.0). The weights are not renormalised.
+        """
+        z, _ = _logits(outputs)
+        nodes = cn.window_nodes(jnp.zeros_like(z), jnp.zeros_like(z), NUM_NODES)
+        return nodes, jnp.exp(_log_pmf(jnp.broadcast_to(z[None], nodes.shape), nodes))
+
+    def mle(self, targets, *, axis: int = 0) -> jax.Array:
+        """Closed-form MLE: ``p = 1 / (1 + mean(y))``, i.e. logits ``-log(mean(y))`` (+inf if all 0)."""
+        y = validate.numeric_targets(targets, where="Geometric.mle targets")
+        y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
+        return -jnp.log(jnp.mean(y, axis=axis))

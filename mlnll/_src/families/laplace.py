@@ -1,0 +1,187 @@
+"""Laplace: a real target given a location and a log-scale. Its NLL is (scaled) absolute error."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlnll._src import numerics, validate
+from mlnll._src.families import _location_scale as ls_
+
+_NAMES = ("loc", "log_scale")
+# Gauss-Laguerre rule: sum_k w_k f(t_k) = int_0^inf e^-t f(t) dt exactly for polynomials f of
+# degree < 16. On each side of the kink, t = |y - loc| / scale is Exponential(1).
+_GL_NODES, _GL_WEIGHTS = np.polynomial.laguerre.laggauss(8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Laplace:
+    r"""Laplace distribution of a real target.
+
+    outputs: ``(loc, log_scale)``; with ``Laplace(scale=b)`` the scale is fixed and outputs is
+    ``loc`` alone. targets: reals, broadcastable with the outputs.
+
+    Density, with ``b = exp(log_scale)`` and ``r = (y - loc) / b``:
+    ``log p(y) = -|r| - log_scale - log 2``. With the scale fixed at 1, ``-log p = |y - loc| + log 2``:
+    the absolute error plus a constant, which is why least absolute deviations is maximum likelihood
+    under Laplace noise (and its minimiser in loc is the median).
+
+    Gradient. ``dr/dloc = -1/b`` and ``dr/dlog_scale = -r``, and ``d|r|/dr = sign(r)``, so
+    ``d(-log p)/dloc = -sign(r) / b = sign(loc - y) / b`` and
+    ``d(-log p)/dlog_scale = 1 - sign(r) r = 1 - |r|``.
+    At y = loc, |r| has a kink: its subdifferential in loc is [-1/b, 1/b], and the closed form
+    returns the subgradient ``sign(0) / b = 0``, the one of least norm (so a median of an odd
+    number of points has gradient exactly 0). ``log_prob`` writes ``|r|`` as ``r * sign(r)``, whose
+    autodiff derivative is ``sign(r)`` too (``jnp.abs`` would give the one-sided +1 at 0).
+
+    Fisher information in ``(loc, log_scale)``: ``diag(1/b^2, 1)``. Here the information is
+    ``E[grad grad^T]``, not the expected Hessian of autodiff: ``sign(r)^2 = 1`` almost surely gives
+    ``1/b^2``, ``E[(1 - |r|)^2] = 1 - 2 E|r| + E r^2 = 1 - 2 + 2 = 1``, and the cross term
+    ``E[sign(r)(1 - |r|)] / b`` vanishes by symmetry. (The Hessian of ``|r|`` in loc is
+    ``2 delta(y - loc) / b^2``, a point mass that autodiff sees as 0 almost everywhere; its
+    expectation ``2 p(loc) / b = 1/b^2`` agrees.) With the scale fixed it is ``1/b^2``.
+
+    Example:
+      >>> import jax.numpy as jnp, mlnll
+      >>> fam = mlnll.Laplace(scale=1.0)  # -log p = |y - loc| + log 2
+      >>> float(-fam.log_prob(jnp.array(0.5), jnp.array(2.0)))
+      2.193147...
+    """
+
+    scale: float | None = None
+
+    def __post_init__(self):
+        ls_.check_positive_option("Laplace", "scale", self.scale)
+
+    # -- unpacking ---------------------------------------------------------------------------
+
+    @property
+    def _name(self) -> str:
+        return ls_.describe("Laplace", scale=self.scale)
+
+    @property
+    def _fixed(self) -> dict[str, float]:
+        return {} if self.scale is None else {"log_scale": math.log(self.scale)}
+
+    def _params(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
+        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
+        return p["loc"], p["log_scale"], dtype
+
+    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
+        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
+        p, y = ls_.with_targets(p, targets, family=self._name)
+        return p["loc"], p["log_scale"], y, dtype
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """Per-example ``log Laplace(y; loc, b)``, equal to scipy.stats.laplace.logpdf."""
+        loc, log_scale, y, dtype = self._prepare(outputs, targets)
+        # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
+        r = (y - loc) * jnp.exp(-log_scale)
+        # |r| as r * sign(r): same value, and autodiff takes the subgradient sign(0) = 0 at the kink.
+        return (-r * jnp.sign(r) - log_scale - numerics.LOG_2).astype(dtype)
+
+    def grad(self, outputs, targets):
+        """Closed form ``(-sign(r) / b, 1 - |r|)``, 0 in loc at y = loc; loc's alone if the scale is fixed."""
+        loc, log_scale, y, dtype = self._prepare(outputs, targets)
+        inv_scale = jnp.exp(-log_scale)
+        r = (y - loc) * inv_scale
+        grads = {"loc": -jnp.sign(r) * inv_scale, "log_scale": 1 - jnp.abs(r)}
+        return ls_.pack(grads, _NAMES, self._fixed, dtype)
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        loc, log_scale, dtype = self._params(outputs)
+        return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype)}
+
+    def mean(self, outputs) -> jax.Array:
+        loc, _, dtype = self._params(outputs)
+        return loc.astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        """``loc + b * e`` with e standard Laplace, shape ``sample_shape + batch``."""
+        loc, log_scale, dtype = self._params(outputs)
+        shape = tuple(sample_shape) + loc.shape
+        eps = jax.random.laplace(key, shape, dtype=loc.dtype)
+        return ls_.shift_and_scale(loc, log_scale, eps).astype(dtype)
+
+    def entropy(self, outputs) -> jax.Array:
+        """``1 + log 2 + log_scale``."""
+        _, log_scale, dtype = self._params(outputs)
+        return (log_scale + 1 + numerics.LOG_2).astype(dtype)
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        """KL(p || q) as a sum of non-negative terms, accurate when p and q are close.
+
+        With ``d = log b_p - log b_q``, ``delta = |mu_p - mu_q|`` and ``v = delta / b_p``:
+        ``KL = log(b_q/b_p) + delta/b_q + (b_p/b_q) exp(-v) - 1``
+        ``    = (e^d - 1 - d) + e^d (e^-v - 1 + v)`` (since delta/b_q = e^d v),
+        two non-negative terms evaluated by ``expm1mx``, so a KL of 1e-12 is not lost to
+        cancellation. For v > 1 the second form is rearranged to ``delta/b_q - 1 - d + e^(d - v)``,
+        which cannot overflow through ``e^d`` when b_q is tiny relative to delta.
+        """
+        loc_p, ls_p, _ = self._params(outputs_p)
+        loc_q, ls_q, _ = self._params(outputs_q)
+        (loc_p, ls_p, loc_q, ls_q), dtype = ls_.kl_pair("Laplace", (loc_p, ls_p), (loc_q, ls_q))
+        d = ls_p - ls_q
+        delta = jnp.abs(loc_p - loc_q)
+        v = delta * jnp.exp(-ls_p)
+        near = v <= 1
+        vs = jnp.where(near, v, jnp.zeros_like(v))
+        # e^d (e^-v - 1 + v): the product is taken as 0 where expm1mx(-v) = 0 even if e^d overflowed.
+        exp_d = jnp.exp(jnp.where(near, d, jnp.zeros_like(d)))
+        close = numerics.expm1mx(d) + numerics.mul_nonzero(numerics.expm1mx(-vs), exp_d)
+        far = delta * jnp.exp(-ls_q) - 1 - d + jnp.exp(d - jnp.where(near, jnp.ones_like(v), v))
+        return jnp.where(near, close, far).astype(dtype)
+
+    def fisher(self, outputs) -> jax.Array:
+        """``diag(1/b^2, 1)`` per example (shape [..., 2, 2]); ``1/b^2`` with a fixed scale."""
+        _, log_scale, dtype = self._params(outputs)
+        entries = {("loc", "loc"): jnp.exp(-2 * log_scale),
+                   ("log_scale", "log_scale"): jnp.ones_like(log_scale)}
+        return ls_.fisher_matrix(entries, _NAMES, self._fixed, log_scale, dtype)
+
+    def constant_terms(self, targets) -> jax.Array:
+        """The part of ``log_prob`` free of the outputs: ``-log 2``, and ``-log(scale)`` if fixed.
+
+        Dropping it from ``Laplace(scale=1)`` leaves exactly the absolute error.
+        """
+        const = -numerics.LOG_2 - (math.log(self.scale) if self.scale is not None else 0.0)
+        return ls_.constant_like(targets, const, family=self._name)
+
+    def score_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+        """A rule for ``E_y[f(y)]``: nodes ``loc -+ b t_k`` and weights ``w_k / 2``, ``[16, *batch]``.
+
+        ``t_k, w_k`` is the 8-point Gauss-Laguerre rule, applied on each side of the kink, so the
+        rule is exact for any f that is a polynomial of degree < 16 in ``|y - loc|`` on each side,
+        e.g. every entry of ``grad grad^T``. Use it to check ``fisher`` as ``E[grad grad^T]``.
+
+        It is deliberately not called ``expectation_nodes``: ``check_grad`` compares ``fisher`` with
+        the expected autodiff Hessian over those, and autodiff misses the point mass of the
+        Hessian of ``|y - loc|`` at ``y = loc`` (it would give 0 instead of ``1/b^2`` in loc).
+        """
+        loc, log_scale, _ = self._params(outputs)
+        t = ls_.batch_nodes(np.concatenate([-_GL_NODES, _GL_NODES]), loc)
+        w = ls_.batch_nodes(np.concatenate([_GL_WEIGHTS, _GL_WEIGHTS]) / 2, loc)
+        nodes = loc[None] + jnp.exp(log_scale)[None] * t
+        return nodes, jnp.broadcast_to(w, nodes.shape)
+
+    def mle(self, targets, *, axis: int = 0):
+        """Closed-form MLE: loc = the sample median, log_scale = log of the mean absolute deviation from it.
+
+        ``sum |y_i - loc|`` is smallest at a median (any point between the two middle values when
+        n is even; ``jnp.median`` takes their midpoint), and at that loc ``d/db`` of the NLL,
+        ``n/b - sum |y_i - loc| / b^2``, vanishes at ``b = mean |y_i - loc|``.
+        """
+        y = validate.numeric_targets(targets, where="Laplace.mle targets")
+        y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
+        loc = jnp.median(y, axis=axis)
+        if self.scale is not None:
+            return loc
+        mad = jnp.mean(jnp.abs(y - jnp.expand_dims(loc, axis)), axis=axis)
+        return loc, jnp.log(mad)

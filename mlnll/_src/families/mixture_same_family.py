@@ -1,0 +1,273 @@
+"""MixtureSameFamily: a target drawn from one of K components of one family, with learned weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+from mlnll._src import numerics, validate
+from mlnll._src.family import Family
+
+_NEEDED = ("log_prob", "grad", "params", "mean", "sample")
+
+
+def _expand(a: jax.Array, ndim: int) -> jax.Array:
+    """``a`` with trailing unit axes up to rank ``ndim`` (explicit, under rank promotion "raise")."""
+    return a.reshape(a.shape + (1,) * (ndim - a.ndim))
+
+
+def _logsumexp_or_neg_inf(x: jax.Array) -> jax.Array:
+    """``log sum_k exp(x_k)`` over the last axis, and ``-inf`` (not NaN) where every term is ``-inf``.
+
+    Identity: logsumexp(x) = max + log1p(sum of the others' exp(x - max)). A row that is all
+    ``-inf`` is evaluated on zeros (double where) so that neither its value nor its gradient is NaN.
+    """
+    empty = jnp.all(x == -jnp.inf, axis=-1)
+    safe = jnp.where(empty[..., None], jnp.zeros_like(x), x)
+    return jnp.where(empty, -jnp.inf, numerics.logsumexp(safe))
+
+
+def _joint(component: Family, logits: jax.Array, component_outputs, y: jax.Array
+           ) -> tuple[jax.Array, jax.Array, int]:
+    """``(log_softmax(logits) + l, logits)``, both at the full batch shape + (K,) in the accumulation
+    dtype, and the rank of the component's log_prob ``l``."""
+    component_lp = jnp.asarray(component.log_prob(component_outputs, y))
+    num_components = logits.shape[-1]
+    if component_lp.ndim == 0 or component_lp.shape[-1] != num_components:
+        raise ValueError(
+            f"MixtureSameFamily: the component's outputs must carry a trailing K = {num_components} axis "
+            f"(as mixture_logits shape {logits.shape}); the component's log_prob has shape "
+            f"{component_lp.shape}."
+        )
+    shape = validate.broadcast_shapes("MixtureSameFamily", [("mixture_logits", logits.shape),
+                                                            ("component log_prob", component_lp.shape)])
+    (logits, component_lp), _ = numerics.upcast(logits, component_lp)
+    logits = jnp.broadcast_to(logits, shape)
+    # Every weight masked (all logits -inf): the weights are all 0 and so is the density. The
+    # softmax is taken of zeros there (double where), so no NaN reaches the value or the gradient.
+    no_weight = jnp.all(logits == -jnp.inf, axis=-1, keepdims=True)
+    log_weights = numerics.log_softmax(jnp.where(no_weight, jnp.zeros_like(logits), logits))
+    log_weights = jnp.where(no_weight, jnp.full_like(logits, -jnp.inf), log_weights)
+    return log_weights + jnp.broadcast_to(component_lp, shape), logits, component_lp.ndim
+
+
+def _weighted(r: jax.Array, g: jax.Array, lp_ndim: int) -> jax.Array:
+    """``r_k * g`` for a component gradient leaf ``g`` of shape [*component batch, K, *event].
+
+    The first ``lp_ndim`` axes of ``g`` are those of the component's log_prob; ``g`` is broadcast to
+    the full batch. ``r_k = 0`` drops component k's gradient even where it is inf or NaN.
+    """
+    event = g.shape[lp_ndim:]
+    g = jnp.broadcast_to(g, r.shape + event)
+    return numerics.mul_nonzero(_expand(r, g.ndim).astype(g.dtype), g)
+
+
+def _plain_log_prob(family: MixtureSameFamily, logits: jax.Array, component_outputs, targets) -> jax.Array:
+    joint, _, _ = _joint(family.component, logits, component_outputs, family._component_targets(targets))
+    return _logsumexp_or_neg_inf(joint)
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, SymbolicZero) or tangent.dtype == jax.dtypes.float0
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _mixture_log_prob(family: MixtureSameFamily, logits: jax.Array, component_outputs, targets):
+    """``log p(y)`` whose derivative in the outputs is the closed form ``family.grad``."""
+    return _plain_log_prob(family, logits, component_outputs, targets)
+
+
+def _mixture_log_prob_jvp(family: MixtureSameFamily, primals, tangents):
+    """Tangent ``-<grad, d outputs>`` (the closed form), plus autodiff's ``d log p/dy`` for targets."""
+    logits, component_outputs, targets = primals
+    d_logits, d_component, d_targets = tangents
+    value = _plain_log_prob(family, logits, component_outputs, targets)
+    g_logits, g_component = family.grad((logits, component_outputs), targets)
+    d_leaves = jax.tree.leaves(d_component, is_leaf=lambda t: isinstance(t, SymbolicZero))
+    # Where the density is 0 (log p = -inf) the closed form is NaN; the tangent there is taken as 0,
+    # so that an example masked out of a loss (cotangent 0) cannot turn the batch's gradient to NaN.
+    finite = value > -jnp.inf
+    out = jnp.zeros_like(value)
+    for g, d in [(g_logits, d_logits), *zip(jax.tree.leaves(g_component), d_leaves)]:
+        if _is_zero(d):
+            continue
+        g = jnp.where(_expand(finite, g.ndim), g, jnp.zeros_like(g))
+        # A leaf's gradient is per example ([*batch, *event]); a broadcast leaf's tangent is shared.
+        d = jnp.broadcast_to(d.astype(g.dtype), g.shape)
+        out = out - jnp.sum(g * d, axis=tuple(range(value.ndim, g.ndim))).astype(value.dtype)
+    if not _is_zero(d_targets):
+        plain = functools.partial(_plain_log_prob, family, logits, component_outputs)
+        out = out + jax.jvp(plain, (targets,), (d_targets,))[1]
+    return value, out
+
+
+_mixture_log_prob.defjvp(_mixture_log_prob_jvp, symbolic_zeros=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureSameFamily:
+    r"""Mixture of K components of one family: ``p(y) = sum_k pi_k p_k(y)``.
+
+    outputs: ``(mixture_logits [..., K], component_outputs)``, where ``component_outputs`` are the
+    component family's outputs with a trailing K axis on its batch shape; for ``Normal()`` a tuple
+    ``(loc [..., K], log_scale [..., K])``, for ``MultivariateNormal()`` a tuple
+    ``(loc [..., K, d], scale_tril [..., K, d, d])``. targets: as the component's, ``[...]`` plus
+    the component's event axes (``event_ndim`` of them: 0 for scalar targets, 1 for vectors).
+
+    Density, with ``pi = softmax(mixture_logits)`` and ``l_k = log p_k(y)``:
+    ``log p(y) = logsumexp_k(log_softmax(mixture_logits)_k + l_k)``, evaluated with the max
+    subtracted, so no component's density is ever exponentiated on its own.
+
+    Gradient. With the responsibilities ``r_k = pi_k p_k(y) / p(y) = softmax(log pi + l)_k`` (the
+    posterior probability of component k given y):
+    ``d(-log p)/dmixture_logits = softmax(mixture_logits) - r`` (the Categorical gradient with the
+    posterior in place of a one-hot label), because ``d log p / d log pi_k = r_k`` and
+    ``d log pi_k / dmixture_logits = onehot(k) - pi``; and for component k's outputs
+    ``d(-log p)/dtheta_k = r_k d(-l_k)/dtheta_k = r_k component.grad``.
+
+    Derivatives of ``log_prob`` (``jax.grad``, ``jax.jacfwd``, ``jax.hessian``) are those of this
+    closed form (a ``custom_jvp``): a mixture loss's gradient reuses the responsibilities and the
+    component's own closed-form gradient, and equals ``grad`` exactly. The tests check it, and its
+    own derivative, against autodiff of the plain formula. Where ``log p = -inf`` (no component can
+    produce y) ``grad`` is NaN and the derivative of ``log_prob`` is taken as 0, so an example masked
+    out of a loss cannot turn the batch's gradient to NaN.
+
+    Fisher information, entropy and KL have no closed form (they are expectations of a logsumexp):
+    those methods raise ``NotImplementedError``.
+
+    Example:
+      >>> import jax.numpy as jnp, mlnll
+      >>> mix = mlnll.MixtureSameFamily(mlnll.Normal())
+      >>> outputs = (jnp.zeros(2), (jnp.array([-1.0, 1.0]), jnp.zeros(2)))
+      >>> round(float(mix.log_prob(outputs, jnp.array(0.0))), 6)
+      -1.418939
+    """
+
+    component: Family
+    event_ndim: int = dataclasses.field(default=0, kw_only=True)
+
+    def __post_init__(self):
+        missing = [m for m in _NEEDED if not callable(getattr(self.component, m, None))]
+        if missing:
+            raise TypeError(
+                f"MixtureSameFamily(component=...) needs an mlnll family; {self.component!r} lacks "
+                f"{', '.join(missing)}."
+            )
+        if not (isinstance(self.event_ndim, int) and self.event_ndim >= 0):
+            raise ValueError(f"MixtureSameFamily(event_ndim=...) must be an integer >= 0; "
+                             f"got {self.event_ndim!r}.")
+
+    # -- unpacking ---------------------------------------------------------------------------
+
+    def _split(self, outputs) -> tuple[jax.Array, object, jnp.dtype]:
+        """``(mixture_logits, component_outputs, dtype)``: every floating leaf cast to the accumulation
+        dtype (so the component's log-likelihoods reach the logsumexp unrounded), and the result dtype."""
+        if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
+            kind = type(outputs).__name__
+            is_sequence = isinstance(outputs, (tuple, list))
+            got = f"a {kind} of length {len(outputs)}" if is_sequence else f"a single {kind}"
+            raise TypeError("MixtureSameFamily outputs must be a tuple (mixture_logits, component_outputs); "
+                            f"got {got}.")
+        logits = validate.float_outputs(outputs[0], where="MixtureSameFamily outputs[0] (mixture_logits)")
+        if logits.ndim == 0:
+            raise ValueError("MixtureSameFamily outputs[0] (mixture_logits) need a component axis, "
+                             "shape [..., K]; got shape ().")
+        leaves, treedef = jax.tree.flatten(outputs[1])
+        leaves = [jnp.asarray(x) for x in leaves]
+        dtype = numerics.float_dtype(logits, *leaves)
+        acc = numerics.accumulation_dtype(dtype)
+        cast = lambda x: x.astype(acc) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+        return logits.astype(acc), treedef.unflatten([cast(x) for x in leaves]), dtype
+
+    def _component_targets(self, targets) -> jax.Array:
+        """``targets`` with a unit K axis inserted before the event axes, to broadcast over components."""
+        y = validate.numeric_targets(targets, where="MixtureSameFamily targets")
+        if y.ndim < self.event_ndim:
+            raise ValueError(
+                f"MixtureSameFamily targets need {self.event_ndim} event axes; got shape {y.shape}."
+            )
+        return jnp.expand_dims(y, y.ndim - self.event_ndim)
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """Per-example ``log sum_k pi_k p_k(y)``; ``-inf`` where every component gives ``-inf``.
+
+        Its derivative in the outputs is the closed form ``grad`` (a ``custom_jvp``).
+        """
+        logits, component_outputs, dtype = self._split(outputs)
+        return _mixture_log_prob(self, logits, component_outputs, targets).astype(dtype)
+
+    def responsibilities(self, outputs, targets) -> jax.Array:
+        """``r_k = p(component k | y) = softmax_k(log pi + log p_k(y))``, shape [..., K]."""
+        logits, component_outputs, dtype = self._split(outputs)
+        joint, _, _ = _joint(self.component, logits, component_outputs, self._component_targets(targets))
+        return jax.nn.softmax(joint, axis=-1).astype(dtype)
+
+    def grad(self, outputs, targets):
+        """Closed form ``(softmax(mixture_logits) - r, r_k * component.grad)``.
+
+        Where every component gives ``-inf`` the responsibilities, and so the gradient, are NaN.
+        """
+        logits, component_outputs, dtype = self._split(outputs)
+        y = self._component_targets(targets)
+        joint, logits, lp_ndim = _joint(self.component, logits, component_outputs, y)
+        r = jax.nn.softmax(joint, axis=-1)
+        d_logits = jax.nn.softmax(logits, axis=-1) - r
+        d_component = jax.tree.map(lambda g: _weighted(r, g, lp_ndim).astype(dtype),
+                                   self.component.grad(component_outputs, y))
+        return d_logits.astype(dtype), d_component
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        """``mixture_logits``, ``mixture_probs`` and the component's parameters prefixed ``component_``."""
+        logits, component_outputs, dtype = self._split(outputs)
+        out = {"mixture_logits": logits, "mixture_probs": jax.nn.softmax(logits, axis=-1)}
+        out.update({f"component_{k}": v for k, v in self.component.params(component_outputs).items()})
+        return {k: v.astype(dtype) for k, v in out.items()}
+
+    def mean(self, outputs) -> jax.Array:
+        """``sum_k pi_k mean_k``, shape batch (+ the component's event axes)."""
+        logits, component_outputs, dtype = self._split(outputs)
+        means = jnp.asarray(self.component.mean(component_outputs))
+        pi = jax.nn.softmax(logits, axis=-1)
+        pi = _expand(pi, pi.ndim + self.event_ndim)  # [..., K, 1 per event axis]
+        pi = pi.reshape((1,) * (means.ndim - pi.ndim) + pi.shape)
+        means = means.reshape((1,) * (pi.ndim - means.ndim) + means.shape)
+        return jnp.sum(pi * means.astype(pi.dtype), axis=-1 - self.event_ndim).astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        """Pick ``k ~ Categorical(pi)``, then draw from component k; ``sample_shape + batch (+ event)``."""
+        logits, component_outputs, dtype = self._split(outputs)
+        key_pick, key_draw = jax.random.split(key)
+        draws = self.component.sample(key_draw, component_outputs, sample_shape=sample_shape)
+        k_axis = draws.ndim - 1 - self.event_ndim
+        batch = draws.shape[len(tuple(sample_shape)):k_axis]
+        logits = jnp.broadcast_to(logits, batch + (logits.shape[-1],))
+        picked = jax.random.categorical(key_pick, logits, shape=tuple(sample_shape) + batch)
+        index = _expand(picked[..., None], draws.ndim)
+        drawn = jnp.squeeze(jnp.take_along_axis(draws, index, axis=k_axis), axis=k_axis)
+        return drawn.astype(dtype) if jnp.issubdtype(drawn.dtype, jnp.floating) else drawn
+
+    def entropy(self, outputs) -> jax.Array:
+        raise NotImplementedError("MixtureSameFamily has no closed-form entropy (an expected logsumexp).")
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        raise NotImplementedError("MixtureSameFamily has no closed-form KL divergence (sample it).")
+
+    def fisher(self, outputs) -> jax.Array:
+        raise NotImplementedError(
+            "MixtureSameFamily has no closed-form Fisher information: E[grad grad^T] involves the "
+            "responsibilities, which have no closed-form expectation."
+        )
+
+    def constant_terms(self, targets) -> jax.Array:
+        """The component's constant terms: they depend on y alone, so they factor out of the sum over k."""
+        method = getattr(self.component, "constant_terms", None)
+        if method is None:
+            raise NotImplementedError(f"{self.component!r} has no constant_terms.")
+        return method(targets)

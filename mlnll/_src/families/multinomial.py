@@ -1,0 +1,242 @@
+"""Multinomial: counts of C classes over ``total_count`` draws, given logits."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlnll._src import count_numerics as cn
+from mlnll._src import info, numerics, validate
+
+
+def _logits(outputs, where: str = "Multinomial outputs (logits)") -> tuple[jax.Array, jnp.dtype]:
+    z = validate.float_outputs(outputs, where=where)
+    if z.ndim == 0:
+        raise ValueError(f"{where} need a class axis, shape [..., C]; got shape ().")
+    (z,), dtype = numerics.upcast(z)
+    return z, dtype
+
+
+def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(log p, p, 1 - p, log(1 - p))`` for ``p = softmax(z)``, each with relative accuracy.
+
+    At the argmax a, ``1 - p_a = rest / (1 + rest)`` (rest = sum_{k != a} exp(z_k - z_a)), so it
+    is not rounded to 0 for a confident class; elsewhere p_c <= 1/2 and ``1 - p_c`` does not cancel.
+    """
+    _, shifted, rest, is_max = numerics.max_and_rest(z)
+    log_p = shifted - jnp.log1p(rest)
+    p = jnp.exp(shifted) / (1 + rest)
+    one_minus_p = jnp.where(is_max, rest / (1 + rest), 1 - p)
+    # log(1 - p): log(rest) - log1p(rest) at the argmax (rest > 0 there unless one class has p = 1).
+    safe_rest = jnp.where(rest > 0, rest, jnp.ones_like(rest))
+    at_max = jnp.where(rest > 0, jnp.log(safe_rest) - jnp.log1p(rest), -jnp.inf)
+    safe_p = jnp.where(is_max, jnp.zeros_like(p), p)
+    log_one_minus_p = jnp.where(is_max, jnp.broadcast_to(at_max, p.shape), jnp.log1p(-safe_p))
+    return log_p, p, one_minus_p, log_one_minus_p
+
+
+def compositions(total_count: int, num_classes: int) -> np.ndarray:
+    """Every count vector of ``num_classes`` whole numbers summing to ``total_count``, [K, C].
+
+    K = C(n + C - 1, C - 1): bars between stars, one row per choice of C - 1 bar positions.
+    """
+    n, c = total_count, num_classes
+    rows = []
+    for bars in itertools.combinations(range(n + c - 1), c - 1):
+        edges = (-1,) + bars + (n + c - 1,)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(c)])
+    return np.asarray(rows, dtype=np.int64).reshape(-1, c)
+
+
+# jax.random.multinomial is not jitted itself: called eagerly it would retrace its scan every time.
+_multinomial_draws = jax.jit(jax.random.multinomial, static_argnames=("shape",))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Multinomial:
+    r"""Multinomial distribution: counts of C classes in ``total_count`` draws, from logits.
+
+    ``Multinomial(total_count=n)``, n a whole number >= 0 (static). outputs: logits ``z`` of
+    shape ``[..., C]``. targets: count vectors ``y`` of shape ``[..., C]`` (integer or floating
+    dtype) summing to n. A vector with a negative or non-integer entry, or not summing to n,
+    gives ``-inf``.
+
+    Density, with ``p = softmax(z)``:
+    ``log p(y) = log n! - sum_c log y_c! + sum_c y_c log p_c``.
+    It is evaluated in Loader's form (``count_numerics.multinomial_log_pmf``), whose terms share
+    one sign, so large n keeps full relative accuracy; ``log p_c`` comes from the argmax-shifted
+    log-softmax, so a confident correct prediction keeps its tiny loss.
+
+    Gradient. ``d(y_c log p_c)/dz_j = y_c ([c = j] - p_j)`` summed over c is ``y_j - n p_j``
+    (``sum_c y_c = n``), so ``d(-log p)/dz = n softmax(z) - y``. It is evaluated as
+    ``p (n - y) - y (1 - p)``, with ``1 - p_a`` at the argmax taken from the other classes, so the
+    confident class keeps its relative accuracy.
+
+    Fisher information: the Hessian ``n (diag(p) - p p^T)`` (n times Categorical's) does not
+    depend on y, so it is the Fisher information in z, shape ``[..., C, C]``.
+    """
+
+    total_count: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "total_count", cn.check_total_count("Multinomial", self.total_count))
+
+    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
+        z, dtype = _logits(outputs)
+        y = validate.numeric_targets(targets, where="Multinomial targets")
+        num_classes = z.shape[-1]
+        if y.ndim == 0 or y.shape[-1] != num_classes:
+            raise ValueError(
+                f"Multinomial: targets are count vectors [..., C] with C = {num_classes} as in outputs "
+                f"shape {z.shape}; got targets shape {y.shape}."
+            )
+        shape = validate.broadcast_shapes("Multinomial", [("outputs", z.shape), ("targets", y.shape)])
+        return jnp.broadcast_to(z, shape), jnp.broadcast_to(y.astype(z.dtype), shape), dtype
+
+    def _valid(self, y: jax.Array) -> jax.Array:
+        return jnp.all(cn.is_count(y), axis=-1) & (jnp.sum(y, axis=-1) == self.total_count)
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """Per-example ``log p(targets | logits)``, equal to scipy.stats.multinomial.logpmf."""
+        z, y, dtype = self._prepare(outputs, targets)
+        valid = self._valid(y)
+        if self.total_count == 0:
+            return jnp.where(valid, jnp.zeros(valid.shape, z.dtype), -jnp.inf).astype(dtype)
+        ys = jnp.where(valid[..., None], y, jnp.zeros_like(y).at[..., 0].set(self.total_count))
+        log_p, p, _, _ = _softmax_parts(z)
+        lp = cn.multinomial_log_pmf(ys, log_p, p, self.total_count)
+        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+
+    def grad(self, outputs, targets) -> jax.Array:
+        """Closed form ``n softmax(z) - y``, shape [..., C] (rows with an invalid target are NaN)."""
+        z, y, dtype = self._prepare(outputs, targets)
+        _, p, one_minus_p, _ = _softmax_parts(z)
+        g = p * (self.total_count - y) - y * one_minus_p
+        return jnp.where(self._valid(y)[..., None], g, jnp.nan).astype(dtype)
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        z, dtype = _logits(outputs)
+        return {
+            "total_count": jnp.full(z.shape[:-1], self.total_count, dtype),
+            "logits": z.astype(dtype),
+            "probs": jax.nn.softmax(z).astype(dtype),
+        }
+
+    def mean(self, outputs) -> jax.Array:
+        """``n softmax(z)``, shape [..., C]."""
+        z, dtype = _logits(outputs)
+        return (self.total_count * jax.nn.softmax(z)).astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        """Count vectors in the logits' dtype, shape ``sample_shape + logits.shape``.
+
+        Drawn by ``jax.random.multinomial`` (a binomial per class, conditioned on the rest).
+        """
+        z, dtype = _logits(outputs)
+        shape = tuple(sample_shape) + z.shape
+        p = jnp.broadcast_to(jax.nn.softmax(z), shape)
+        n = jnp.asarray(float(self.total_count), z.dtype)
+        return _multinomial_draws(key, n, p, shape=shape).astype(dtype)
+
+    def entropy(self, outputs) -> jax.Array:
+        """An exact finite sum over each class's binomial marginal (no closed form exists).
+
+        From Loader's form, ``-log p(y) = -stirlerr(n) - log(2 pi n)/2 + sum_c g_c(y_c)`` with
+        ``g_c(k) = [stirlerr(k) + log(2 pi k)/2]_{k >= 1} + bd0(k, n p_c)``; each ``y_c`` is
+        Binomial(n, p_c), so ``H = -stirlerr(n) - log(2 pi n)/2 + sum_c sum_{k=0}^{n}
+        Binomial(k; n, p_c) g_c(k)``: O(n C) work per example (chunks of 1024 counts), with
+        non-negative terms summed.
+        """
+        z, dtype = _logits(outputs)
+        n = self.total_count
+        if n == 0:
+            return jnp.zeros(z.shape[:-1], dtype)
+        log_p, p, one_minus_p, log_one_minus_p = _softmax_parts(z)
+
+        def terms(k):
+            shape = k.shape + z.shape
+            kk = jnp.broadcast_to(k.reshape(k.shape + (1,) * z.ndim), shape)
+            b = lambda x: jnp.broadcast_to(x[None], shape)  # noqa: E731
+            weight = jnp.exp(cn.binomial_log_pmf(kk, n, b(log_p), b(log_one_minus_p), b(p), b(one_minus_p)))
+            positive = kk > 0
+            ks = jnp.where(positive, kk, jnp.ones_like(kk))
+            t = jnp.log(ks / n) - jnp.where(positive, b(log_p), jnp.zeros_like(kk))
+            g = cn.log_factorial_part(kk) + cn.bd0(kk, t, n * b(p))
+            # a count of probability 0 adds nothing, even where g is infinite (p_c = 0, k > 0).
+            return jnp.sum(numerics.mul_nonzero(weight, g), axis=-1)
+
+        head = cn.stirlerr_static(n) + 0.5 * (cn.LOG_2PI + math.log(n))
+        return (cn.sum_over_counts(terms, n, z.dtype) - head).astype(dtype)
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        """KL(p || q) = ``n sum_c p_c (log p_c - log q_c)``: n times the categorical KL."""
+        zp, _ = _logits(outputs_p, "Multinomial.kl outputs_p (logits)")
+        zq, _ = _logits(outputs_q, "Multinomial.kl outputs_q (logits)")
+        return self.total_count * info.kl_divergence_with_logits(zp, zq)
+
+    def fisher(self, outputs) -> jax.Array:
+        """``n (diag(p) - p p^T)``, shape [..., C, C]; the diagonal as ``n p (1 - p)``."""
+        z, dtype = _logits(outputs)
+        _, p, one_minus_p, _ = _softmax_parts(z)
+        diagonal = jnp.eye(z.shape[-1], dtype=bool)
+        outer = -p[..., :, None] * p[..., None, :]
+        return (self.total_count * jnp.where(diagonal, (p * one_minus_p)[..., :, None], outer)).astype(dtype)
+
+    def constant_terms(self, targets) -> jax.Array:
+        """``log n! - sum_c log y_c!``, the part of ``log_prob`` free of the logits (batch shape).
+
+        Evaluated as ``multinomial_log_pmf``'s factorial terms plus ``sum_c y_c log(n / y_c)``
+        (each >= 0), so large n keeps its digits; 0 for an invalid count vector (whose ``log_prob``
+        is already -inf: ``nll(..., drop_constants=True)`` then gives inf, not NaN).
+        """
+        y = validate.numeric_targets(targets, where="Multinomial targets")
+        if y.ndim == 0:
+            raise ValueError("Multinomial targets are count vectors [..., C]; got shape ().")
+        y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
+        valid = self._valid(y)
+        n = self.total_count
+        if n == 0:
+            return jnp.zeros(valid.shape, y.dtype)
+        ys = jnp.where(valid[..., None], y, jnp.zeros_like(y).at[..., 0].set(n))
+        positive = ys > 0
+        head = cn.stirlerr_static(n) + 0.5 * (cn.LOG_2PI + math.log(n))
+        single = jnp.sum(positive.astype(jnp.int32), axis=-1) <= 1
+        shares = cn.log_share(jnp.where(positive, ys, jnp.full_like(ys, n)), n)
+        # -sum_c y_c log(y_c / n) >= 0, with 0 log 0 = 0
+        entropy_part = jnp.sum(numerics.mul_nonzero(ys, shares), axis=-1)
+        spread = head - jnp.sum(cn.log_factorial_part(ys), axis=-1) - entropy_part
+        return jnp.where(valid & ~single, spread, jnp.zeros_like(spread))
+
+    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+        """Exact expectation over every count vector: nodes ``[K, *batch, C]`` and probabilities.
+
+        K = C(n + C - 1, C - 1) (15 for n = 4, C = 3): meant for small n and C.
+        """
+        z, _ = _logits(outputs)
+        table = compositions(self.total_count, z.shape[-1])
+        k = table.shape[0]
+        nodes = jnp.asarray(table, z.dtype).reshape((k,) + (1,) * (z.ndim - 1) + (z.shape[-1],))
+        nodes = jnp.broadcast_to(nodes, (k,) + z.shape)
+        weights = jnp.exp(self.log_prob(jnp.broadcast_to(z[None], nodes.shape), nodes).astype(z.dtype))
+        return nodes, weights
+
+    def mle(self, targets, *, axis: int = 0) -> jax.Array:
+        """Closed-form MLE: logits = log of the pooled class frequencies ``sum_i y_ic / (n N)``.
+
+        ``axis`` is the sample axis (not the class axis, which is last); an unseen class gets -inf.
+        """
+        y = validate.numeric_targets(targets, where="Multinomial.mle targets")
+        if y.ndim < 2 or axis % y.ndim == y.ndim - 1:
+            raise ValueError(
+                f"Multinomial.mle: targets [..., C] need a sample axis other than the class axis; got "
+                f"shape {y.shape} with axis={axis}."
+            )
+        y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
+        totals = jnp.sum(y, axis=axis)
+        return jnp.log(totals) - jnp.log(jnp.sum(totals, axis=-1, keepdims=True))

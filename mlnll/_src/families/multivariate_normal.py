@@ -1,0 +1,273 @@
+"""MultivariateNormal: a real vector target given a location and a Cholesky factor (log diagonal)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+
+from mlnll._src import numerics, validate
+
+# Gauss-Hermite rule per axis: 2 nodes are exact for polynomials of degree < 4 under exp(-x^2); the
+# Hessian of the NLL in the outputs is a polynomial of degree 2 in y, so the product rule is exact.
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(2)
+
+
+def _eye(d: int, ndim: int, dtype=bool) -> jax.Array:
+    """The d x d identity with ``ndim - 2`` leading unit axes (ranks match: no implicit promotion)."""
+    return jnp.eye(d, dtype=dtype).reshape((1,) * (ndim - 2) + (d, d))
+
+
+def _strictly_lower(d: int, ndim: int) -> jax.Array:
+    rows, cols = np.indices((d, d))
+    return jnp.asarray(rows > cols).reshape((1,) * (ndim - 2) + (d, d))
+
+
+def cholesky_factor(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(L, log_diag)`` from a raw ``scale_tril``: strict lower triangle as is, diagonal exponentiated.
+
+    The strict upper triangle of ``raw`` is ignored (zero in ``L``, zero gradient).
+    """
+    d = raw.shape[-1]
+    log_diag = jnp.diagonal(raw, axis1=-2, axis2=-1)
+    strict = jnp.where(_strictly_lower(d, raw.ndim), raw, jnp.zeros_like(raw))
+    return jnp.where(_eye(d, raw.ndim), jnp.exp(log_diag)[..., None], strict), log_diag
+
+
+def _solve_lower(L: jax.Array, b: jax.Array, *, transpose: bool = False) -> jax.Array:
+    """``L^{-1} b`` (or ``L^{-T} b``) for vectors ``b [..., d]``, by substitution (never an inverse)."""
+    return solve_triangular(L, b[..., None], lower=True, trans=1 if transpose else 0)[..., 0]
+
+
+def _split(outputs, family: str) -> tuple[jax.Array, jax.Array, np.dtype]:
+    """Validated ``(loc [..., d], raw scale_tril [..., d, d])`` in the accumulation dtype, broadcast."""
+    loc, raw = validate.outputs_tuple(outputs, ("loc", "scale_tril"), family=family)
+    if loc.ndim < 1:
+        raise ValueError(f"{family} outputs[0] (loc) must have shape [..., d]; got shape {loc.shape}.")
+    d = loc.shape[-1]
+    if raw.ndim < 2 or raw.shape[-2:] != (d, d):
+        raise ValueError(
+            f"{family} outputs[1] (scale_tril) must have shape [..., d, d] with d = {d} as in loc shape "
+            f"{loc.shape}; got shape {raw.shape}."
+        )
+    batch = validate.broadcast_shapes(family, [("loc[..., :-1] (batch)", loc.shape[:-1]),
+                                               ("scale_tril[..., :-2] (batch)", raw.shape[:-2])])
+    (loc, raw), dtype = numerics.upcast(loc, raw)
+    return jnp.broadcast_to(loc, batch + (d,)), jnp.broadcast_to(raw, batch + (d, d)), dtype
+
+
+def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
+    """``(loc, raw scale_tril, y)`` broadcast to one batch shape, and the result dtype."""
+    loc, raw, dtype = _split(outputs, "MultivariateNormal")
+    y = validate.numeric_targets(targets, where="MultivariateNormal targets")
+    d = loc.shape[-1]
+    if y.ndim < 1 or y.shape[-1] != d:
+        raise ValueError(
+            f"MultivariateNormal targets must have shape [..., d] with d = {d} as in loc shape "
+            f"{loc.shape}; got shape {y.shape}."
+        )
+    batch = validate.broadcast_shapes("MultivariateNormal", [("outputs (batch)", loc.shape[:-1]),
+                                                             ("targets (batch)", y.shape[:-1])])
+    y = jnp.broadcast_to(y.astype(loc.dtype), batch + (d,))
+    return jnp.broadcast_to(loc, batch + (d,)), jnp.broadcast_to(raw, batch + (d, d)), y, dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class MultivariateNormal:
+    r"""Multivariate normal distribution of a real vector, parametrised by a Cholesky factor.
+
+    outputs: ``(loc [..., d], scale_tril [..., d, d])``. ``scale_tril`` is raw: its strict lower
+    triangle is the strict lower triangle of the Cholesky factor ``L`` as is, its diagonal is
+    ``log diag(L)`` (so ``L`` is invertible for every input), and its strict upper triangle is ignored.
+    The covariance is ``L L^T``. targets: vectors ``[..., d]``.
+
+    Density, with ``z = L^{-1} (y - loc)`` (a triangular solve, never an inverse):
+    ``log p(y) = -|z|^2 / 2 - sum_i log L_ii - d log(2 pi) / 2``,
+    since ``log det(L L^T) = 2 sum_i log L_ii``; it equals scipy's multivariate_normal.logpdf.
+
+    Gradient. Write ``-log p = z^T z / 2 + log det L + c``. Then ``dz = -L^{-1} (dloc + dL z)``, so
+    with ``w = L^{-T} z``: ``d(-log p)/dloc = -w`` and ``d(z^T z / 2)/dL = -w z^T``, while
+    ``d log det L / dL = L^{-T}``, upper triangular, whose lower triangle is ``diag(1/L_ii)``.
+    Restricted to the lower triangle, ``d(-log p)/dL = tril(L^{-T} (I - z z^T))``: ``-w_i z_j`` off
+    the diagonal, ``1/L_ii - w_i z_i`` on it. The chain rule for ``L_ii = exp(raw_ii)`` multiplies the
+    diagonal by ``L_ii``: ``d(-log p)/draw_ii = 1 - L_ii w_i z_i``; the upper triangle gets 0.
+
+    Fisher information. Under the model ``z ~ N(0, I)``; the score is ``(w, w z^T - L^{-T})`` with
+    ``E[w w^T] = L^{-T} L^{-1} = Sigma^{-1}``. The third moments of z vanish, so loc and scale_tril
+    are orthogonal; Isserlis' theorem gives, for lower-triangle entries (i, j) and (k, l),
+    ``Cov(w_i z_j, w_k z_l) = Sigma^{-1}_ik [j = l] + (L^{-T})_il (L^{-T})_kj``, and the last term
+    is non-zero only for i = j = k = l (L^{-T} is upper triangular), where it is ``1/L_ii^2``. In raw
+    coordinates (rows and columns of diagonal entries times ``L_ii``):
+    ``F[loc, loc] = Sigma^{-1}``,
+    ``F[raw_ij, raw_kl] = [j = l] Sigma^{-1}_ik t_ij t_kl + [i = j = k = l]``, ``t_ij = L_ii if i = j
+    else 1``, and 0 for the strict upper triangle. For d = 1 it is Normal's ``diag(1/scale^2, 2)``.
+    The result is ``[..., P, P]`` with ``P = d + d^2`` (loc, then scale_tril row-major).
+
+    Example:
+      >>> import jax.numpy as jnp, mlnll
+      >>> fam = mlnll.MultivariateNormal()
+      >>> loc, scale_tril = jnp.zeros(2), jnp.zeros((2, 2))  # L = I: the standard normal in 2-d
+      >>> round(float(fam.log_prob((loc, scale_tril), jnp.array([1.0, 0.0]))), 6)
+      -2.337877
+    """
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """Per-example ``log N(y; loc, L L^T)`` (every constant), equal to scipy's logpdf."""
+        loc, raw, y, dtype = _prepare(outputs, targets)
+        L, log_diag = cholesky_factor(raw)
+        z = _solve_lower(L, y - loc)
+        d = loc.shape[-1]
+        value = -0.5 * jnp.sum(jnp.square(z), axis=-1) - jnp.sum(log_diag, axis=-1)
+        return (value - d * numerics.HALF_LOG_2PI).astype(dtype)
+
+    def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
+        """Closed form ``(-w, tril(-w z^T) with diagonal 1 - L_ii w_i z_i)``, ``w = L^{-T} z``."""
+        loc, raw, y, dtype = _prepare(outputs, targets)
+        L, _ = cholesky_factor(raw)
+        z = _solve_lower(L, y - loc)
+        w = _solve_lower(L, z, transpose=True)
+        d = loc.shape[-1]
+        outer = -w[..., :, None] * z[..., None, :]  # d(-log p)/dL below the diagonal: -w z^T
+        # Chain rule through L_ii = exp(raw_ii): (1/L_ii - w_i z_i) L_ii = 1 + (-w_i z_i) L_ii.
+        diagonal = 1 + jnp.diagonal(outer, axis1=-2, axis2=-1) * jnp.diagonal(L, axis1=-2, axis2=-1)
+        d_raw = jnp.where(_strictly_lower(d, raw.ndim), outer, jnp.zeros_like(outer))
+        d_raw = jnp.where(_eye(d, raw.ndim), diagonal[..., None], d_raw)
+        return (-w).astype(dtype), d_raw.astype(dtype)
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        """``{"loc", "scale_tril" (the Cholesky factor L itself), "covariance" (L L^T)}``."""
+        loc, raw, dtype = _split(outputs, "MultivariateNormal")
+        L, _ = cholesky_factor(raw)
+        covariance = jnp.matmul(L, jnp.swapaxes(L, -1, -2))
+        out = {"loc": loc, "scale_tril": L, "covariance": covariance}
+        return {name: value.astype(dtype) for name, value in out.items()}
+
+    def mean(self, outputs) -> jax.Array:
+        loc, _, dtype = _split(outputs, "MultivariateNormal")
+        return loc.astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        """``loc + L eps`` with ``eps ~ N(0, I)``, shape ``sample_shape + batch + (d,)``."""
+        loc, raw, dtype = _split(outputs, "MultivariateNormal")
+        L, _ = cholesky_factor(raw)
+        shape = tuple(sample_shape) + loc.shape
+        eps = jax.random.normal(key, shape, dtype=loc.dtype)
+        L = jnp.broadcast_to(L, shape + (loc.shape[-1],))
+        return (jnp.broadcast_to(loc, shape) + jnp.matmul(L, eps[..., None])[..., 0]).astype(dtype)
+
+    def entropy(self, outputs) -> jax.Array:
+        """``d (1 + log(2 pi)) / 2 + sum_i log L_ii``."""
+        loc, raw, dtype = _split(outputs, "MultivariateNormal")
+        log_diag = jnp.diagonal(raw, axis1=-2, axis2=-1)
+        entropy = loc.shape[-1] * (0.5 + numerics.HALF_LOG_2PI) + jnp.sum(log_diag, axis=-1)
+        return entropy.astype(dtype)
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        """KL(p || q) in a form with no cancellation when p and q are close.
+
+        With ``M = L_q^{-1} L_p`` (lower triangular, ``M_ii = exp(delta_i)``,
+        ``delta = log diag L_p - log diag L_q``) and ``m = L_q^{-1} (loc_p - loc_q)``:
+        ``KL = (tr(Sigma_q^{-1} Sigma_p) + m^T m - d + log det Sigma_q - log det Sigma_p) / 2
+             = (sum_{i>j} M_ij^2 + sum_i (exp(2 delta_i) - 1 - 2 delta_i) + m^T m) / 2``,
+        because ``tr(M M^T) = sum_ij M_ij^2``; ``exp(x) - 1 - x`` is ``expm1mx`` (a series near 0).
+        """
+        loc_p, raw_p, _ = _split(outputs_p, "MultivariateNormal.kl outputs_p")
+        loc_q, raw_q, _ = _split(outputs_q, "MultivariateNormal.kl outputs_q")
+        if loc_p.shape[-1] != loc_q.shape[-1]:
+            raise ValueError(f"MultivariateNormal.kl: outputs_p has d = {loc_p.shape[-1]}, "
+                             f"outputs_q has d = {loc_q.shape[-1]}.")
+        batch = validate.broadcast_shapes("MultivariateNormal.kl", [("outputs_p (batch)", loc_p.shape[:-1]),
+                                                                    ("outputs_q (batch)", loc_q.shape[:-1])])
+        (loc_p, raw_p, loc_q, raw_q), dtype = numerics.upcast(loc_p, raw_p, loc_q, raw_q)
+        d = loc_p.shape[-1]
+        L_p, log_diag_p = cholesky_factor(jnp.broadcast_to(raw_p, batch + (d, d)))
+        L_q, log_diag_q = cholesky_factor(jnp.broadcast_to(raw_q, batch + (d, d)))
+        M = solve_triangular(L_q, L_p, lower=True)
+        below = jnp.where(_strictly_lower(d, M.ndim), jnp.square(M), jnp.zeros_like(M))
+        off_diagonal = jnp.sum(below, axis=(-2, -1))
+        diagonal = jnp.sum(numerics.expm1mx(2 * (log_diag_p - log_diag_q)), axis=-1)
+        m = _solve_lower(L_q, jnp.broadcast_to(loc_p, batch + (d,)) - jnp.broadcast_to(loc_q, batch + (d,)))
+        return (0.5 * (off_diagonal + diagonal + jnp.sum(jnp.square(m), axis=-1))).astype(dtype)
+
+    def fisher(self, outputs) -> jax.Array:
+        """The closed form above, shape ``[..., d + d^2, d + d^2]`` (loc, then scale_tril row-major)."""
+        loc, raw, dtype = _split(outputs, "MultivariateNormal")
+        L, _ = cholesky_factor(raw)
+        d, batch = loc.shape[-1], loc.shape[:-1]
+        L_inv = solve_triangular(L, jnp.broadcast_to(jnp.eye(d, dtype=L.dtype), L.shape), lower=True)
+        precision = jnp.matmul(jnp.swapaxes(L_inv, -1, -2), L_inv)  # Sigma^{-1} = L^{-T} L^{-1}
+        scale_block = _scale_tril_information(precision, L)
+        zeros = jnp.zeros(batch + (d, d * d), L.dtype)
+        top = jnp.concatenate([precision, zeros], axis=-1)
+        bottom = jnp.concatenate([jnp.swapaxes(zeros, -1, -2), scale_block], axis=-1)
+        return jnp.concatenate([top, bottom], axis=-2).astype(dtype)
+
+    def constant_terms(self, targets) -> jax.Array:
+        """The part of ``log_prob`` free of the outputs: ``-d log(2 pi) / 2``, shape ``targets.shape[:-1]``.
+        """
+        y = validate.numeric_targets(targets, where="MultivariateNormal targets")
+        if y.ndim < 1:
+            raise ValueError(f"MultivariateNormal targets must have shape [..., d]; got shape {y.shape}.")
+        const = -y.shape[-1] * numerics.HALF_LOG_2PI
+        return jnp.full(y.shape[:-1], const, numerics.accumulation_dtype(numerics.float_dtype(y)))
+
+    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+        """Product Gauss-Hermite rule: nodes ``loc + sqrt(2) L x``, ``x`` in a 2^d grid; [2^d, *batch, d].
+
+        Exact for polynomials in y of degree < 4 per coordinate, so for the expected Hessian (degree 2).
+        """
+        loc, raw, _ = _split(outputs, "MultivariateNormal")
+        L, _ = cholesky_factor(raw)
+        d = loc.shape[-1]
+        grid = np.array(list(itertools.product(_GH_NODES, repeat=d)))  # [K, d]
+        weights = np.prod(np.array(list(itertools.product(_GH_WEIGHTS, repeat=d))), axis=-1)
+        weights = weights / math.pi ** (d / 2)
+        batch_ones = (1,) * (loc.ndim - 1)
+        x = jnp.asarray(math.sqrt(2.0) * grid, loc.dtype).reshape((-1,) + batch_ones + (d, 1))
+        L = jnp.broadcast_to(L[None], (len(grid),) + L.shape)
+        nodes = loc[None] + jnp.matmul(L, jnp.broadcast_to(x, L.shape[:-1] + (1,)))[..., 0]
+        w = jnp.asarray(weights, loc.dtype).reshape((-1,) + batch_ones)
+        return nodes, jnp.broadcast_to(w, (len(grid),) + loc.shape[:-1])
+
+    def mle(self, targets, *, axis: int = 0) -> tuple[jax.Array, jax.Array]:
+        """Closed-form MLE: loc = sample mean; scale_tril = Cholesky factor of the 1/n covariance,
+        its diagonal as a log (the strict upper triangle 0). ``axis`` is a batch axis of the targets."""
+        y = validate.numeric_targets(targets, where="MultivariateNormal.mle targets")
+        if y.ndim < 2 or axis % y.ndim == y.ndim - 1:
+            raise ValueError(
+                f"MultivariateNormal.mle: targets [..., n, ..., d] need a sample axis other than the last; "
+                f"got shape {y.shape} and axis={axis}."
+            )
+        y = jnp.moveaxis(y.astype(numerics.accumulation_dtype(numerics.float_dtype(y))), axis, -2)
+        loc = jnp.mean(y, axis=-2)
+        centred = y - loc[..., None, :]
+        covariance = jnp.matmul(jnp.swapaxes(centred, -1, -2), centred) / y.shape[-2]
+        L = jnp.linalg.cholesky(covariance)
+        log_diag = jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1))
+        return loc, jnp.where(_eye(L.shape[-1], L.ndim), log_diag[..., None], L)
+
+
+def _scale_tril_information(precision: jax.Array, L: jax.Array) -> jax.Array:
+    """The raw scale_tril block ``[..., d^2, d^2]``: ``[j = l] Sigma^{-1}_ik t_ij t_kl + [i = j = k = l]``.
+
+    ``t_ij`` is ``L_ii`` on the diagonal (the chain rule for the log), 1 below it and 0 above (the
+    strict upper triangle is not a parameter). Axes (i, j, k, l) are built last, then flattened.
+    """
+    d = L.shape[-1]
+    ones = (1,) * (L.ndim - 2)
+    lower = jnp.asarray(np.tril(np.ones((d, d))), L.dtype).reshape(ones + (d, d))
+    t = jnp.where(_eye(d, L.ndim), L, lower)
+    same_column = jnp.eye(d, dtype=L.dtype).reshape(ones + (1, d, 1, d))
+    block = (precision[..., :, None, :, None] * same_column
+             * t[..., :, :, None, None] * t[..., None, None, :, :])
+    diagonal_only = np.zeros((d, d, d, d))
+    for i in range(d):
+        diagonal_only[i, i, i, i] = 1.0
+    block = block + jnp.asarray(diagonal_only, L.dtype).reshape(ones + (d, d, d, d))
+    return block.reshape(L.shape[:-2] + (d * d, d * d))

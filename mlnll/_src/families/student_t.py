@@ -1,0 +1,339 @@
+"""StudentT: a real target given a location, a log-scale and a log degrees-of-freedom."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlnll._src import numerics
+from mlnll._src.families import _location_scale as ls_
+
+_NAMES = ("loc", "log_scale", "log_df")
+
+# -- the gamma-ratio function A(x) = log(x)/2 - log Gamma(x + 1/2) + log Gamma(x) ------------------
+#
+# The Student t normaliser is Gamma((nu+1)/2) / (Gamma(nu/2) sqrt(nu pi)) = exp(-A(nu/2)) / sqrt(2 pi).
+# For large x, A(x) ~ 1/(8x) is the difference of two log-gammas of size x log x: at nu = 1e6 the
+# plain difference loses 10 digits (and ~3 at nu = 20). No log-gamma is evaluated here:
+# * Stirling's series. With B_k(1/2) = (2^(1-k) - 1) B_k, A(X) = sum over even k >= 2 of
+#   c_k X^(1-k), c_k = (2 - 2^(1-k)) B_k / (k (k-1)) = 1/(8X) - 1/(192 X^3) + 1/(640 X^5) - ...;
+#   six terms (k <= 12) leave a relative truncation error below 2e-19 at X >= 30.
+# * The recurrence Gamma(x + 1) = x Gamma(x) brings any x > 0 there:
+#   A(x) = A(x + 30) + (1/2) sum_{j<30} log1p(q_j), q_j = 1 / (4 (x+j) (x+j+1)),
+#   because log1p(1/(2a)) - log1p(1/a)/2 = log((1 + 1/(2a))^2 / (1 + 1/a)) / 2 = log1p(q)/2 with
+#   a = x + j: a sum of positive terms, no cancellation, and the same for its derivatives. It is
+#   used for every x (no branch: a smaller graph for autodiff, and q_j ~ 1/(4x^2) is harmless).
+_SERIES_FROM = 30.0
+_SHIFT = 30
+_BERNOULLI = (Fraction(1, 6), Fraction(-1, 30), Fraction(1, 42), Fraction(-1, 30), Fraction(5, 66),
+              Fraction(-691, 2730))  # B_2 .. B_12
+_K = range(2, 14, 2)
+_C = tuple((2 - Fraction(2) ** (1 - k)) * b / (k * (k - 1)) for k, b in zip(_K, _BERNOULLI))
+# With t = 1/x^2: A = (1/x) sum_j a_j t^j, x A' = (1/x) sum_j a'_j t^j, x^2 A'' = (1/x) sum_j a''_j t^j.
+_A = tuple(float(c) for c in _C)
+_XA1 = tuple(float(c * (1 - k)) for c, k in zip(_C, _K))
+_X2A2 = tuple(float(c * k * (k - 1)) for c, k in zip(_C, _K))
+
+# phi(w) = log(1 + w) / w for w <= 1/4: log1p(w) = 2 atanh(v) with v = w / (2 + w) <= 1/9, so
+# phi(w) = 2 / (2 + w) sum_k v^(2k) / (2k + 1); nine terms leave a relative error below 4e-19.
+_ATANH = tuple(1.0 / (2 * k + 1) for k in range(9))
+_SMALL_Z = 0.5  # |z| <= 1/2, i.e. w = z^2 <= 1/4
+
+# Trapezoid rule for the expectation: y = loc + s sqrt(nu) sinh(tau), tau = xi / sqrt(nu), xi on a
+# grid of step 1/6 over [-72, 72]. See StudentT.expectation_nodes.
+_XI = ls_.trapezoid_grid(72.0, 1.0 / 6.0)
+
+
+def _horner(coeffs: Sequence[float], t: jax.Array) -> jax.Array:
+    acc = jnp.zeros_like(t)
+    for c in reversed(coeffs):
+        acc = acc * t + c
+    return acc
+
+
+def _series(coeffs: Sequence[float], x: jax.Array, power: int) -> jax.Array:
+    """``x^-power sum_j coeffs_j x^(-2j)``: one of the Stirling series for A, x A' or x^2 A''."""
+    t = 1 / (x * x)
+    return _horner(coeffs, t) / x**power
+
+
+def _shift_terms(x: jax.Array, order: int) -> jax.Array:
+    """The order-th derivative of ``(1/2) sum_{j<30} log1p(q_j)``, ``q_j = 1 / (4 (x+j) (x+j+1))``.
+
+    With ``a = x + j``, ``b = a + 1``, ``s1 = 1/a + 1/b``, ``s2 = 1/a^2 + 1/b^2`` and ``q'/q = -s1``:
+    ``(log1p q)' = -q s1 / (1 + q)`` and ``(log1p q)'' = q (s1^2 + s2 (1 + q)) / (1 + q)^2``:
+    terms of one sign, summed without cancellation. The thirty shifts run along a trailing axis.
+    """
+    a = x[..., None] + jnp.arange(_SHIFT, dtype=x.dtype).reshape((1,) * x.ndim + (_SHIFT,))
+    ia, ib = 1 / a, 1 / (a + 1)
+    q = 0.25 * ia * ib
+    if order == 0:
+        terms = jnp.log1p(q)
+    elif order == 1:
+        terms = -q * (ia + ib) / (1 + q)
+    else:
+        s1 = ia + ib
+        terms = q * (s1 * s1 + (ia * ia + ib * ib) * (1 + q)) / jnp.square(1 + q)
+    return 0.5 * jnp.sum(terms, axis=-1)
+
+
+def _gap_derivative(x: jax.Array, order: int) -> jax.Array:
+    """``x^order A^(order)(x)`` for order 0, 1, 2 and every x > 0 (see the comment at ``_SERIES_FROM``):
+    the series at ``X = x + 30`` plus the thirty shift terms, each of one sign."""
+    coeffs = (_A, _XA1, _X2A2)[order]
+    # _series(coeffs, X, 1 + order) is A^(order)(X).
+    return x**order * (_series(coeffs, x + _SHIFT, 1 + order) + _shift_terms(x, order))
+
+
+def gamma_ratio_gap(x: jax.Array) -> jax.Array:
+    """``A(x) = log(x)/2 - (log Gamma(x + 1/2) - log Gamma(x))``, ~1/(8x), accurate for every x > 0.
+
+    Its autodiff derivatives are accurate too: the series is a polynomial in 1/x^2 and the shift
+    terms are log1p's of positive rationals.
+    """
+    return _gap_derivative(x, 0)
+
+
+def x_gamma_ratio_gap_prime(x: jax.Array) -> jax.Array:
+    """``x A'(x) = 1/2 - x (digamma(x + 1/2) - digamma(x))``, ~ -1/(8x) for large x, accurately."""
+    return _gap_derivative(x, 1)
+
+
+def df_information(x: jax.Array) -> jax.Array:
+    """The Fisher information of ``log_df`` at ``nu = 2x``, accurately for every x (~7/(8 x^2) when large).
+
+    ``I = x^2 (trigamma(x) - trigamma(x + 1/2)) - x (2x + 5) / ((2x + 1)(2x + 3))``, a difference of
+    two terms near 1/2. With ``A'' = -1/(2x^2) - trigamma(x + 1/2) + trigamma(x)`` it is
+    ``x^2 A''(x) + (3 - 2x) / (2 (2x + 1)(2x + 3))``: for x < 30 the two terms cancel at most
+    ~x/3-fold; for x >= 30 it is ``[x^2 A''(x) - 1/(4x)] + (14x + 3) / (4x (2x + 1)(2x + 3))``, where the
+    bracket is the series tail ``sum_{k >= 4} c_k k (k-1) x^(1-k)`` (the k = 2 term is exactly
+    1/(4x)): no cancellation at all.
+    """
+    shifted = x < _SERIES_FROM
+    xs = jnp.where(shifted, x, jnp.ones_like(x))
+    xl = jnp.where(shifted, jnp.full_like(x, _SERIES_FROM), x)
+    small = _gap_derivative(xs, 2) + (3 - 2 * xs) / (2 * (2 * xs + 1) * (2 * xs + 3))
+    t = 1 / (xl * xl)
+    tail = _horner(_X2A2[1:], t) * t / xl
+    large = tail + (14 * xl + 3) / (4 * xl * (2 * xl + 1) * (2 * xl + 3))
+    return jnp.where(shifted, small, large)
+
+
+def _gamma_ratio_gap_float(x: float) -> float:
+    """``A(x)`` for a Python float, in float64 whatever JAX's precision (for constants)."""
+    shift = sum(0.5 * math.log1p(0.25 / ((x + j) * (x + j + 1))) for j in range(_SHIFT))
+    big_x = x + _SHIFT
+    t = 1 / (big_x * big_x)
+    return shift + sum(a * t**j for j, a in enumerate(_A)) / big_x
+
+
+def _log1p_over(w: jax.Array) -> jax.Array:
+    """``phi(w) = log(1 + w) / w`` for ``0 <= w <= 1/4`` by the atanh series (no 0/0 at w = 0)."""
+    v = w / (2 + w)
+    return 2 / (2 + w) * _horner(_ATANH, v * v)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentT:
+    r"""Student's t distribution of a real target.
+
+    outputs: ``(loc, log_scale, log_df)``. ``StudentT(df=nu)`` fixes the degrees of freedom and
+    takes ``(loc, log_scale)``; ``StudentT(scale=s)`` fixes the scale and takes ``(loc, log_df)``;
+    with both fixed, outputs is ``loc`` alone. targets: reals, broadcastable with the outputs.
+
+    Density, with ``s = exp(log_scale)``, ``nu = exp(log_df)``, ``x = nu/2``, ``r = (y - loc) / s``,
+    ``z = r / sqrt(nu)`` and ``w = z^2``:
+    ``log p(y) = log Gamma((nu+1)/2) - log Gamma(nu/2) - log(nu pi)/2 - log_scale - (nu+1)/2 log(1 + w)``
+    ``         = -A(x) - log(2 pi)/2 - log_scale - (nu+1)/2 log1p(w)``,
+    with ``A(x) = log(x)/2 - log Gamma(x + 1/2) + log Gamma(x)`` evaluated without log-gammas (a
+    Stirling series, shifted by the recurrence of Gamma below x = 30), so that nu = 1e6 keeps full
+    accuracy (the normal limit is A -> 0, nu w -> r^2). The data term is written
+    ``log1p(w)/2 + (r^2/2) phi(w)`` with ``phi(w) = log1p(w)/w`` as a power series when w <= 1/4,
+    so that its derivative in log_df, a difference of two nearly equal terms at large nu, is
+    computed without cancellation by autodiff too (``(nu+1)/2 log1p(w) = (1 + 1/nu) (r^2/2) phi(w)``).
+
+    Gradient of ``-log p``. With ``dr/dloc = -1/s``, ``dr/dlog_scale = -r``, ``dz/dr = 1/sqrt(nu)``,
+    ``dw/dlog_df = -w`` and ``u = w / (1 + w)``:
+    ``d/dloc = -(nu + 1) z / ((1 + z^2) sqrt(nu) s)``;
+    ``d/dlog_scale = 1 - (nu + 1) u = (1 - r^2) / (1 + w)``;
+    ``d/dlog_df = x A'(x) + (nu/2) log1p(w) - (nu + 1) u / 2 = x A'(x) + (nu/2) L - u/2``, where
+    ``x A'(x) = 1/2 - x (digamma(x + 1/2) - digamma(x))`` and ``L = log1p(w) - u = -log1p(-u) - u``
+    (the ``log1pmx`` series for small u): each term O(1/nu), none cancelling.
+
+    Fisher information in ``(loc, log_scale, log_df)`` (Lange, Little & Taylor 1989, JASA 84, for
+    ``(mu, sigma, nu)``, rescaled by ``d sigma/d log_scale = s`` and ``d nu/d log_df = nu``):
+    ``I_loc,loc = (nu + 1) / ((nu + 3) s^2)``, ``I_ls,ls = 2 nu / (nu + 3)``,
+    ``I_ls,ldf = -2 nu / ((nu + 1)(nu + 3))``, ``I_loc,ls = I_loc,ldf = 0`` (odd in r), and
+    ``I_ldf,ldf = x^2 (trigamma(x) - trigamma(x + 1/2)) - x (2x + 5) / ((2x + 1)(2x + 3))``
+    (by ``E[score^2]``; ``E[u] = 1/(nu+1)``, ``E[u^2] = 3/((nu+1)(nu+3))`` as u ~ Beta(1/2, nu/2)),
+    evaluated without cancellation (see ``df_information``). Fixed parameters drop their rows.
+
+    The mean is ``loc`` for nu > 1 and undefined (NaN) otherwise. The KL divergence between two t
+    distributions has no closed form: ``kl`` raises.
+
+    Example:
+      >>> import jax.numpy as jnp, mlnll
+      >>> loc, log_scale, y = jnp.array(0.0), jnp.array(0.0), jnp.array(1.0)
+      >>> float(mlnll.StudentT(df=1.0).log_prob((loc, log_scale), y))  # Cauchy: -log(2 pi)
+      -1.837877...
+      >>> float(mlnll.StudentT().log_prob((loc, log_scale, jnp.log(jnp.array(1e6))), y))  # ~Normal
+      -1.41893...
+    """
+
+    df: float | None = None
+    scale: float | None = None
+
+    def __post_init__(self):
+        ls_.check_positive_option("StudentT", "df", self.df)
+        ls_.check_positive_option("StudentT", "scale", self.scale)
+
+    # -- unpacking ---------------------------------------------------------------------------
+
+    @property
+    def _name(self) -> str:
+        return ls_.describe("StudentT", df=self.df, scale=self.scale)
+
+    @property
+    def _fixed(self) -> dict[str, float]:
+        fixed = {}
+        if self.scale is not None:
+            fixed["log_scale"] = math.log(self.scale)
+        if self.df is not None:
+            fixed["log_df"] = math.log(self.df)
+        return fixed
+
+    def _nu(self, log_df: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(nu, 1/sqrt(nu))``: the fixed df exactly as given, else from log_df."""
+        if self.df is not None:
+            return jnp.full_like(log_df, self.df), jnp.full_like(log_df, 1 / math.sqrt(self.df))
+        return jnp.exp(log_df), jnp.exp(-0.5 * log_df)
+
+    def _params(self, outputs) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, np.dtype]:
+        """``(loc, log_scale, nu, 1/sqrt(nu), dtype)`` broadcast together."""
+        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
+        return p["loc"], p["log_scale"], *self._nu(p["log_df"]), dtype
+
+    def _prepare(self, outputs, targets):
+        """``(log_scale, nu, 1/sqrt(nu), r, z, dtype)`` at the broadcast batch shape."""
+        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
+        p, y = ls_.with_targets(p, targets, family=self._name)
+        nu, inv_sqrt_nu = self._nu(p["log_df"])
+        # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
+        r = (y - p["loc"]) * jnp.exp(-p["log_scale"])
+        return p["log_scale"], nu, inv_sqrt_nu, r, r * inv_sqrt_nu, dtype
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def log_prob(self, outputs, targets) -> jax.Array:
+        """Per-example ``log t(y; nu, loc, s)``, equal to scipy.stats.t.logpdf (nu = 1e6 included)."""
+        log_scale, nu, _, r, z, dtype = self._prepare(outputs, targets)
+        small = jnp.abs(z) <= _SMALL_Z
+        zs = jnp.where(small, z, jnp.zeros_like(z))
+        rs = jnp.where(small, r, jnp.zeros_like(r))
+        # (nu + 1)/2 log1p(w) = (1 + 1/nu) (r^2/2) log1p(w)/w, since nu w = r^2.
+        near = (1 + 1 / nu) * 0.5 * rs * rs * _log1p_over(zs * zs)
+        # log1p(z^2) = 2 log|z| + log1p(1/z^2): no overflow of z^2 (and 1/z^2 <= 4 here).
+        abs_z = jnp.abs(jnp.where(small, jnp.ones_like(z), z))
+        far = 0.5 * (nu + 1) * (2 * jnp.log(abs_z) + jnp.log1p(jnp.square(1 / abs_z)))
+        data = jnp.where(small, near, far)
+        return (-gamma_ratio_gap(nu / 2) - numerics.HALF_LOG_2PI - log_scale - data).astype(dtype)
+
+    def grad(self, outputs, targets):
+        """Closed form (see the class docstring) for the free outputs, in table order."""
+        log_scale, nu, inv_sqrt_nu, r, z, dtype = self._prepare(outputs, targets)
+        u = ls_.square_ratio(z)
+        # z / (1 + z^2) and z^2 / (1 + z^2) without overflow of z^2.
+        d_loc = -(nu + 1) * ls_.odd_ratio(z) * inv_sqrt_nu * jnp.exp(-log_scale)
+        # 1 - (nu + 1) u = (1 - r^2) / (1 + w), factored to keep relative accuracy near |r| = 1.
+        d_log_scale = ls_.one_minus_square_over(r, jnp.square(inv_sqrt_nu))
+        small = jnp.abs(z) <= _SMALL_Z
+        us = jnp.where(small, u, jnp.zeros_like(u))
+        # L = log1p(w) - u = -log1p(-u) - u: the log1pmx series near 0, the direct form elsewhere.
+        zl = jnp.where(small, jnp.ones_like(z), z)
+        big_l = jnp.where(small, -numerics.log1pmx(-us), ls_.log1p_square(zl) - u)
+        d_log_df = x_gamma_ratio_gap_prime(nu / 2) + 0.5 * nu * big_l - 0.5 * u
+        grads = {"loc": d_loc, "log_scale": d_log_scale, "log_df": d_log_df}
+        return ls_.pack(grads, _NAMES, self._fixed, dtype)
+
+    def params(self, outputs) -> dict[str, jax.Array]:
+        loc, log_scale, nu, _, dtype = self._params(outputs)
+        return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype), "df": nu.astype(dtype)}
+
+    def mean(self, outputs) -> jax.Array:
+        """``loc`` where nu > 1; NaN where nu <= 1 (E|y| is infinite there)."""
+        loc, _, nu, _, dtype = self._params(outputs)
+        return jnp.where(nu > 1, loc, jnp.full_like(loc, jnp.nan)).astype(dtype)
+
+    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        """``loc + s * e`` with e standard t(nu), shape ``sample_shape + batch``."""
+        loc, log_scale, nu, _, dtype = self._params(outputs)
+        shape = tuple(sample_shape) + loc.shape
+        eps = jax.random.t(key, jnp.broadcast_to(nu, shape), shape, dtype=loc.dtype)
+        return ls_.shift_and_scale(loc, log_scale, eps).astype(dtype)
+
+    def entropy(self, outputs) -> jax.Array:
+        """``log_scale + (nu+1)/2 (digamma((nu+1)/2) - digamma(nu/2)) + log(sqrt(nu) B(nu/2, 1/2))``.
+
+        In terms of A: ``log_scale + log(2 pi)/2 + 1/2 + A(x) + 1/(4x) - (1 + 1/(2x)) x A'(x)``, a sum
+        of positive terms beyond the normal entropy (their total ~ 1/nu), accurate at any nu.
+        """
+        _, log_scale, nu, _, dtype = self._params(outputs)
+        x = nu / 2
+        excess = gamma_ratio_gap(x) + 0.25 / x - (1 + 0.5 / x) * x_gamma_ratio_gap_prime(x)
+        return (log_scale + numerics.HALF_LOG_2PI + 0.5 + excess).astype(dtype)
+
+    def kl(self, outputs_p, outputs_q) -> jax.Array:
+        """Not available: the KL divergence between two t distributions has no closed form."""
+        raise NotImplementedError(
+            f"{self._name}.kl: the KL divergence between two Student t distributions has no closed form; "
+            "estimate it by Monte Carlo, e.g. mean(log_prob(p, y) - log_prob(q, y)) over y = sample(key, p)."
+        )
+
+    def fisher(self, outputs) -> jax.Array:
+        """The 3 x 3 information of the class docstring (shape [..., P, P]; fixed parameters dropped)."""
+        _, log_scale, nu, _, dtype = self._params(outputs)
+        entries = {
+            ("loc", "loc"): (nu + 1) / (nu + 3) * jnp.exp(-2 * log_scale),
+            ("log_scale", "log_scale"): 2 * nu / (nu + 3),
+            ("log_scale", "log_df"): -2 * nu / ((nu + 1) * (nu + 3)),
+            ("log_df", "log_df"): df_information(nu / 2),
+        }
+        return ls_.fisher_matrix(entries, _NAMES, self._fixed, log_scale, dtype)
+
+    def constant_terms(self, targets) -> jax.Array:
+        """The part of ``log_prob`` free of the outputs.
+
+        ``-log(pi)/2`` when df is learned; with ``df`` fixed, the whole normaliser
+        ``log Gamma((nu+1)/2) - log Gamma(nu/2) - log(nu pi)/2``; and ``-log(scale)`` if the scale is fixed.
+        """
+        if self.df is None:
+            const = -0.5 * math.log(math.pi)
+        else:
+            const = -_gamma_ratio_gap_float(self.df / 2) - numerics.HALF_LOG_2PI
+        if self.scale is not None:
+            const -= math.log(self.scale)
+        return ls_.constant_like(targets, const, family=self._name)
+
+    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+        """Trapezoid rule after ``y = loc + s sqrt(nu) sinh(tau)``, ``tau = xi / sqrt(nu)``, [865, *batch].
+
+        Under that substitution ``p(y) dy`` is proportional to ``cosh(tau)^-nu dtau``, and every
+        Hessian entry is a smooth function of ``tanh(tau)^2`` and ``log cosh(tau)``, analytic in
+        the strip ``|Im tau| < pi/2``. The trapezoid rule on ``xi`` (step 1/6, |xi| <= 72) then
+        converges geometrically: about 1e-15 relative for every nu >= 0.5 (the grid resolves the
+        Gaussian core of width 1 in xi at large nu, and the exp(-sqrt(nu) |xi|) tails at small nu).
+        Weights are ``cosh(tau_k)^-nu``, normalised to sum to 1.
+        """
+        loc, log_scale, nu, inv_sqrt_nu, _ = self._params(outputs)
+        xi = ls_.batch_nodes(_XI, loc)
+        tau = xi * inv_sqrt_nu[None]
+        nodes = loc[None] + (jnp.exp(log_scale) * jnp.sqrt(nu))[None] * jnp.sinh(tau)
+        log_w = -nu[None] * ls_.log_cosh(tau)
+        w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))
+        return nodes, w / jnp.sum(w, axis=0, keepdims=True)

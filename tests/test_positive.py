@@ -1,0 +1,843 @@
+"""Exponential, Gamma, Beta, Dirichlet and VonMises against scipy.stats, mpmath and autodiff.
+
+Oracles: scipy.stats (log-densities, entropies, fits), mpmath at 50 digits (where scipy itself is
+less accurate than 1e-12: concentrations of 1e6 cancel 9 digits in the textbook formulas),
+``jax.grad`` / ``jax.hessian`` of the PLAIN textbook formulas written below (and of the plain
+log-partition functions, for the Fisher information), and seeded Monte Carlo.
+
+Tolerances come from ``conftest.RTOL`` (float64 1e-12, float32 2e-6), times a small factor, and
+are applied relative to the size of what is compared: ``max(|value|, 1)`` for log-densities and
+entropies (a log-density crossing 0 is a difference of O(1) terms), and for gradients the sum of
+the magnitudes of the textbook terms' gradients, ``T`` below: a score that crosses zero is a
+difference of those terms, which no evaluation, autodiff included, resolves better than eps T.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+
+from conftest import RTOL
+from mlnll._src import gamma_bessel
+from mlnll._src.cases import CASES as ALL_CASES  # (imports cases_positive after Case exists)
+from mlnll._src.check import expected_hessian
+from mlnll._src.families.beta import Beta
+from mlnll._src.families.dirichlet import Dirichlet
+from mlnll._src.families.exponential import Exponential
+from mlnll._src.families.gamma import Gamma
+from mlnll._src.families.von_mises import VonMises
+from mlnll._src.family import Family
+from mlnll._src.mle import mle
+
+N = 16
+K = 4
+F64 = jnp.float64
+LOG_2PI = math.log(2 * math.pi)
+mpmath.mp.dps = 50
+gammaln = jax.scipy.special.gammaln
+
+
+def _f64(x):
+    return np.asarray(x, np.float64)
+
+
+def _maybe_jit(f, use_jit):
+    return jax.jit(f) if use_jit else f
+
+
+@functools.cache
+def jitted(family, method: str):
+    """``jax.jit(family.method)``, shared between tests (one compile per input shape, where eager
+    execution would compile each of the hundred-odd primitives separately)."""
+    return jax.jit(getattr(family, method))
+
+
+# -- plain textbook formulas: lists of additive terms of log p (float64), the autodiff oracle ------
+
+
+def terms_exponential(eta, y):
+    return [eta, -jnp.exp(eta) * y]
+
+
+def terms_gamma(o, y):
+    log_a, log_b = o
+    a, b = jnp.exp(log_a), jnp.exp(log_b)
+    return [a * log_b, -gammaln(a), (a - 1) * jnp.log(y), -b * y]
+
+
+def terms_beta(o, y):
+    log_a, log_b = o
+    a, b = jnp.exp(log_a), jnp.exp(log_b)
+    return [(a - 1) * jnp.log(y), (b - 1) * jnp.log(1 - y), -gammaln(a), -gammaln(b), gammaln(a + b)]
+
+
+def terms_dirichlet(log_a, y):
+    a = jnp.exp(log_a)
+    return [(a[k] - 1) * jnp.log(y[k]) for k in range(a.shape[-1])] + [-gammaln(a[k]) for k in range(a.shape[-1])] + [gammaln(jnp.sum(a))]
+
+
+def terms_von_mises(o, y):
+    loc, log_k = o
+    k = jnp.exp(log_k)
+    # log I0(k) = log(i0e(k)) + k.
+    return [k * jnp.cos(y - loc), -LOG_2PI * jnp.ones_like(k), -jnp.log(jax.scipy.special.i0e(k)), -k]
+
+
+# -- plain log-partition functions A(eta) and natural parameters eta(outputs): F = J^T A'' J -------
+
+
+def natural_exponential(eta):
+    return -jnp.exp(eta)[None]  # eta = -rate, T = y
+
+
+def partition_exponential(eta):
+    return -jnp.log(-eta[0])
+
+
+def natural_gamma(o):
+    return jnp.stack([jnp.exp(o[0]) - 1, -jnp.exp(o[1])])  # T = (log y, y)
+
+
+def partition_gamma(eta):
+    return gammaln(eta[0] + 1) - (eta[0] + 1) * jnp.log(-eta[1])
+
+
+def natural_beta(o):
+    return jnp.stack([jnp.exp(o[0]) - 1, jnp.exp(o[1]) - 1])  # T = (log y, log(1 - y))
+
+
+def partition_beta(eta):
+    return gammaln(eta[0] + 1) + gammaln(eta[1] + 1) - gammaln(eta[0] + eta[1] + 2)
+
+
+def natural_dirichlet(log_a):
+    return jnp.exp(log_a) - 1  # T = log y
+
+
+def partition_dirichlet(eta):
+    return jnp.sum(gammaln(eta + 1)) - gammaln(jnp.sum(eta + 1))
+
+
+def natural_von_mises(o):
+    k = jnp.exp(o[1])
+    return jnp.stack([k * jnp.cos(o[0]), k * jnp.sin(o[0])])  # T = (cos y, sin y)
+
+
+def partition_von_mises(eta):
+    r = jnp.sqrt(jnp.sum(eta * eta))
+    return LOG_2PI + jnp.log(jax.scipy.special.i0e(r)) + r
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A family with moderate random inputs and its oracles.
+
+    ``outputs(rng)`` returns float64 numpy outputs for N examples; ``targets(rng, outputs)``
+    float64 numpy targets drawn with scipy; ``logpdf(outputs, y)`` scipy's log-density,
+    ``entropy(outputs)`` scipy's entropy; ``terms`` the plain formula per example (flat outputs
+    tuple as the family takes them); ``natural``/``partition`` the exponential-family form.
+    """
+
+    id: str
+    family: Family
+    outputs: Callable
+    targets: Callable
+    logpdf: Callable
+    entropy: Callable
+    terms: Callable
+    natural: Callable
+    partition: Callable
+
+
+def _pair(rng, lo, hi):
+    return rng.uniform(lo, hi, N), rng.uniform(lo, hi, N)
+
+
+def _scipy_dirichlet_logpdf(la, y):
+    """scipy.stats.dirichlet.logpdf, or for rows that sum to 1 only in float32 (scipy demands 1e-9)
+    the same formula from scipy.special at the given y."""
+    a = np.exp(la)
+    formula = np.sum(scipy.special.xlogy(a - 1, y), -1) - np.sum(scipy.special.gammaln(a), -1) + scipy.special.gammaln(a.sum(-1))
+    exact = [abs(yy.sum() - 1) <= 1e-9 for yy in y]
+    return np.array([scipy.stats.dirichlet.logpdf(yy, aa) if ok else f for yy, aa, ok, f in zip(y, a, exact, formula)])
+
+
+SPECS = [
+    Spec("Exponential", Exponential(),
+         lambda rng: rng.normal(0.0, 2.0, N),
+         lambda rng, eta: scipy.stats.expon.rvs(scale=np.exp(-eta), random_state=rng),
+         lambda eta, y: scipy.stats.expon.logpdf(y, scale=np.exp(-eta)),
+         lambda eta: scipy.stats.expon.entropy(scale=np.exp(-eta)),
+         terms_exponential, natural_exponential, partition_exponential),
+    Spec("Gamma", Gamma(),
+         lambda rng: (rng.uniform(-2.0, 4.0, N), rng.normal(0.0, 2.0, N)),
+         lambda rng, o: scipy.stats.gamma.rvs(np.exp(o[0]), scale=np.exp(-o[1]), random_state=rng),
+         lambda o, y: scipy.stats.gamma.logpdf(y, np.exp(o[0]), scale=np.exp(-o[1])),
+         lambda o: scipy.stats.gamma.entropy(np.exp(o[0]), scale=np.exp(-o[1])),
+         terms_gamma, natural_gamma, partition_gamma),
+    Spec("Beta", Beta(),
+         lambda rng: _pair(rng, -1.5, 3.0),
+         lambda rng, o: scipy.stats.beta.rvs(np.exp(o[0]), np.exp(o[1]), random_state=rng),
+         lambda o, y: scipy.stats.beta.logpdf(y, np.exp(o[0]), np.exp(o[1])),
+         lambda o: scipy.stats.beta.entropy(np.exp(o[0]), np.exp(o[1])),
+         terms_beta, natural_beta, partition_beta),
+    Spec("Dirichlet", Dirichlet(),
+         lambda rng: rng.uniform(-1.0, 2.5, (N, K)),
+         lambda rng, la: np.stack([scipy.stats.dirichlet.rvs(np.exp(r), random_state=rng)[0] for r in la]),
+         lambda la, y: _scipy_dirichlet_logpdf(la, y),
+         lambda la: np.array([scipy.stats.dirichlet.entropy(np.exp(r)) for r in la]),
+         terms_dirichlet, natural_dirichlet, partition_dirichlet),
+    Spec("VonMises", VonMises(),
+         # k <= e^3.5 = 33: the log-partition oracle's autodiff Hessian of log i0e cancels ~k^2 ulp
+         # (1e-11 at k = 150); larger k meet the quadrature and mpmath below.
+         lambda rng: (rng.normal(0.0, 1.0, N), rng.uniform(-3.0, 3.5, N)),
+         lambda rng, o: scipy.stats.vonmises.rvs(np.exp(o[1]), loc=o[0], random_state=rng),
+         lambda o, y: scipy.stats.vonmises.logpdf(y, np.exp(o[1]), loc=o[0]),
+         lambda o: scipy.stats.vonmises.entropy(np.exp(o[1])),
+         terms_von_mises, natural_von_mises, partition_von_mises),
+]
+BY_ID = {s.id: s for s in SPECS}
+WITH_NODES = [s for s in SPECS if hasattr(s.family, "expectation_nodes")]
+
+
+def ids(specs):
+    return [s.id for s in specs]
+
+
+def _inputs(spec: Spec, seed: int, dtype):
+    """``(outputs, targets)`` in ``dtype`` (drawn in float64, then rounded), and the float64 copies
+    of the rounded values, which the oracles see."""
+    rng = np.random.default_rng(seed)
+    o = spec.outputs(rng)
+    y = spec.targets(rng, o)
+    cast = lambda x: jnp.asarray(np.asarray(x), F64).astype(dtype)  # noqa: E731
+    o_d = jax.tree.map(cast, o) if isinstance(o, tuple) else cast(o)
+    y_d = cast(y)
+    if spec.id == "Dirichlet":  # renormalise in the dtype so that the rounded row is a simplex
+        y_d = y_d / jnp.sum(y_d, axis=-1, keepdims=True)
+    if spec.id == "Beta":
+        y_d = jnp.clip(y_d, jnp.finfo(dtype).tiny, 1 - jnp.finfo(dtype).epsneg)
+    if spec.id in ("Gamma", "Exponential"):
+        y_d = jnp.maximum(y_d, jnp.finfo(dtype).tiny)
+    back = lambda x: _f64(x)  # noqa: E731
+    o64 = tuple(back(x) for x in o_d) if isinstance(o_d, tuple) else back(o_d)
+    return o_d, y_d, o64, back(y_d)
+
+
+def _assert_close_scaled(got, want, scale, rtol, what=""):
+    """|got - want| <= rtol * scale elementwise (scale > 0), with a readable failure message."""
+    got, want, scale = _f64(got), _f64(want), _f64(scale)
+    err = np.abs(got - want) / scale
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values {got}"
+    assert err.max() <= rtol, f"{what}: worst scaled error {err.max():.2e} > {rtol:.1e} at {np.argmax(err)}"
+
+
+@functools.cache
+def _plain_grad_oracle(spec_id: str):
+    """Jitted: jax.grad of the plain -log p per example, and T = sum over terms of |grad of each term|."""
+    terms = BY_ID[spec_id].terms
+
+    def per_example(o, y):
+        return jax.grad(lambda oo: -sum(terms(oo, y)))(o)
+
+    def scale(o, y):
+        jac = jax.jacrev(lambda oo: jnp.stack([jnp.sum(t) for t in terms(oo, y)]))(o)
+        return jax.tree.map(lambda j: jnp.sum(jnp.abs(j), axis=0), jac)
+
+    return jax.jit(lambda o, y: (jax.vmap(per_example)(o, y), jax.vmap(scale)(o, y)))
+
+
+def _as_f64(o64):
+    return tuple(jnp.asarray(x, F64) for x in o64) if isinstance(o64, tuple) else jnp.asarray(o64, F64)
+
+
+def _plain_grad_and_scale(spec: Spec, o64, y64):
+    return _plain_grad_oracle(spec.id)(_as_f64(o64), jnp.asarray(y64, F64))
+
+
+# -- log_prob ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
+def test_log_prob_matches_scipy(spec, dtype, use_jit):
+    o, y, o64, y64 = _inputs(spec, 0, dtype)
+    got = _maybe_jit(spec.family.log_prob, use_jit)(o, y)
+    assert got.dtype == dtype and got.shape == (N,)
+    want = spec.logpdf(o64, y64)
+    _assert_close_scaled(got, want, np.maximum(np.abs(want), 1.0), 4 * RTOL[dtype], spec.id)
+
+
+def _mp_gamma(la, lb, y):
+    a, b, y = mpmath.exp(la), mpmath.exp(lb), mpmath.mpf(y)
+    return a * lb - mpmath.loggamma(a) + (a - 1) * mpmath.log(y) - b * y
+
+
+def _mp_beta(la, lb, y):
+    a, b, y = mpmath.exp(la), mpmath.exp(lb), mpmath.mpf(y)
+    return (a - 1) * mpmath.log(y) + (b - 1) * mpmath.log(1 - y) - mpmath.log(mpmath.beta(a, b))
+
+
+def _mp_von_mises(loc, lk, y):
+    k = mpmath.exp(lk)
+    return k * mpmath.cos(mpmath.mpf(y) - loc) - mpmath.log(2 * mpmath.pi * mpmath.besseli(0, k))
+
+
+def _mp_dirichlet(la, y):
+    a = [mpmath.exp(x) for x in la]
+    y = [mpmath.mpf(v) for v in y]
+    return sum((ak - 1) * mpmath.log(yk) for ak, yk in zip(a, y)) - sum(mpmath.loggamma(ak) for ak in a) + mpmath.loggamma(sum(a))
+
+
+LN = math.log
+EXTREMES = {
+    # (outputs as float64 tuples/lists, targets): concentrations 1e-3 .. 1e10 and e^-80 .. e^80.
+    "Exponential": ([80.0, -80.0, 0.0, 30.0, -30.0], [1e-35, 1e30, 0.0, 1e-13, 1e20]),
+    "Gamma": (([LN(1e-3), LN(1e-3), LN(1e6), LN(1e6), 80.0, -80.0, 0.0, LN(1e10), LN(1e6)],
+               [0.0, 80.0, 0.0, LN(1e6), 80.0, -80.0, -80.0, LN(1e10), LN(1e6) - 5.0]),
+              [1e-200, 1e-300, 1e6 + 1e3, 1.0003, 1.5, 1e-30, 1e30, 1.00001, 150.0]),
+    "Beta": (([LN(1e6), LN(2.0), LN(1e-3), LN(1e-3), LN(1e6), 80.0, -80.0, LN(1e10), LN(0.5)],
+              [LN(1e6), LN(1e6), LN(1e-3), 0.0, LN(1.0), 80.0, 0.0, LN(1e10), LN(1e6)]),
+             [0.5003, 3e-6, 1e-250, 0.7, 1 - 1e-6, 0.5, 1e-300, 0.5001, 1e-8]),
+    "VonMises": (([0.3, 0.0, 0.0, -1.0, 0.5, 0.0, 100.0, 0.2, 1.0], [LN(1e6), LN(1e-3), LN(1e10), LN(25.0), LN(24.99), -80.0, 0.0, 80.0, LN(700.0)]),
+                 [0.303, 3.0, 3e-5, -0.8, 2.0, 1.0, 101.0, 0.2, 1.5]),
+}
+
+
+def _mp_log_prob(spec_id, o, y):
+    if spec_id == "Exponential":
+        return [mpmath.mpf(e) - mpmath.exp(e) * mpmath.mpf(t) for e, t in zip(o, y)]
+    f = {"Gamma": _mp_gamma, "Beta": _mp_beta, "VonMises": _mp_von_mises}[spec_id]
+    return [f(mpmath.mpf(p), mpmath.mpf(q), t) for p, q, t in zip(*o, y)]
+
+
+@pytest.mark.parametrize("spec_id", list(EXTREMES))
+def test_log_prob_matches_mpmath_at_extreme_parameters(spec_id):
+    o, y = EXTREMES[spec_id]
+    fam = BY_ID[spec_id].family
+    outputs = tuple(jnp.asarray(x, F64) for x in o) if isinstance(o, tuple) else jnp.asarray(o, F64)
+    got = _f64(jitted(fam, "log_prob")(outputs, jnp.asarray(y, F64)))
+    want = np.array([float(v) for v in _mp_log_prob(spec_id, o, y)])
+    _assert_close_scaled(got, want, np.maximum(np.abs(want), 1.0), RTOL[np.dtype("float64")], spec_id)
+
+
+def test_dirichlet_log_prob_matches_mpmath_at_extreme_concentrations():
+    la = np.array([[LN(1e6)] * 3, [LN(1e-3), 0.0, 3.0], [-80.0, 2.0, 1.0], [LN(1e6), LN(2.0), LN(0.5)], [80.0, 80.0, 79.0]])
+    y = np.array([[0.3334, 0.3333, 0.3333], [1e-250, 0.2, 0.8], [1e-30, 0.6, 0.4], [0.99, 7e-3, 3e-3], [0.4, 0.4, 0.2]])
+    y = y / y.sum(-1, keepdims=True)
+    got = _f64(jitted(Dirichlet(), "log_prob")(jnp.asarray(la), jnp.asarray(y)))
+    want = np.array([float(_mp_dirichlet(r, t)) for r, t in zip(la, y)])
+    _assert_close_scaled(got, want, np.maximum(np.abs(want), 1.0), RTOL[np.dtype("float64")], "Dirichlet")
+
+
+def test_scipy_itself_loses_digits_at_concentration_1e6():
+    # Why the saddle-point form: the textbook formula (scipy's) keeps ~1e-10 here, mlnll ~1e-15.
+    la, lb, y = LN(1e6), LN(1e6), 1.0003
+    want = float(_mp_gamma(mpmath.mpf(la), mpmath.mpf(lb), y))
+    got = float(jitted(Gamma(), "log_prob")((jnp.asarray(la, F64), jnp.asarray(lb, F64)), jnp.asarray(y, F64)))
+    scipy_value = float(scipy.stats.gamma.logpdf(y, math.exp(la), scale=math.exp(-lb)))
+    assert abs(got - want) <= 1e-14 * abs(want)
+    assert abs(scipy_value - want) > 1e-13 * abs(want)
+
+
+# -- closed-form gradients ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
+def test_grad_matches_autodiff_of_plain_formula(spec, dtype, use_jit):
+    o, y, o64, y64 = _inputs(spec, 1, dtype)
+    got = _maybe_jit(spec.family.grad, use_jit)(o, y)
+    want, scale = _plain_grad_and_scale(spec, o64, y64)
+    for g, w, s in zip(jax.tree.leaves(got), jax.tree.leaves(want), jax.tree.leaves(scale)):
+        assert g.dtype == dtype and g.shape == w.shape
+        _assert_close_scaled(g, w, np.abs(_f64(w)) + _f64(s), 8 * RTOL[dtype], spec.id)
+
+
+def _mp_grads(spec_id, o, y):
+    """The textbook scores d(-log p)/d(outputs) at 50 digits."""
+    psi = mpmath.digamma
+    out = []
+    if spec_id == "Exponential":
+        return [[mpmath.exp(e) * mpmath.mpf(t) - 1 for e, t in zip(o, y)]]
+    for p, q, t in zip(*o, y):
+        p, q, t = mpmath.mpf(p), mpmath.mpf(q), mpmath.mpf(t)
+        if spec_id == "Gamma":
+            a, b = mpmath.exp(p), mpmath.exp(q)
+            out.append((a * (psi(a) - mpmath.log(b * t)), b * t - a))
+        elif spec_id == "Beta":
+            a, b = mpmath.exp(p), mpmath.exp(q)
+            out.append((a * (psi(a) - psi(a + b) - mpmath.log(t)), b * (psi(b) - psi(a + b) - mpmath.log(1 - t))))
+        else:
+            k = mpmath.exp(q)
+            ratio = mpmath.besseli(1, k) / mpmath.besseli(0, k)
+            out.append((-k * mpmath.sin(t - p), k * (ratio - mpmath.cos(t - p))))
+    return list(zip(*out))
+
+
+@pytest.mark.parametrize("spec_id", list(EXTREMES))
+def test_grad_matches_mpmath_at_extreme_parameters(spec_id):
+    o, y = EXTREMES[spec_id]
+    fam = BY_ID[spec_id].family
+    outputs = tuple(jnp.asarray(x, F64) for x in o) if isinstance(o, tuple) else jnp.asarray(o, F64)
+    got = jax.tree.leaves(jitted(fam, "grad")(outputs, jnp.asarray(y, F64)))
+    for g, w in zip(got, _mp_grads(spec_id, o, y)):
+        w = np.array([float(v) for v in w])
+        # Relative, with an absolute floor of 1e-12 for scores that vanish to ~1e-16 (VonMises at k = e^-80).
+        _assert_close_scaled(g, w, np.maximum(np.abs(w), 1e-3), 4 * RTOL[np.dtype("float64")], spec_id)
+
+
+def test_dirichlet_grad_matches_mpmath_at_extreme_concentrations():
+    la = np.array([[LN(1e6)] * 3, [LN(1e-3), 0.0, 3.0], [-80.0, 2.0, 1.0], [LN(1e4), LN(2.0), LN(0.5)]])
+    y = np.array([[0.3334, 0.3333, 0.3333], [1e-250, 0.2, 0.8], [1e-30, 0.6, 0.4], [0.99, 7e-3, 3e-3]])
+    y = y / y.sum(-1, keepdims=True)
+    got = _f64(jitted(Dirichlet(), "grad")(jnp.asarray(la), jnp.asarray(y)))
+    for i, (r, t) in enumerate(zip(la, y)):
+        a = [mpmath.exp(mpmath.mpf(x)) for x in r]
+        n = sum(a)
+        want = np.array([float(ak * (mpmath.digamma(ak) - mpmath.digamma(n) - mpmath.log(mpmath.mpf(tk)))) for ak, tk in zip(a, t)])
+        _assert_close_scaled(got[i], want, np.maximum(np.abs(want), 1e-3), 4 * RTOL[np.dtype("float64")], f"row {i}")
+
+
+def _in_rule_domain(spec_id, o):
+    """Outputs moved into the domain where the expectation rules reach 1e-12 (see the families'
+    ``expectation_nodes``): Gamma a >= 0.1, Beta a >= 0.1 and b >= 1."""
+    if spec_id == "Gamma":
+        return jnp.maximum(o[0], LN(0.1)), o[1]
+    if spec_id == "Beta":
+        return jnp.maximum(o[0], LN(0.1)), jnp.maximum(o[1], 0.0)
+    return o
+
+
+# -- Fisher information ------------------------------------------------------------------------------
+
+
+def _matrix_error(got, want):
+    """Largest |got_ij - want_ij| / sqrt(want_ii want_jj) over a stack of [P, P] matrices."""
+    got, want = _f64(got), _f64(want)
+    d = np.sqrt(np.abs(np.diagonal(want, axis1=-2, axis2=-1)))
+    return float(np.max(np.abs(got - want) / (d[..., :, None] * d[..., None, :])))
+
+
+@functools.cache
+def _partition_fisher_oracle(spec_id: str):
+    """Jitted: ``J^T hessian(A)(eta) J`` with J = d eta / d outputs, per example, [N, P, P]."""
+    spec = BY_ID[spec_id]
+
+    def one(o):
+        eta = spec.natural(o)
+        jac = jax.jacfwd(spec.natural)(o)
+        jac = jnp.concatenate([jnp.reshape(j, (eta.shape[0], -1)) for j in jax.tree.leaves(jac)], axis=1)
+        return jac.T @ jax.hessian(spec.partition)(eta) @ jac
+
+    return jax.jit(jax.vmap(one))
+
+
+def _fisher_from_partition(spec: Spec, o64):
+    return _partition_fisher_oracle(spec.id)(_as_f64(o64))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
+def test_fisher_equals_hessian_of_the_log_partition_function(spec, dtype):
+    o, _, o64, _ = _inputs(spec, 3, dtype)
+    got = jitted(spec.family, "fisher")(o)
+    assert got.dtype == dtype
+    want = _fisher_from_partition(spec, o64)
+    got = _f64(got).reshape(want.shape)
+    if want.shape[-1] == 1:
+        np.testing.assert_allclose(got, _f64(want), rtol=4 * RTOL[dtype])
+    else:
+        assert _matrix_error(got, want) <= 8 * RTOL[dtype]
+
+
+FISHER_EXTREMES = {
+    "Exponential": [[80.0, -80.0, 0.0]],
+    "Gamma": [[LN(0.1), LN(1e6), 80.0, LN(1e10)], [80.0, LN(1e6), -80.0, 3.0]],
+    "Beta": [[LN(1e6), LN(2.0), LN(0.1), LN(1e4), LN(50.0)], [LN(1e6), LN(1e6), LN(2.0), LN(30.0), LN(1.5)]],
+    "VonMises": [[0.3, 0.0, 0.0, -1.0, 0.5], [LN(1e6), LN(1e-3), LN(1e10), LN(25.0), LN(24.99)]],
+}
+
+
+@pytest.mark.parametrize("spec", WITH_NODES, ids=ids(WITH_NODES))
+def test_fisher_equals_expected_hessian_by_quadrature(spec):
+    # The check's oracle: autodiff Hessians of log_prob averaged over the family's own rule.
+    o, _, _, _ = _inputs(spec, 4, np.dtype("float64"))
+    o = _in_rule_domain(spec.id, o)
+    extreme = FISHER_EXTREMES[spec.id]
+    extreme = tuple(jnp.asarray(x, F64) for x in extreme) if len(extreme) > 1 else jnp.asarray(extreme[0], F64)
+    for outputs in (o, extreme):
+        got = _f64(jitted(spec.family, "fisher")(outputs))
+        want = _f64(expected_hessian(spec.family, outputs)).reshape(got.shape)
+        if got.ndim == 1:
+            np.testing.assert_allclose(got, want, rtol=4 * RTOL[np.dtype("float64")])
+        else:
+            assert _matrix_error(got, want) <= 4 * RTOL[np.dtype("float64")], spec.id
+
+
+def test_dirichlet_fisher_at_extreme_concentrations_matches_mpmath():
+    # One concentration dominating (1e6 against 1e-3) is where a^2 (trigamma(a) - trigamma(n))
+    # would cancel; scaled_trigamma_difference keeps it.
+    la = np.array([[LN(1e6), LN(1e-3), 0.0], [-80.0, 2.0, 1.0], [30.0, 30.0, 29.0]])
+    got = _f64(jitted(Dirichlet(), "fisher")(jnp.asarray(la)))
+    for i, r in enumerate(la):
+        a = [mpmath.exp(mpmath.mpf(x)) for x in r]
+        n = sum(a)
+        t = mpmath.polygamma(1, n)
+        want = np.array([[float((a[p] ** 2 * mpmath.polygamma(1, a[p]) if p == q else 0) - a[p] * a[q] * t)
+                          for q in range(3)] for p in range(3)])
+        assert _matrix_error(got[i], want) <= 4 * RTOL[np.dtype("float64")], i
+
+
+def _expect(spec_id, outputs, f):
+    """Sum of w_k f(y_k) over the rule; nodes of weight 0 (rounded to 0 or 1) are left out."""
+    nodes, weights = jitted(BY_ID[spec_id].family, "expectation_nodes")(outputs)
+    used = weights > 0
+    values = f(jnp.where(used, nodes, 0.5))
+    return _f64(jnp.sum(jnp.where(used, weights * values, 0.0), axis=0))
+
+
+def test_quadrature_rules_integrate_the_sufficient_statistics():
+    # The rules are oracles for the Fisher check; here they meet digamma and Bessel ratios.
+    la = np.array([LN(0.1), LN(0.5), 0.0, LN(7.0), LN(1e3), LN(1e6), LN(1e10)])
+    lb = np.array([0.0, 2.0, -3.0, 1.0, 80.0, LN(1e6), 5.0])
+    a = np.exp(la)
+    out = (jnp.asarray(la), jnp.asarray(lb))
+    e_log = _expect("Gamma", out, jnp.log)
+    want = np.array([float(mpmath.digamma(mpmath.exp(mpmath.mpf(x))) - mpmath.mpf(y)) for x, y in zip(la, lb)])
+    assert np.all(np.abs(e_log - want) <= 1e-13 * np.sqrt(scipy.special.polygamma(1, a)) * 10)
+    np.testing.assert_allclose(_expect("Gamma", out, lambda y: y), np.exp(la - lb), rtol=1e-13)
+
+    la = np.array([LN(0.1), 0.0, LN(3.0), LN(1e6), LN(2.0), LN(50.0)])
+    lb = np.array([LN(2.0), 0.0, LN(1.5), LN(1e6), LN(1e6), LN(30.0)])
+    out = (jnp.asarray(la), jnp.asarray(lb))
+    a, b = np.exp(la), np.exp(lb)
+    for stat, mine, other in [(jnp.log, la, lb), (lambda y: jnp.log(1 - y), lb, la)]:
+        got = _expect("Beta", out, stat)
+        want = np.array([float(mpmath.digamma(mpmath.exp(mpmath.mpf(x))) - mpmath.digamma(mpmath.exp(mpmath.mpf(x)) + mpmath.exp(mpmath.mpf(z))))
+                         for x, z in zip(mine, other)])
+        spread = np.sqrt(scipy.special.polygamma(1, np.exp(mine)) - scipy.special.polygamma(1, a + b))
+        # Plus the rounding of the statistic itself: 1 - y is a float64, within 1.1e-16 of the truth.
+        assert np.all(np.abs(got - want) <= 1e-12 * spread + 2.3e-16), (got - want) / spread
+
+    loc = np.array([0.3, 0.0, -2.0, 1.0, 0.0])
+    lk = np.array([LN(1e-3), 0.0, LN(22.0), LN(1e3), LN(1e6)])
+    out = (jnp.asarray(loc), jnp.asarray(lk))
+    # E[1 - cos(y - loc)] = 1 - I1/I0, integrated as 2 sin^2((y - loc)/2) (no cancellation near 1).
+    got = _expect("VonMises", out, lambda y: 2 * jnp.square(jnp.sin(0.5 * (y - jnp.asarray(loc)[None]))))
+    want = np.array([float(1 - mpmath.besseli(1, mpmath.exp(mpmath.mpf(x))) / mpmath.besseli(0, mpmath.exp(mpmath.mpf(x)))) for x in lk])
+    np.testing.assert_allclose(got, want, rtol=1e-11)
+    # E[sin(y - loc)] = 0: the rule is symmetric up to the rounding of 64 terms of size <= 1.
+    np.testing.assert_allclose(_expect("VonMises", out, lambda y: jnp.sin(y - jnp.asarray(loc)[None])), 0.0, atol=1e-15)
+
+
+# -- entropy, KL, mean, sample, params ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
+def test_entropy_matches_scipy(spec, dtype):
+    o, _, o64, _ = _inputs(spec, 5, dtype)
+    got = jitted(spec.family, "entropy")(o)
+    assert got.dtype == dtype
+    want = spec.entropy(o64)
+    _assert_close_scaled(got, want, np.maximum(np.abs(want), 1.0), 8 * RTOL[dtype], spec.id)
+
+
+def test_entropy_matches_mpmath_at_extreme_concentrations():
+    def mp_gamma(a):
+        return a + mpmath.loggamma(a) + (1 - a) * mpmath.digamma(a)
+
+    def mp_beta(a, b):
+        psi = mpmath.digamma
+        return mpmath.log(mpmath.beta(a, b)) - (a - 1) * psi(a) - (b - 1) * psi(b) + (a + b - 2) * psi(a + b)
+
+    def mp_vm(k):
+        return mpmath.log(2 * mpmath.pi * mpmath.besseli(0, k)) - k * mpmath.besseli(1, k) / mpmath.besseli(0, k)
+
+    big = [1e-3, 0.5, 1e6, 1e10]
+    for a in big:
+        got = float(jitted(Gamma(), "entropy")((jnp.asarray(LN(a), F64), jnp.asarray(0.0, F64))))
+        want = float(mp_gamma(mpmath.mpf(a)))
+        assert abs(got - want) <= 1e-12 * max(abs(want), 1), (a, got, want)
+        got = float(jitted(VonMises(), "entropy")((jnp.asarray(0.0, F64), jnp.asarray(LN(a), F64))))
+        want = float(mp_vm(mpmath.mpf(a)))
+        assert abs(got - want) <= 1e-12 * max(abs(want), 1), (a, got, want)
+    for a, b in [(1e6, 1e6), (1e-3, 1e-3), (1e6, 1e-3), (2.0, 1e6)]:
+        got = float(jitted(Beta(), "entropy")((jnp.asarray(LN(a), F64), jnp.asarray(LN(b), F64))))
+        want = float(mp_beta(mpmath.mpf(a), mpmath.mpf(b)))
+        assert abs(got - want) <= 1e-12 * max(abs(want), 1), (a, b, got, want)
+        got = float(jitted(Dirichlet(), "entropy")(jnp.asarray([LN(a), LN(b)], F64)))
+        assert abs(got - want) <= 1e-12 * max(abs(want), 1), (a, b, got, want)
+
+
+def test_kl_matches_mpmath_textbook_formulas():
+    psi, lg = mpmath.digamma, mpmath.loggamma
+    cases = [(0.3, 2.0, 1.1, -0.5), (LN(1e6), 0.0, LN(1e6) + 1e-3, 1e-3), (LN(1e-3), 1.0, LN(2e-3), 0.0)]
+    for la_p, lb_p, la_q, lb_q in cases:
+        ap, bp, aq, bq = (mpmath.exp(mpmath.mpf(x)) for x in (la_p, lb_p, la_q, lb_q))
+        want = (ap - aq) * psi(ap) - lg(ap) + lg(aq) + aq * (mpmath.log(bp) - mpmath.log(bq)) + ap * (bq - bp) / bp
+        got = float(jitted(Gamma(), "kl")((jnp.asarray(la_p, F64), jnp.asarray(lb_p, F64)), (jnp.asarray(la_q, F64), jnp.asarray(lb_q, F64))))
+        assert abs(got - float(want)) <= 1e-12 * max(float(want), 1e-3), (got, float(want))
+        want_b = (lg(aq) + lg(bq) - lg(aq + bq)) - (lg(ap) + lg(bp) - lg(ap + bp)) + (ap - aq) * psi(ap) + (bp - bq) * psi(bp) + (aq - ap + bq - bp) * psi(ap + bp)
+        got_b = float(jitted(Beta(), "kl")((jnp.asarray(la_p, F64), jnp.asarray(lb_p, F64)), (jnp.asarray(la_q, F64), jnp.asarray(lb_q, F64))))
+        assert abs(got_b - float(want_b)) <= 1e-12 * max(float(want_b), 1e-3), (got_b, float(want_b))
+    for k_p, k_q, d in [(2.0, 3.0, 0.5), (1e6, 1.1e6, 1e-3), (1e-3, 5.0, 3.0)]:
+        kp, kq = mpmath.mpf(k_p), mpmath.mpf(k_q)
+        ratio = mpmath.besseli(1, kp) / mpmath.besseli(0, kp)
+        want = kp * ratio - kq * ratio * mpmath.cos(d) + mpmath.log(mpmath.besseli(0, kq)) - mpmath.log(mpmath.besseli(0, kp))
+        got = float(jitted(VonMises(), "kl")((jnp.asarray(d, F64), jnp.asarray(LN(k_p), F64)), (jnp.asarray(0.0, F64), jnp.asarray(LN(k_q), F64))))
+        assert abs(got - float(want)) <= 1e-12 * max(float(want), 1e-3), (got, float(want))
+    # Exponential: KL = expm1mx(d) keeps a KL of ~d^2/2 = 5e-15 to full precision.
+    got = float(jitted(Exponential(), "kl")(jnp.asarray(0.0, F64), jnp.asarray(1e-7, F64)))
+    assert abs(got - float(mpmath.exp(mpmath.mpf(1e-7)) - 1 - mpmath.mpf(1e-7))) <= 1e-15 * got
+
+
+# p (also sampled) and q for each family; Gamma's first column has a = 1e-3, half of whose mass lies
+# below 1e-300 (it is left out of the Monte Carlo KL, whose log-ratio is -inf - -inf at y = 0).
+SAMPLE_PAIRS = {
+    "Exponential": (jnp.array([-1.0, 0.0, 2.0]), jnp.array([-0.5, 1.0, 1.5])),
+    "Gamma": ((jnp.array([LN(1e-3), 0.0, LN(50.0)]), jnp.array([0.0, 1.0, -2.0])),
+              (jnp.array([LN(2e-3), 0.5, LN(45.0)]), jnp.array([0.5, 0.5, -2.1]))),
+    "Beta": ((jnp.array([LN(0.5), 1.0, LN(200.0)]), jnp.array([LN(0.5), 0.0, LN(50.0)])),
+             (jnp.array([0.0, 1.5, LN(150.0)]), jnp.array([0.0, 0.5, LN(60.0)]))),
+    "Dirichlet": (jnp.array([[LN(0.5), 0.0, 1.0], [LN(100.0), LN(50.0), LN(20.0)]]),
+                  jnp.array([[0.0, 0.5, 1.0], [LN(80.0), LN(60.0), LN(20.0)]])),
+    "VonMises": ((jnp.array([0.5, -3.0, 2.0]), jnp.array([LN(1e-3), 0.5, LN(1e6)])),
+                 (jnp.array([0.0, -2.5, 2.001]), jnp.array([0.0, 1.0, LN(9e5)]))),
+}
+N_DRAWS = 30_000
+
+
+def _scipy_frozen(spec_id, o):
+    o = jax.tree.map(_f64, o)
+    if spec_id == "Exponential":
+        return [scipy.stats.expon(scale=math.exp(-e)) for e in o]
+    if spec_id == "Gamma":
+        return [scipy.stats.gamma(math.exp(p), scale=math.exp(-q)) for p, q in zip(*o)]
+    if spec_id == "Beta":
+        return [scipy.stats.beta(math.exp(p), math.exp(q)) for p, q in zip(*o)]
+    return None
+
+
+def _check_moments(spec_id, fam, o, y):
+    n = y.shape[0]
+    frozen = _scipy_frozen(spec_id, o)
+    if frozen is not None:  # mean and variance against scipy, within 5 standard errors
+        mean, var = np.array([d.mean() for d in frozen]), np.array([d.var() for d in frozen])
+        kurt = np.array([d.stats(moments="k") for d in frozen], np.float64)
+        np.testing.assert_allclose(_f64(fam.mean(o)), mean, rtol=1e-13)
+        assert np.all(np.abs(y.mean(0) - mean) < 5 * np.sqrt(var / n))
+        assert np.all(np.abs(y.var(0) - var) < 5 * var * np.sqrt((kurt + 2) / n))
+    elif spec_id == "Dirichlet":
+        a = np.exp(_f64(o))
+        p = a / a.sum(-1, keepdims=True)
+        np.testing.assert_allclose(_f64(fam.mean(o)), p, rtol=1e-13)
+        np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-13)
+        var = p * (1 - p) / (a.sum(-1, keepdims=True) + 1)
+        assert np.all(np.abs(y.mean(0) - p) < 5 * np.sqrt(var / n))
+        np.testing.assert_allclose(_f64(fam.params(o)["concentration"]), a, rtol=1e-15)
+    else:  # VonMises: angles in [-pi, pi), E[cos(y - loc)] = I1/I0, E[sin(y - loc)] = 0
+        loc, k = _f64(o[0]), np.exp(_f64(o[1]))
+        assert np.all((y >= -math.pi) & (y < math.pi))
+        np.testing.assert_array_equal(_f64(fam.mean(o)), loc)
+        c, s = np.cos(y - loc), np.sin(y - loc)
+        ratio = scipy.special.i1e(k) / scipy.special.i0e(k)
+        assert np.all(np.abs(c.mean(0) - ratio) < 5 * c.std(0) / math.sqrt(n) + 1e-12)
+        assert np.all(np.abs(s.mean(0)) < 5 * s.std(0) / math.sqrt(n) + 1e-12)
+        np.testing.assert_allclose(_f64(fam.params(o)["concentration"]), k, rtol=1e-15)
+
+
+@pytest.mark.parametrize("spec_id", list(SAMPLE_PAIRS))
+def test_samples_match_moments_and_the_closed_form_kl(spec_id):
+    fam = BY_ID[spec_id].family
+    p, q = jax.tree.map(lambda x: x.astype(F64), SAMPLE_PAIRS[spec_id])
+    y = jax.jit(functools.partial(fam.sample, sample_shape=(N_DRAWS,)))(jax.random.PRNGKey(7), p)
+    y64 = _f64(y)
+    assert not np.any(np.isnan(y64))
+    _check_moments(spec_id, fam, p, y64)
+    # KL(p || q) against the Monte Carlo mean of log p - log q, within 5 standard errors.
+    ratio = _f64(jax.jit(lambda a, b, t: fam.log_prob(a, t) - fam.log_prob(b, t))(p, q, y))
+    keep = slice(1, None) if spec_id == "Gamma" else slice(None)
+    ratio = ratio[:, keep]
+    mc, se = ratio.mean(0), ratio.std(0) / math.sqrt(N_DRAWS)
+    kl = _f64(fam.kl(p, q))[keep]
+    assert np.all(np.abs(kl - mc) < 5 * se), (kl, mc, se)
+    np.testing.assert_allclose(_f64(fam.kl(p, p)), 0.0, atol=1e-15)
+    if spec_id == "Gamma":  # a = 1e-3: the fraction of draws below 1e-300 is scipy's cdf there
+        frac = np.mean(y64[:, 0] < 1e-300)
+        assert abs(frac - scipy.stats.gamma.cdf(1e-300, 1e-3)) < 5 * math.sqrt(0.25 / N_DRAWS)
+    if spec_id == "VonMises":  # its own rejection sampler, in float32 too (k from 1e-3 to 1e6)
+        y32 = jax.jit(fam.sample)(jax.random.PRNGKey(8), jax.tree.map(lambda x: x.astype(jnp.float32), p))
+        assert y32.dtype == jnp.float32 and np.all(np.abs(_f64(y32)) <= math.pi)
+
+
+def test_params():
+    o = (jnp.array([0.0, LN(2.0)], F64), jnp.array([LN(3.0), 0.0], F64))
+    np.testing.assert_allclose(_f64(Gamma().params(o)["concentration"]), [1.0, 2.0], rtol=1e-15)
+    np.testing.assert_allclose(_f64(Gamma().params(o)["rate"]), [3.0, 1.0], rtol=1e-15)
+    np.testing.assert_allclose(_f64(Beta().params(o)["concentration1"]), [1.0, 2.0], rtol=1e-15)
+    np.testing.assert_allclose(_f64(Beta().params(o)["concentration0"]), [3.0, 1.0], rtol=1e-15)
+    np.testing.assert_allclose(_f64(VonMises().params(o)["loc"]), [0.0, LN(2.0)], rtol=1e-15)
+    np.testing.assert_allclose(_f64(Exponential().params(o[1])["rate"]), [3.0, 1.0], rtol=1e-15)
+    np.testing.assert_allclose(_f64(Exponential().mean(o[1])), [1 / 3, 1.0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
+def test_constant_terms_are_the_output_free_part(spec):
+    o, y, o64, y64 = _inputs(spec, 6, np.dtype("float64"))
+    const = _f64(jitted(spec.family, "constant_terms")(y))
+    want = {
+        "Exponential": lambda: np.zeros(N),
+        "Gamma": lambda: -np.log(y64),
+        "Beta": lambda: -np.log(y64) - np.log1p(-y64),
+        "Dirichlet": lambda: -np.log(y64).sum(-1),
+        "VonMises": lambda: np.full(N, -LOG_2PI),
+    }[spec.id]()
+    np.testing.assert_allclose(const, want, rtol=1e-14)
+
+
+# -- MLE ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [100, 101])
+def test_exponential_mle_zeroes_the_gradient_and_matches_scipy_fit(n):
+    y = scipy.stats.expon.rvs(scale=2.5, size=n, random_state=np.random.default_rng(n))
+    eta = mle(Exponential(), jnp.asarray(y, F64))
+    _, scale = scipy.stats.expon.fit(y, floc=0)
+    np.testing.assert_allclose(float(eta), -math.log(scale), rtol=1e-13)
+    g = _f64(Exponential().grad(jnp.broadcast_to(eta, (n,)), jnp.asarray(y, F64)))
+    assert abs(g.sum()) <= 1e-12 * np.abs(g).sum()
+    # Along another axis, one estimate per column.
+    y2 = jnp.asarray(np.stack([y, 2 * y]), F64)
+    np.testing.assert_allclose(_f64(mle(Exponential(), y2, axis=1)), [-math.log(scale), -math.log(2 * scale)], rtol=1e-13)
+
+
+@pytest.mark.parametrize("family", [Gamma(), Beta(), Dirichlet(), VonMises()], ids=repr)
+def test_no_closed_form_mle(family):
+    assert not hasattr(family, "mle")
+    with pytest.raises(NotImplementedError):
+        mle(family, jnp.ones(3, F64))
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+BAD = {
+    "Exponential": (jnp.zeros(4), jnp.array([-1.0, -1e-30, -jnp.inf, jnp.nan])),
+    "Gamma": ((jnp.zeros(5), jnp.zeros(5)), jnp.array([0.0, -1.0, jnp.inf, -jnp.inf, jnp.nan])),
+    "Beta": ((jnp.zeros(5), jnp.zeros(5)), jnp.array([0.0, 1.0, -0.5, 1.5, jnp.nan])),
+    "Dirichlet": (jnp.zeros((5, 3)), jnp.array([[-0.1, 0.6, 0.5], [0.0, 0.5, 0.5], [0.2, 0.3, 0.6], [0.2, 0.3, 0.4], [jnp.nan, 0.5, 0.5]])),
+    "VonMises": ((jnp.zeros(3), jnp.zeros(3)), jnp.array([jnp.inf, -jnp.inf, jnp.nan])),
+}
+
+
+@pytest.mark.parametrize("spec_id", list(BAD))
+def test_targets_outside_the_support_give_minus_inf_never_nan(spec_id, dtype):
+    fam = BY_ID[spec_id].family
+    o, y = jax.tree.map(lambda x: x.astype(dtype), BAD[spec_id])
+    lp = _f64(jitted(fam, "log_prob")(o, y))
+    np.testing.assert_array_equal(lp, -np.inf)
+    # A masked-out bad row leaves the gradient finite (the double where keeps NaN out of it).
+    g = jax.jit(jax.grad(lambda oo: jnp.sum(jnp.where(jnp.zeros(lp.shape, bool), fam.log_prob(oo, y), 0.0))))(o)
+    assert all(np.all(np.isfinite(_f64(x))) for x in jax.tree.leaves(g))
+
+
+def test_dirichlet_simplex_tolerance_is_keyed_by_dtype():
+    fam = Dirichlet()
+    la = jnp.zeros(3, jnp.float32)
+    y32 = jnp.array([0.1, 0.2, 0.7], jnp.float32)
+    y32 = y32 / jnp.sum(y32)  # normalised in float32: sums to 1 within a few float32 ulp
+    assert np.isfinite(float(jitted(fam, "log_prob")(la, y32)))
+    off = jnp.array([0.1, 0.2, 0.7 + 1e-10], F64)  # 1e-10 off: fine for float32, not for float64
+    assert float(jitted(fam, "log_prob")(la.astype(F64), off)) == -np.inf
+    assert np.isfinite(float(jitted(fam, "log_prob")(la, off.astype(jnp.float32))))
+
+
+def test_wrong_outputs_and_shapes_raise_naming_the_argument():
+    with pytest.raises(TypeError, match="Gamma outputs"):
+        Gamma().log_prob(jnp.zeros(3), jnp.ones(3))
+    with pytest.raises(TypeError, match="floating"):
+        Exponential().log_prob(jnp.zeros(3, jnp.int32), jnp.ones(3))
+    with pytest.raises(ValueError, match="shapes do not broadcast"):
+        Beta().log_prob((jnp.zeros(3), jnp.zeros(4)), jnp.full(3, 0.5))
+    with pytest.raises(ValueError, match="K >= 2"):
+        Dirichlet().log_prob(jnp.zeros((3, 1)), jnp.ones((3, 1)))
+    with pytest.raises(ValueError, match="K = 3"):
+        Dirichlet().log_prob(jnp.zeros((2, 3)), jnp.full((2, 4), 0.25))
+    with pytest.raises(TypeError, match="VonMises outputs"):
+        VonMises().log_prob((jnp.zeros(3),), jnp.zeros(3))
+
+
+def test_shapes_broadcast_and_low_precision_is_returned_in_its_dtype():
+    lp = jitted(Gamma(), "log_prob")((jnp.zeros((4, 1)), jnp.zeros(())), jnp.ones(3))
+    assert lp.shape == (4, 3)
+    g = jitted(VonMises(), "grad")((jnp.zeros((2, 1)), jnp.zeros(3)), jnp.ones(()))
+    assert g[0].shape == (2, 3) and g[1].shape == (2, 3)
+    assert jitted(Dirichlet(), "log_prob")(jnp.zeros((2, 1, 3)), jnp.full((5, 3), 1 / 3)).shape == (2, 5)
+    y = jitted(Beta(), "log_prob")((jnp.zeros(3, jnp.bfloat16), jnp.zeros(3, jnp.bfloat16)), jnp.full(3, 0.25, jnp.bfloat16))
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_allclose(_f64(y), math.log(1.0), atol=1e-2)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
+def test_families_are_frozen_hashable_and_conform(spec):
+    fam = spec.family
+    assert isinstance(fam, Family)
+    assert hash(fam) == hash(type(fam)())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fam.x = 1  # type: ignore[attr-defined]
+
+
+# -- the numerical building blocks, against mpmath ---------------------------------------------------
+
+
+def test_stirling_and_bessel_pieces_match_mpmath():
+    xs = [1e-30, 1e-3, 0.1, 1.0, 3.0, 9.99, 10.0, 50.0, 1e3, 1e6, 1e12]
+    mp = lambda x: mpmath.mpf(x)  # noqa: E731
+
+    def check(f, g, points, tol):
+        got = _f64(f(jnp.asarray(points, F64)))
+        want = np.array([float(g(mp(x))) for x in points])
+        err = np.abs(got - want) / np.abs(want)
+        assert err.max() <= tol, (f.__name__, err)
+
+    check(gamma_bessel.stirling_remainder, lambda x: mpmath.loggamma(x) - (x - 0.5) * mpmath.log(x) + x - 0.5 * mpmath.log(2 * mpmath.pi), xs, 5e-13)
+    check(gamma_bessel.stirling_remainder_grad, lambda x: mpmath.digamma(x) - mpmath.log(x) + 1 / (2 * x), xs, 5e-13)
+    check(gamma_bessel.scaled_trigamma, lambda x: x * x * mpmath.polygamma(1, x), xs, 1e-14)
+    ks = [1e-3, 0.5, 1.0, 10.0, 24.9, 25.0, 30.0, 1e3, 1e6, 1e10]
+    i = mpmath.besseli
+    check(gamma_bessel.log_i0e, lambda k: mpmath.log(i(0, k)) - k, ks, 1e-13)
+    check(gamma_bessel.bessel_ratio_complement, lambda k: 1 - i(1, k) / i(0, k), ks, 1e-14)
+    check(gamma_bessel.bessel_ratio, lambda k: i(1, k) / i(0, k), ks, 1e-15)
+    check(gamma_bessel.scaled_bessel_ratio_grad, lambda k: k * k * (1 - i(1, k) / (k * i(0, k)) - (i(1, k) / i(0, k)) ** 2), ks, 1e-14)
+    x = jnp.asarray([0.5, 5.0, 12.0, 1e3, 1e6, 1e-3, 55.0, 1e10], F64)
+    d = jnp.asarray([0.2, 0.5, 1e-3, 1.0, 1.0, 5.0, 1.0, 1e-6], F64)
+    got = _f64(gamma_bessel.scaled_trigamma_difference(x, d))
+    want = np.array([float(mp(a) ** 2 * (mpmath.polygamma(1, mp(a)) - mpmath.polygamma(1, mp(a) + mp(b)))) for a, b in zip(_f64(x), _f64(d))])
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+def test_xla_log1p_is_avoided_where_it_is_inaccurate():
+    # XLA's CPU log1p is off by up to ~3e-14 on (-0.5, -0.3); Beta's log(1 - y) goes around it.
+    y = np.random.default_rng(0).uniform(0.3, 0.5, 10_000)
+    got = _f64(jitted(Beta(), "constant_terms")(jnp.asarray(y, F64)))
+    want = -np.log(y) - np.log1p(-y)
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+def test_check_cases_cover_every_family():
+    from mlnll._src.cases_positive import CASES
+
+    assert {c.name for c in CASES} == {"Exponential", "Gamma", "Beta", "Dirichlet", "VonMises"}
+    assert all(c in ALL_CASES for c in CASES)
