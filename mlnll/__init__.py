@@ -46,6 +46,8 @@ from mlnll._src.families.exponential_family import ExponentialFamily as Exponent
 from mlnll._src.families.mixture_same_family import MixtureSameFamily as MixtureSameFamily
 from mlnll._src.families.multivariate_normal import MultivariateNormal as MultivariateNormal
 # --- speed (linear_categorical_nll, ...) ---
+from mlnll._src.fused import linear_categorical_nll as linear_categorical_nll
+from mlnll._src.sharding import vocab_parallel_linear_categorical_nll as vocab_parallel_linear_categorical_nll
 
 __version__ = "0.1.0"
 
@@ -91,4 +93,6 @@ __all__ = [
     "MultivariateNormal",
     "exponential_family",
     # speed
+    "linear_categorical_nll",
+    "vocab_parallel_linear_categorical_nll",
 ]
