@@ -4,6 +4,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 import optax
 import pytest
@@ -217,6 +218,32 @@ def test_normal_matches_torch_gaussian_nll_loss():
     want = torch.nn.GaussianNLLLoss(full=False, eps=1e-12)(_t(loc), _t(y), _t(var)).numpy()
     got = mlnll.nll(mlnll.Normal(), drop_constants=True)((loc, log_scale), y)
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_poisson_matches_torch_poisson_nll_loss_and_pins_the_stirling_difference():
+    log_rate = jax.random.normal(jax.random.PRNGKey(20), (4 * N,), F64)
+    y = jnp.concatenate([jnp.array([0.0, 1.0, 2.0, 3.0, 10.0, 1e3, 1e6]), jnp.arange(4 * N - 7, dtype=F64)])
+    # full=False is exp(log_rate) - y log_rate: mlnll's loss without its constant log(y!).
+    want = torch.nn.PoissonNLLLoss(log_input=True, full=False, reduction="none")(_t(log_rate), _t(y)).numpy()
+    got = mlnll.nll(mlnll.Poisson(), drop_constants=True, reduction="none")(log_rate, y)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300)
+    # full=True adds Stirling's y log y - y + log(2 pi y)/2 for y > 1 (0 for y <= 1); mlnll adds the
+    # exact log(y!). The difference is Stirling's remainder, pinned here: ~1/(12 y), and log(y!) = 0
+    # for y in {0, 1}.
+    torch_full = torch.nn.PoissonNLLLoss(log_input=True, full=True, reduction="none")(_t(log_rate), _t(y)).numpy()
+    mlnll_full = np.asarray(mlnll.nll(mlnll.Poisson(), reduction="none")(log_rate, y))
+    yy = np.asarray(y)
+    with mpmath.workdps(40):
+        remainder = np.array([
+            float(mpmath.loggamma(mpmath.mpf(v) + 1) - (v * mpmath.log(v) - v + mpmath.log(2 * mpmath.pi * v) / 2))
+            if v > 1 else 0.0
+            for v in yy
+        ])
+    # Both losses are float64 sums of terms up to ~1e7 (at y = 1e6): their difference carries a few
+    # ulps of those terms.
+    rounding = 8 * np.finfo(np.float64).eps * np.abs(torch_full)
+    np.testing.assert_array_less(np.abs((mlnll_full - torch_full) - remainder), rounding + 1e-6 * remainder + 1e-300)
+    assert remainder[2] == pytest.approx(1 / 24, rel=0.02) and remainder[6] == pytest.approx(1 / 12e6, rel=1e-6)
 
 
 def test_kl_divergence_matches_torch_kl_div_loss():
