@@ -151,3 +151,24 @@ def test_out_of_support_targets_give_minus_inf_and_leave_the_rest_alone():
     assert float(lb[0]) == pytest.approx(-math.log(2), rel=1e-6)
     assert np.all(np.isneginf(np.asarray(lb[1:])))
     assert np.all(np.isnan(np.asarray(mlnll.Categorical().grad(z, jnp.array([5, 0, 0]))[0])))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lgamma1p_keeps_relative_accuracy_near_the_zeros_of_lgamma(dtype):
+    # XLA's float32 lgamma(1) is 4.8e-7 and lgamma(1 + 1e-6) is off by 13%; lgamma1p(t) is
+    # log Gamma(1 + t) to a few ulps across (-1/2, 3/2], exactly 0 at t = 0 and t = 1.
+    t = np.array([0.0, 1e-7, 1e-3, -1e-3, 0.3, -0.45, 0.5, 0.50001, 0.9, 1.0, 1 + 1e-6, 1.2, 1.5], dtype)
+    with mpmath.workdps(40):
+        want = np.array([float(mpmath.loggamma(1 + mpmath.mpf(float(v)))) for v in t])
+    got = np.asarray(numerics.lgamma1p(jnp.asarray(t)), np.float64)
+    assert got[0] == 0.0 and got[9] == 0.0
+    np.testing.assert_allclose(got, want, rtol=8 * np.finfo(dtype).eps, atol=0)
+    # lgamma_exp(log x): the same near x = 1 and 2, and lgamma of x itself for tiny x (e^-80).
+    # (x = 2 itself has no exact log: expm1 of the rounded log(2) carries an absolute error of
+    # ~eps, which lgamma's slope there turns into a value of size eps instead of 0.)
+    log_x = np.array([0.0, 0.3, 1e-6, -80.0, 1.5, 5.0], dtype)
+    with mpmath.workdps(40):
+        want = np.array([float(mpmath.loggamma(mpmath.exp(mpmath.mpf(float(v))))) for v in log_x])
+    got = np.asarray(numerics.lgamma_exp(jnp.asarray(log_x)), np.float64)
+    assert got[0] == 0.0
+    np.testing.assert_allclose(got[1:], want[1:], rtol=8 * np.finfo(dtype).eps, atol=1e-300)

@@ -46,6 +46,33 @@ def _saddle_terms(log_a, log_b, y):
     return a, jnp.log(y) + (log_b - log_a), y * jnp.exp(log_b)
 
 
+_PLAIN_MAX_LOG_A = 2.302585092994046  # log(10)
+
+
+def _far_below_the_mode(log_a, u):
+    """Where the plain form is the accurate one: ``z < a / e`` with ``a <= 10``.
+
+    Far below the mode the saddle-point form adds ``-a u`` and ``-log y``, both of size |log y|,
+    which cancel when a ~ 1 (at a = b = 1, y = 1e-20 they are 46 and -46 and the NLL is 1e-20).
+    There the plain form's terms do not cancel: ``(a - 1) log y`` is computed as
+    ``expm1(log_a) log y`` (exactly 0 at a = 1), and its other terms are bounded by
+    ``a |log b| + lgamma(a) + z`` with a <= 10, of the size of the result (``-a (e^u - 1 - u) < -0.37 a``).
+    """
+    return (u < -1) & (log_a <= _PLAIN_MAX_LOG_A)
+
+
+def _plain_log_pdf(log_a, log_b, y, u):
+    """``a log b + (a - 1) log y - lgamma(a) - b y``, evaluated only where ``_far_below_the_mode``."""
+    # Double where: elsewhere a could be e^80 (lgamma overflows in float32); 1 keeps it finite.
+    use = _far_below_the_mode(log_a, u)
+    log_a = jnp.where(use, log_a, jnp.zeros_like(log_a))
+    log_b = jnp.where(use, log_b, jnp.zeros_like(log_b))
+    y = jnp.where(use, y, jnp.ones_like(y))
+    a = jnp.exp(log_a)
+    # a - 1 = expm1(log_a) is exactly 0 at a = 1, where lgamma_exp(0) is exactly 0 too.
+    return a * log_b + jnp.expm1(log_a) * jnp.log(y) - numerics.lgamma_exp(log_a) - jnp.exp(log_b) * y
+
+
 @dataclasses.dataclass(frozen=True)
 class Gamma:
     r"""Gamma distribution of a positive target, parametrised by log-concentration and log-rate.
@@ -78,6 +105,7 @@ class Gamma:
         a, u, z = _saddle_terms(log_a, log_b, y)
         lp = (-gamma_bessel.scaled_expm1mx(a, u, z) + 0.5 * log_a - jnp.log(y)
               - numerics.HALF_LOG_2PI - gamma_bessel.stirling_remainder(a))
+        lp = jnp.where(_far_below_the_mode(log_a, u), _plain_log_pdf(log_a, log_b, y, u), lp)
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
