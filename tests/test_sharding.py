@@ -28,7 +28,6 @@ def _run_checks() -> dict:
 
     import jax
     import jax.numpy as jnp
-    import numpy as np
     from jax.sharding import AxisType, NamedSharding
     from jax.sharding import PartitionSpec as P
 
