@@ -74,9 +74,8 @@ def test_notebook_is_committed_with_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path):
-    # In a child process: the kernel client's threads and sockets then never share a process with
-    # the rest of the suite's JAX computations (with them, an XLA:CPU computation of a later test
-    # was seen to hang).
+    # In a child process, so the kernel client's threads, sockets and imports never share a test
+    # worker with the rest of the suite's JAX computations.
     done = subprocess.run(
         [sys.executable, __file__, str(path), str(tmp_path)], capture_output=True, text=True,
         timeout=2 * CELL_TIMEOUT_S,
