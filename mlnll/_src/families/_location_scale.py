@@ -78,6 +78,27 @@ def with_targets(params: Params, targets, *, family: str) -> tuple[Params, jax.A
     return {n: jnp.broadcast_to(a, shape) for n, a in params.items()}, y
 
 
+
+LOC_LOG_SCALE = ("loc", "log_scale")
+
+
+def fixed_scale(scale: float | None) -> dict[str, float]:
+    """The fixed parameters of a ``(loc, log_scale)`` family built with ``scale=``: none, or log(scale)."""
+    return {} if scale is None else {"log_scale": math.log(scale)}
+
+
+def loc_and_log_scale(outputs, *, family: str, scale: float | None) -> tuple[jax.Array, jax.Array, np.dtype]:
+    """Validated ``(loc, log_scale, dtype)`` of a ``(loc, log_scale)`` family (``scale`` fixed or None)."""
+    p, dtype = unpack(outputs, family=family, names=LOC_LOG_SCALE, fixed=fixed_scale(scale))
+    return p["loc"], p["log_scale"], dtype
+
+
+def loc_log_scale_and_targets(outputs, targets, *, family: str, scale: float | None):
+    """``(loc, log_scale, targets, dtype)``, validated and broadcast together."""
+    p, dtype = unpack(outputs, family=family, names=LOC_LOG_SCALE, fixed=fixed_scale(scale))
+    p, y = with_targets(p, targets, family=family)
+    return p["loc"], p["log_scale"], y, dtype
+
 def pack(values: Mapping[str, jax.Array], names: Sequence[str], fixed: Mapping[str, float], dtype):
     """The free entries of ``values`` in table order, cast to ``dtype``: a tuple, or one array."""
     free = [values[n].astype(dtype) for n in free_names(names, fixed)]

@@ -12,7 +12,7 @@ import numpy as np
 
 from mlnll._src.families import _location_scale as ls_
 
-_NAMES = ("loc", "log_scale")
+_NAMES = ls_.LOC_LOG_SCALE
 _LOG_PI = math.log(math.pi)
 _LOG_4PI = math.log(4 * math.pi)
 # Midpoint rule in theta after the CDF substitution r = tan(theta), theta uniform on (-pi/2, pi/2):
@@ -65,16 +65,13 @@ class Cauchy:
 
     @property
     def _fixed(self) -> dict[str, float]:
-        return {} if self.scale is None else {"log_scale": math.log(self.scale)}
+        return ls_.fixed_scale(self.scale)
 
     def _params(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
-        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        return p["loc"], p["log_scale"], dtype
+        return ls_.loc_and_log_scale(outputs, family=self._name, scale=self.scale)
 
     def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
-        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        p, y = ls_.with_targets(p, targets, family=self._name)
-        return p["loc"], p["log_scale"], y, dtype
+        return ls_.loc_log_scale_and_targets(outputs, targets, family=self._name, scale=self.scale)
 
     # -- the protocol -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import numpy as np
 from mlnll._src import numerics, validate
 from mlnll._src.families import _location_scale as ls_
 
-_NAMES = ("loc", "log_scale")
+_NAMES = ls_.LOC_LOG_SCALE
 # Gauss-Laguerre rule: sum_k w_k f(t_k) = int_0^inf e^-t f(t) dt exactly for polynomials f of
 # degree < 16. On each side of the kink, t = |y - loc| / scale is Exponential(1).
 _GL_NODES, _GL_WEIGHTS = np.polynomial.laguerre.laggauss(8)
@@ -66,16 +66,13 @@ class Laplace:
 
     @property
     def _fixed(self) -> dict[str, float]:
-        return {} if self.scale is None else {"log_scale": math.log(self.scale)}
+        return ls_.fixed_scale(self.scale)
 
     def _params(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
-        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        return p["loc"], p["log_scale"], dtype
+        return ls_.loc_and_log_scale(outputs, family=self._name, scale=self.scale)
 
     def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
-        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        p, y = ls_.with_targets(p, targets, family=self._name)
-        return p["loc"], p["log_scale"], y, dtype
+        return ls_.loc_log_scale_and_targets(outputs, targets, family=self._name, scale=self.scale)
 
     # -- the protocol -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import numpy as np
 from mlnll._src import numerics, validate
 from mlnll._src.families import _location_scale as ls_
 
-_NAMES = ("loc", "log_scale")
+_NAMES = ls_.LOC_LOG_SCALE
 # Gauss-Hermite rule in log y: exact for polynomials of degree < 16 under exp(-x^2), so exact for
 # the expected Hessian of the NLL, which is quadratic in log y.
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(8)
@@ -57,21 +57,21 @@ class LogNormal:
 
     @property
     def _fixed(self) -> dict[str, float]:
-        return {} if self.scale is None else {"log_scale": math.log(self.scale)}
+        return ls_.fixed_scale(self.scale)
 
     def _params(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
-        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        return p["loc"], p["log_scale"], dtype
+        return ls_.loc_and_log_scale(outputs, family=self._name, scale=self.scale)
 
     def _prepare(self, outputs, targets):
         """``(loc, log_scale, log y, r, in_support, dtype)``; log y is 0 where y <= 0 (double where)."""
-        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        p, y = ls_.with_targets(p, targets, family=self._name)
+        loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(
+            outputs, targets, family=self._name, scale=self.scale
+        )
         positive = y > 0
         log_y = jnp.log(jnp.where(positive, y, jnp.ones_like(y)))
         # (log y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale.
-        r = (log_y - p["loc"]) * jnp.exp(-p["log_scale"])
-        return p["loc"], p["log_scale"], log_y, r, positive, dtype
+        r = (log_y - loc) * jnp.exp(-log_scale)
+        return loc, log_scale, log_y, r, positive, dtype
 
     # -- the protocol -----------------------------------------------------------------------
 
