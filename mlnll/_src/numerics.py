@@ -84,11 +84,20 @@ def max_and_rest(
     """
     top = jnp.max(logits, axis=axis, keepdims=True)
     shifted = logits - top
+    rest, unique = rest_of_max(shifted, axis)
+    return top, shifted, rest, (shifted == 0) & unique
+
+
+def rest_of_max(shifted: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+    """``(rest, unique)`` of ``max_and_rest`` from ``shifted = logits - max`` (keepdims).
+
+    ``unique`` marks rows whose maximum is not tied (see ``max_and_rest`` for the ``at_top`` sums).
+    """
     # The identity holds for any at_top (it only moves terms between the sums): no gradient needed.
-    at_top = jax.lax.stop_gradient(jnp.maximum(1 + shifted * (1 / jnp.finfo(logits.dtype).tiny), 0))
+    at_top = jax.lax.stop_gradient(jnp.maximum(1 + shifted * (1 / jnp.finfo(shifted.dtype).tiny), 0))
     rest = jnp.sum(jnp.exp(shifted) - at_top, axis=axis, keepdims=True)
     ties = jnp.sum(at_top, axis=axis, keepdims=True) - 1
-    return top, shifted, rest + ties, (shifted == 0) & (ties == 0)
+    return rest + ties, ties == 0
 
 
 def log_softmax(logits: jax.Array, axis: int = -1) -> jax.Array:

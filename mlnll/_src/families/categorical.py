@@ -176,13 +176,11 @@ def _dense_parts(z: jax.Array, q: jax.Array):
     """
     top = jnp.max(z, axis=-1, keepdims=True)  # differentiable: rest is sum_{k != a} exp(z_k - z_a)
     shifted = z - top
-    at_top = jax.lax.stop_gradient(jnp.maximum(1 + shifted * (1 / jnp.finfo(z.dtype).tiny), 0))
-    ties = jnp.sum(at_top, axis=-1, keepdims=True) - 1
-    rest = jnp.sum(jnp.exp(shifted) - at_top, axis=-1, keepdims=True) + ties
+    rest, unique = numerics.rest_of_max(shifted)
     total_q = jnp.sum(q, axis=-1, keepdims=True)
     gap = jnp.sum(numerics.mul_nonzero(q, -shifted), axis=-1, keepdims=True)
     value = (total_q * jnp.log1p(rest) + gap)[..., 0]
-    return value, (top, rest, ties == 0, total_q)
+    return value, (top, rest, unique, total_q)
 
 
 def _dense_grad(z, q, top, rest, unique, total_q) -> jax.Array:

@@ -61,10 +61,9 @@ def _far_below_the_mode(log_a, u):
     return (u < -1) & (log_a <= _PLAIN_MAX_LOG_A)
 
 
-def _plain_log_pdf(log_a, log_b, y, u):
-    """``a log b + (a - 1) log y - lgamma(a) - b y``, evaluated only where ``_far_below_the_mode``."""
+def _plain_log_pdf(log_a, log_b, y, use):
+    """``a log b + (a - 1) log y - lgamma(a) - b y`` where ``use`` (``_far_below_the_mode``)."""
     # Double where: elsewhere a could be e^80 (lgamma overflows in float32); 1 keeps it finite.
-    use = _far_below_the_mode(log_a, u)
     log_a = jnp.where(use, log_a, jnp.zeros_like(log_a))
     log_b = jnp.where(use, log_b, jnp.zeros_like(log_b))
     y = jnp.where(use, y, jnp.ones_like(y))
@@ -105,7 +104,8 @@ class Gamma:
         a, u, z = _saddle_terms(log_a, log_b, y)
         lp = (-gamma_bessel.scaled_expm1mx(a, u, z) + 0.5 * log_a - jnp.log(y)
               - numerics.HALF_LOG_2PI - gamma_bessel.stirling_remainder(a))
-        lp = jnp.where(_far_below_the_mode(log_a, u), _plain_log_pdf(log_a, log_b, y, u), lp)
+        far = _far_below_the_mode(log_a, u)
+        lp = jnp.where(far, _plain_log_pdf(log_a, log_b, y, far), lp)
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
