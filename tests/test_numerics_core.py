@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import mlnll
+from mlnll._src import count_numerics as cn
 from mlnll._src import numerics
 
 F32, F64 = jnp.float32, jnp.float64
@@ -172,3 +173,39 @@ def test_lgamma1p_keeps_relative_accuracy_near_the_zeros_of_lgamma(dtype):
     got = np.asarray(numerics.lgamma_exp(jnp.asarray(log_x)), np.float64)
     assert got[0] == 0.0
     np.testing.assert_allclose(got[1:], want[1:], rtol=8 * np.finfo(dtype).eps, atol=1e-300)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_count_pieces_against_mpmath(dtype):
+    """Loader's pieces: ``bd0(x, t, m) = x t + m - x`` on both sides of its branch points |t| = 1
+    (series inside, ``m - x (1 - t)`` outside), ``log_ratio`` with and without m, and the stirlerr
+    table picked by selects, each to a few ulps of 40-digit mpmath."""
+    eps = np.finfo(dtype).eps
+    x = np.array([1.0, 3.0, 17.0, 1e3, 1e6], dtype)[:, None]
+    t = np.array([-6.0, -1.0001, -1.0, -0.9999, -0.3, -1e-4, 0.0, 2e-3, 0.7, 1.0, 1.0001, 4.0], dtype)[None]
+    with mpmath.workdps(40):
+        m_exact = [[mpmath.mpf(float(a)) * mpmath.exp(-mpmath.mpf(float(b))) for b in t[0]] for a in x[:, 0]]
+        want = np.array([[float(a * b + m - a) for b, m in zip(map(mpmath.mpf, map(float, t[0])), row)]
+                         for a, row in zip(map(mpmath.mpf, map(float, x[:, 0])), m_exact)])
+    m = np.array([[float(v) for v in row] for row in m_exact], dtype)  # m rounded to dtype: <= 4 eps
+    xb, tb = np.broadcast_to(x, m.shape), np.broadcast_to(t, m.shape)
+    got = np.asarray(cn.bd0(jnp.asarray(xb), jnp.asarray(tb), jnp.asarray(m)), np.float64)
+    assert np.all(got[:, 6] == 0.0)  # t = 0: exactly 0
+    np.testing.assert_allclose(got, want, rtol=8 * eps, atol=0)
+    assert float(cn.bd0(jnp.asarray(0.0, dtype), jnp.asarray(-np.inf, dtype), jnp.asarray(2.5, dtype))) == 2.5
+
+    y = np.array([1.0, 7.0, 12345.0, 1e6 + 3, 1e6, 2e7], dtype)
+    log_m = np.array([0.3, 2.0, 9.42, np.log(1e6), 13.9, 17.0], dtype)
+    with mpmath.workdps(40):
+        want = np.array([float(mpmath.log(mpmath.mpf(float(a))) - mpmath.mpf(float(b))) for a, b in zip(y, log_m)])
+    for got in (cn.log_ratio(jnp.asarray(y), jnp.asarray(log_m)),
+                cn.log_ratio(jnp.asarray(y), jnp.asarray(log_m), jnp.exp(jnp.asarray(log_m)))):
+        # absolute error of a few eps (the relative error of the ratio near 1), not eps * log y
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=4 * eps, atol=4 * eps)
+
+    k = np.arange(1.0, 13.0, dtype=dtype)
+    with mpmath.workdps(40):
+        want = np.array([float(mpmath.loggamma(v + 1) - ((v + 0.5) * mpmath.log(v) - v + mpmath.log(2 * mpmath.pi) / 2))
+                         for v in map(mpmath.mpf, map(float, k))])
+    got = np.asarray(cn.stirlerr(jnp.asarray(k), counts=True), np.float64)
+    np.testing.assert_allclose(got, want, rtol=4 * eps, atol=0)

@@ -93,20 +93,22 @@ def stirlerr(x: jax.Array, *, counts: bool = False) -> jax.Array:
     """``log Gamma(x + 1) - ((x + 1/2) log x - x + log(2 pi)/2)`` for x > 0, to full precision.
 
     x >= 10: Stirling's series (lgamma's rounding would swamp a result of 1/(12 x)). x < 10: with
-    ``counts=True`` (whole numbers, never differentiated) a table; otherwise lgamma, where the
-    cancellation costs at most ~50 ulps of a result of size 1e-2 or more.
+    ``counts=True`` (whole numbers, never differentiated) the table's entry, picked by a chain of
+    nine selects (a gather from a 10-entry table costs more than all of them on a CPU); otherwise
+    lgamma, where the cancellation costs at most ~50 ulps of a result of size 1e-2 or more.
     """
     large = x >= _SERIES_FROM
-    xl = jnp.where(large, x, jnp.full_like(x, _SERIES_FROM))
-    inv_sq = 1.0 / (xl * xl)
+    inv = 1.0 / jnp.where(large, x, jnp.full_like(x, _SERIES_FROM))
+    inv_sq = inv * inv
     series = jnp.zeros_like(x)
     for c in reversed(_STIRLING_COEFFS):
         series = series * inv_sq + c
-    series = series / xl
+    series = series * inv
     xs = jnp.where(large, jnp.ones_like(x), x)
     if counts:
-        index = jnp.clip(xs, 0, len(_STIRLERR_TABLE) - 1).astype(jnp.int32)
-        small = jnp.asarray(_STIRLERR_TABLE, x.dtype)[index]
+        small = jnp.full_like(x, _STIRLERR_TABLE[-1])
+        for k in range(len(_STIRLERR_TABLE) - 2, 0, -1):
+            small = jnp.where(xs == k, jnp.asarray(_STIRLERR_TABLE[k], x.dtype), small)
     else:
         small = jax.scipy.special.gammaln(xs + 1) - (xs + 0.5) * jnp.log(xs) + xs - numerics.HALF_LOG_2PI
     return jnp.where(large, series, small)
@@ -123,17 +125,22 @@ def stirlerr_static(n: int) -> float:
     return series / n
 
 
-def log_ratio(x: jax.Array, log_m: jax.Array) -> jax.Array:
+def log_ratio(x: jax.Array, log_m: jax.Array, m: jax.Array | None = None) -> jax.Array:
     """``log(x / m)`` for x > 0 given ``log m``, accurate to a few ulps even when x ~ m is large.
 
     ``log(x) - log_m`` carries the rounding of ``log x`` (eps * log x, 3e-15 at x = 1e6); where
     the ratio is within e^(+-1/2) of 1 it is ``log(x exp(-log_m))`` instead, two roundings of a
-    number near 1.
+    number near 1. A caller that already holds ``m = exp(log_m)`` passes it: the ratio is then
+    ``x / m``, the same two roundings for a division instead of an exp (non-differentiable callers
+    only: a ratio that overflows in the branch not taken would send NaN through a gradient).
     """
     far = jnp.log(x) - log_m
     near = jnp.abs(far) < 0.5
-    # double where: away from 1 the ratio x exp(-log_m) could overflow; there it is replaced by 1.
-    ratio = x * jnp.exp(-jnp.where(near, log_m, jnp.log(x)))
+    if m is None:
+        # double where: away from 1 the ratio x exp(-log_m) could overflow; there it is replaced by 1.
+        ratio = x * jnp.exp(-jnp.where(near, log_m, jnp.log(x)))
+    else:
+        ratio = x / m
     return jnp.where(near, jnp.log(ratio), far)
 
 
@@ -148,16 +155,18 @@ def bd0(x: jax.Array, t: jax.Array, m: jax.Array) -> jax.Array:
     """The deviance term ``x log(x/m) + m - x >= 0``, given ``t = log(x/m)`` and m.
 
     Identity: with m = x e^(-t), ``x t + m - x = x (e^(-t) - 1 + t) = x expm1mx(-t)``, which keeps
-    full relative accuracy at x ~ m (where it is ~x t^2 / 2). For t < -1 (m > e x) it is
-    ``m - x (1 - t)``, which cannot overflow through m / x and cancels at most a factor 4. x = 0
-    gives m (``t`` is ignored there). Callers pass m computed directly (``n sigmoid(-z)``, not
-    ``exp(log n + log_sigmoid(-z))``), so a term of 1e-29 keeps its digits.
+    full relative accuracy at |t| <= 1 (near x ~ m it is ~x t^2 / 2; there the series of
+    ``expm1mx`` is used). Elsewhere it is ``m - x (1 - t)``, which needs no exp: for t > 1 it is
+    the sum of two positive terms ``m + x (t - 1)``, and for t < -1 (m > e x) it cannot overflow
+    through m / x and cancels at most a factor 4. x = 0 gives m (``t`` is ignored there). Callers
+    pass m computed directly (``n sigmoid(-z)``, not ``exp(log n + log_sigmoid(-z))``), so a term of
+    1e-29 keeps its digits.
     """
     positive = x > 0
-    near = positive & (t >= -1)
+    near = positive & (jnp.abs(t) <= 1)
     t_near = jnp.where(near, t, jnp.zeros_like(t))
     t_far = jnp.where(positive & ~near, t, jnp.zeros_like(t))
-    return jnp.where(near, x * numerics.expm1mx(-t_near), m - x * (1 - t_far))
+    return jnp.where(near, x * numerics.expm1mx_series(-t_near), m - x * (1 - t_far))
 
 
 def log_factorial_part(y: jax.Array) -> jax.Array:

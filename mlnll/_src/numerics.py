@@ -148,19 +148,24 @@ def mul_nonzero(weight: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.where(nonzero, weight * safe_x, jnp.zeros_like(safe_x))
 
 
+def expm1mx_series(x: jax.Array) -> jax.Array:
+    """``exp(x) - 1 - x`` for |x| <= 1 only: the Taylor series sum_{k>=2} x**k / k! in Horner form
+    (terms to k = 21, the first omitted below 1e-19 relative). Callers clamp x into [-1, 1]."""
+    series = jnp.zeros_like(x)
+    for c in reversed(_EXPM1MX_COEFFS):
+        series = series * x + c
+    return series * x * x
+
+
 def expm1mx(x: jax.Array) -> jax.Array:
     """``exp(x) - 1 - x`` with full relative accuracy near 0 (where it is ~x**2 / 2).
 
-    |x| <= 1: the Taylor series sum_{k>=2} x**k / k! in Horner form; elsewhere expm1(x) - x, which
-    no longer cancels. The series branch sees a clamped x (double where), so a huge x cannot send
-    an overflowing polynomial's NaN gradient through the branch that is not taken.
+    |x| <= 1: ``expm1mx_series``; elsewhere expm1(x) - x, which no longer cancels. The series
+    branch sees a clamped x (double where), so a huge x cannot send an overflowing polynomial's NaN
+    gradient through the branch that is not taken.
     """
     small = jnp.abs(x) <= 1
-    xs = jnp.where(small, x, jnp.zeros_like(x))
-    series = jnp.zeros_like(x)
-    for c in reversed(_EXPM1MX_COEFFS):
-        series = series * xs + c
-    series = series * xs * xs
+    series = expm1mx_series(jnp.where(small, x, jnp.zeros_like(x)))
     xl = jnp.where(small, jnp.ones_like(x), x)
     return jnp.where(small, series, jnp.expm1(xl) - xl)
 

@@ -33,8 +33,9 @@ def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
 def _log_pmf_value(log_rate: jax.Array, y: jax.Array) -> jax.Array:
     positive = y > 0
     ys = jnp.where(positive, y, jnp.ones_like(y))
-    t = cn.log_ratio(ys, log_rate)  # log(y / rate)
-    return -cn.log_factorial_part(y) - cn.bd0(y, t, jnp.exp(log_rate))
+    rate = jnp.exp(log_rate)
+    t = cn.log_ratio(ys, log_rate, rate)  # log(y / rate); value only (the jvp below is closed)
+    return -cn.log_factorial_part(y) - cn.bd0(y, t, rate)
 
 
 @jax.custom_jvp
