@@ -165,6 +165,35 @@ def test_normal_fixed_scale_grad(dtype):
     np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 4, atol=RTOL[dtype] * 1e-3)
 
 
+def test_normal_custom_jvp_matches_autodiff_of_plain_formula(dtype):
+    """Normal.log_prob differentiates through a closed-form custom_jvp: jax.grad in every argument
+    (targets included), jacfwd and hessian all equal autodiff of the plain formula."""
+    (loc, log_scale), y = _normal_inputs(jax.random.PRNGKey(12), dtype)
+    fam = mlnll.Normal()
+    f64 = lambda a: a.astype(jnp.float64)  # noqa: E731
+    ours = lambda a, b, c: jnp.sum(fam.log_prob((a, b), c))  # noqa: E731
+    plain = lambda a, b, c: jnp.sum(plain_normal((a, b), c))  # noqa: E731
+    got = jax.grad(ours, argnums=(0, 1, 2))(loc, log_scale, y)
+    want = jax.grad(plain, argnums=(0, 1, 2))(f64(loc), f64(log_scale), f64(y))
+    # d/dlog_scale = r^2 - 1 cancels near |r| = 1: its error is measured against r^2 + 1, the size
+    # of the terms that cancel (r itself carries a few roundings of the inputs).
+    r_sq = _f64(jnp.square((f64(y) - f64(loc)) * jnp.exp(-f64(log_scale))))
+    for g, w, size in zip(got, want, (np.abs(_f64(want[0])), r_sq + 1, np.abs(_f64(want[2])))):
+        assert g.dtype == dtype
+        assert np.all(np.abs(_f64(g) - _f64(w)) <= RTOL[dtype] * 8 * size), (g, w)
+    k = 5  # per-example second derivatives: jacfwd over jacrev of one example at a time
+    h_got = jax.vmap(jax.hessian(lambda p, c: fam.log_prob(p, c)))((loc[:k], log_scale[:k]), y[:k])
+    h_want = jax.vmap(jax.hessian(lambda p, c: plain_normal(p, c)))((f64(loc[:k]), f64(log_scale[:k])), f64(y[:k]))
+    for g, w in zip(jax.tree.leaves(h_got), jax.tree.leaves(h_want)):
+        # every entry is a product of r, r^2 and 1/scale^2 without cancellation
+        np.testing.assert_allclose(_f64(g), _f64(w), rtol=RTOL[dtype] * 8)
+    fixed = mlnll.Normal(scale=0.5)
+    np.testing.assert_allclose(
+        _f64(jax.jacfwd(lambda c: fixed.log_prob(loc, c))(y)),
+        _f64(jax.jacfwd(lambda c: plain_normal((f64(loc), jnp.log(0.5)), c))(f64(y))),
+        rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
+
+
 # -- Fisher information equals the expected Hessian of the plain formula --------------------------
 
 

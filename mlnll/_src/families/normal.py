@@ -9,12 +9,46 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from mlnll._src import numerics, validate
 
 # Gauss-Hermite rule: exact for polynomials of degree < 16 under exp(-x^2), so exact for the
 # expected Hessian of the Normal NLL, which is quadratic in y.
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(8)
+
+
+@jax.custom_jvp
+def normal_log_pdf(loc: jax.Array, log_scale: jax.Array, y: jax.Array) -> jax.Array:
+    """``-r^2/2 - log_scale - log(2 pi)/2`` with ``r = (y - loc) exp(-log_scale)`` (see the class).
+
+    ``(y - loc) * exp(-log_scale)`` rather than ``/ exp(log_scale)``: the scale itself never
+    overflows. A ``custom_jvp`` (``jacfwd`` and ``hessian`` keep working) whose tangent is the
+    closed form of the class docstring, ``(r/scale) d loc + (r^2 - 1) d log_scale - (r/scale) d y``:
+    XLA then keeps one [N] temporary where autodiff of this formula keeps two, and value + grad
+    runs in ~0.85x the plain formula's time on a CPU (benchmarks/).
+    """
+    r = (y - loc) * jnp.exp(-log_scale)
+    return -0.5 * jnp.square(r) - log_scale - numerics.HALF_LOG_2PI
+
+
+def _normal_log_pdf_jvp(primals, tangents):
+    loc, log_scale, y = primals
+    d_loc, d_log_scale, d_y = tangents
+    inv_scale = jnp.exp(-log_scale)
+    r = (y - loc) * inv_scale
+    value = -0.5 * jnp.square(r) - log_scale - numerics.HALF_LOG_2PI
+    out = jnp.zeros_like(value)
+    if not isinstance(d_loc, SymbolicZero):
+        out = out + (r * inv_scale) * d_loc  # d log p / d loc = r / scale
+    if not isinstance(d_log_scale, SymbolicZero):
+        out = out + (jnp.square(r) - 1) * d_log_scale  # d log p / d log_scale = r^2 - 1
+    if not isinstance(d_y, SymbolicZero):
+        out = out - (r * inv_scale) * d_y  # d log p / d y = -r / scale
+    return value, out
+
+
+normal_log_pdf.defjvp(_normal_log_pdf_jvp, symbolic_zeros=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +111,9 @@ class Normal:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log N(y; loc, scale)``, equal to scipy.stats.norm.logpdf."""
         loc, log_scale, y, dtype = self._prepare(outputs, targets)
-        # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
-        r = (y - loc) * jnp.exp(-log_scale)
-        return (-0.5 * jnp.square(r) - log_scale - numerics.HALF_LOG_2PI).astype(dtype)
+        if self.scale is not None:  # a fixed scale enters as a scalar, never as an [N] array
+            log_scale = jnp.asarray(math.log(self.scale), loc.dtype)
+        return normal_log_pdf(loc, log_scale, y).astype(dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``((loc - y) / scale^2, 1 - r^2)``; with a fixed scale, the first alone."""
