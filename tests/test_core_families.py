@@ -170,9 +170,9 @@ def test_normal_custom_jvp_matches_autodiff_of_plain_formula(dtype):
     (targets included), jacfwd and hessian all equal autodiff of the plain formula."""
     (loc, log_scale), y = _normal_inputs(jax.random.PRNGKey(12), dtype)
     fam = mlnll.Normal()
-    f64 = lambda a: a.astype(jnp.float64)  # noqa: E731
-    ours = lambda a, b, c: jnp.sum(fam.log_prob((a, b), c))  # noqa: E731
-    plain = lambda a, b, c: jnp.sum(plain_normal((a, b), c))  # noqa: E731
+    f64 = lambda a: a.astype(jnp.float64)
+    ours = lambda a, b, c: jnp.sum(fam.log_prob((a, b), c))
+    plain = lambda a, b, c: jnp.sum(plain_normal((a, b), c))
     got = jax.grad(ours, argnums=(0, 1, 2))(loc, log_scale, y)
     want = jax.grad(plain, argnums=(0, 1, 2))(f64(loc), f64(log_scale), f64(y))
     # d/dlog_scale = r^2 - 1 cancels near |r| = 1: its error is measured against r^2 + 1, the size
