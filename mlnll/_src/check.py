@@ -2,7 +2,9 @@
 
 ``check_grad(family, outputs, targets)`` compares
 
-* the closed-form ``family.grad`` with ``jax.grad`` of the summed ``-family.log_prob``;
+* the closed-form ``family.grad`` with ``jax.grad`` of the summed ``-family.log_prob`` (for a
+  family whose ``log_prob`` has a closed-form ``custom_jvp``, e.g. Categorical, Normal or Poisson,
+  the two share the derivation, and the finite differences below are the independent check);
 * in float64, the closed form with a fourth-order central finite difference along random
   directions (``jax.grad`` of the stable formula could share a mistake with it; differences can't);
 * ``family.fisher`` with the expected Hessian ``E_y[hessian(-log_prob)]``, the expectation taken
