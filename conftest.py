@@ -9,16 +9,16 @@ import jax
 import numpy as np
 import pytest
 
+from mlnll._src.verify.tolerances import TOLERANCES
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # Relative tolerances keyed by dtype, for comparisons against an oracle computed in float64
-# (scipy, mpmath, or autodiff of the plain formula in float64).
-RTOL = {
-    np.dtype("float64"): 1e-12,
-    np.dtype("float32"): 2e-6,
-}
+# (scipy, mpmath, or autodiff of the plain formula in float64): the "value" column of the one
+# tolerance table, mlnll._src.verify.tolerances (its docstring says how the entries are set).
+RTOL = {dtype: tol.value for dtype, tol in TOLERANCES.items()}
 
 
 @pytest.fixture(params=["float32", "float64"])

@@ -4,9 +4,9 @@ Pick the distribution of the target given the model's outputs; its negative log-
 loss. Every family has pure, jittable log-likelihoods and closed-form gradients checked by autodiff.
 """
 
-from mlnll._src.check import GradCheck as GradCheck
-from mlnll._src.check import check_grad as check_grad
-from mlnll._src.checked import checked as checked
+from mlnll._src.verify.check_grad import GradCheck as GradCheck
+from mlnll._src.verify.check_grad import check_grad as check_grad
+from mlnll._src.losses.checked import checked as checked
 from mlnll._src.families.bernoulli import Bernoulli as Bernoulli
 from mlnll._src.families.categorical import Categorical as Categorical
 from mlnll._src.families.normal import Normal as Normal
@@ -19,8 +19,8 @@ from mlnll._src.info import information_content as information_content
 from mlnll._src.info import kl_divergence as kl_divergence
 from mlnll._src.info import kl_divergence_with_logits as kl_divergence_with_logits
 from mlnll._src.mle import mle as mle
-from mlnll._src.nll import Loss as Loss
-from mlnll._src.nll import nll as nll
+from mlnll._src.losses.nll import Loss as Loss
+from mlnll._src.losses.nll import nll as nll
 
 # --- counts (Binomial, Geometric, Poisson, NegativeBinomial, Multinomial) ---
 from mlnll._src.families.binomial import Binomial as Binomial
@@ -46,8 +46,8 @@ from mlnll._src.families.exponential_family import ExponentialFamily as Exponent
 from mlnll._src.families.mixture_same_family import MixtureSameFamily as MixtureSameFamily
 from mlnll._src.families.multivariate_normal import MultivariateNormal as MultivariateNormal
 # --- speed (linear_categorical_nll, ...) ---
-from mlnll._src.fused import linear_categorical_nll as linear_categorical_nll
-from mlnll._src.sharding import vocab_parallel_linear_categorical_nll as vocab_parallel_linear_categorical_nll
+from mlnll._src.vocab.fused import linear_categorical_nll as linear_categorical_nll
+from mlnll._src.vocab.sharded import vocab_parallel_linear_categorical_nll as vocab_parallel_linear_categorical_nll
 
 __version__ = "0.1.0"
 

@@ -27,7 +27,7 @@ BAD_INPUTS = [
     ("Normal given three arrays", lambda: mlnll.nll(mlnll.Normal())((VEC, VEC, VEC), VEC),
      TypeError, "Normal outputs must be a tuple (loc, log_scale); got a tuple of length 3"),
     ("fixed-scale Normal given a tuple", lambda: mlnll.nll(mlnll.Normal(scale=2.0))((VEC, VEC), VEC),
-     TypeError, "Normal(scale=2.0) fixes the scale and takes loc alone as outputs; got a tuple of length 2"),
+     TypeError, "Normal(scale=2.0) fixes log_scale and takes loc alone as outputs; got a tuple of length 2"),
     ("label batch does not fit", lambda: mlnll.nll(mlnll.Categorical())(Z, jnp.zeros((3,), jnp.int32)),
      ValueError, "Categorical: shapes do not broadcast: outputs[..., :-1] (batch) shape (4,), targets (labels) shape (3,)."),
     ("Bernoulli shapes do not fit", lambda: mlnll.nll(mlnll.Bernoulli())(VEC, jnp.zeros((3,), F32)),

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mlnll
 from conftest import RTOL
-from mlnll._src.check import expected_hessian
+from mlnll._src.verify.check_grad import expected_hessian
 
 N = 16
+F64 = np.dtype("float64")
 C = 5
 
 
@@ -337,3 +340,22 @@ def test_bfloat16_is_computed_in_float32_and_returned_in_bfloat16():
     assert got.dtype == jnp.bfloat16
     want = mlnll.Categorical().log_prob(z.astype(jnp.bfloat16).astype(jnp.float32), y)
     np.testing.assert_allclose(_f64(got), _f64(want), rtol=2**-8)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), temperature=st.floats(0.1, 20.0))
+def test_categorical_information_identities(seed, temperature):
+    kp, kq, ky = jax.random.split(jax.random.PRNGKey(seed), 3)
+    zp = temperature * jax.random.normal(kp, (8, 6), F64)
+    zq = temperature * jax.random.normal(kq, (8, 6), F64)
+    fam = mlnll.Categorical()
+    p = jax.nn.softmax(zp)
+    # CE = H + KL, H <= log C, KL >= 0.
+    np.testing.assert_allclose(
+        mlnll.cross_entropy_with_logits(p, zq), fam.entropy(zp) + fam.kl(zp, zq), rtol=1e-10, atol=1e-12
+    )
+    assert np.all(np.asarray(fam.entropy(zp)) <= math.log(6) + 1e-12)
+    assert np.all(np.asarray(fam.kl(zp, zq)) >= 0)
+    # The gradient sums to 0 over classes: softmax and onehot both sum to 1.
+    g = fam.grad(zp, jax.random.randint(ky, (8,), 0, 6))
+    np.testing.assert_allclose(jnp.sum(g, axis=-1), 0.0, atol=1e-15)

@@ -24,7 +24,7 @@ import scipy.stats
 
 import mlnll
 from conftest import RTOL
-from mlnll._src.check import expected_hessian
+from mlnll._src.verify.check_grad import expected_hessian
 from mlnll._src.families.multinomial import compositions
 
 N = 16

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import mlnll
-from mlnll._src import fused
+from mlnll._src.vocab import fused
 
 N, D, V = 24, 8, 300
 

@@ -30,7 +30,7 @@ import scipy.stats
 from conftest import RTOL
 from mlnll._src import gamma_bessel
 from mlnll._src.cases import CASES as ALL_CASES  # (imports cases_positive after Case exists)
-from mlnll._src.check import expected_hessian
+from mlnll._src.verify.check_grad import expected_hessian
 from mlnll._src.families.beta import Beta
 from mlnll._src.families.dirichlet import Dirichlet
 from mlnll._src.families.exponential import Exponential

@@ -26,7 +26,7 @@ import scipy.special
 import scipy.stats
 
 from conftest import RTOL
-from mlnll._src.check import check_grad
+from mlnll._src.verify.check_grad import check_grad
 from mlnll._src.families.cauchy import Cauchy
 from mlnll._src.families.laplace import Laplace
 from mlnll._src.families.log_normal import LogNormal

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mlnll._src.case import Case
+from mlnll._src.verify.case import Case
 from mlnll._src.families.binomial import Binomial
 from mlnll._src.families.geometric import Geometric
 from mlnll._src.families.multinomial import Multinomial, compositions

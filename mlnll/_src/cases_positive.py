@@ -24,9 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import special
 
-from mlnll._src import gamma_bessel
-from mlnll._src.case import Case
-from mlnll._src.check import _closed_grad
+from mlnll._src import numerics
+from mlnll._src.verify.case import Case
 from mlnll._src.families.beta import Beta
 from mlnll._src.families.dirichlet import Dirichlet
 from mlnll._src.families.exponential import Exponential
@@ -61,11 +60,11 @@ def _well_conditioned(family, outputs, draws, dtype, move_targets=_scaled):
     leaves, tree = jax.tree.flatten(outputs)
     bad = []
     for y in draws:
-        g0 = jax.tree.leaves(_closed_grad(family, outputs, y))
+        g0 = jax.tree.leaves(family.grad(outputs, y))
         worse = jnp.zeros((n,), bool)
         for signs in ((1.0, 1.0, 1.0), (1.0, -1.0, 1.0), (-1.0, 1.0, -1.0)):
             moved = tree.unflatten([x + s * DELTA for x, s in zip(leaves, signs)])
-            for before, after in zip(g0, jax.tree.leaves(_closed_grad(family, moved, move_targets(y, signs[1])))):
+            for before, after in zip(g0, jax.tree.leaves(family.grad(moved, move_targets(y, signs[1])))):
                 change = jnp.abs(after - before) > KAPPA[np.dtype(dtype)] * DELTA * jnp.abs(before)
                 worse = worse | jnp.any(change.reshape(n, -1), axis=-1)
         bad.append(worse)
@@ -181,7 +180,7 @@ def _von_mises_random(key, dtype, n):
     loc = jax.random.normal(kl, (n,), F64)
     log_k = (1.5 if _f32(dtype) else 2.0) * jax.random.normal(kk, (n,), F64)
     # The wrapped Cauchy with VonMises' mean resultant length rho = I1(k)/I0(k), by its inverse CDF.
-    b = gamma_bessel.bessel_ratio_complement(jnp.exp(log_k))
+    b = numerics.bessel_ratio_complement(jnp.exp(log_k))
     u = jax.random.uniform(ky, (CANDIDATES, n), F64, -1.0, 1.0)
     theta = 2 * jnp.arctan((b / (2 - b))[None] * jnp.tan(0.5 * math.pi * u))
     y = _well_conditioned(VonMises(), (loc, log_k), loc[None] + theta, dtype)

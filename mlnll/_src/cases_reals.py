@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mlnll._src.case import Case
+from mlnll._src.verify.case import Case
 from mlnll._src.families.cauchy import Cauchy
 from mlnll._src.families.laplace import Laplace
 from mlnll._src.families.log_normal import LogNormal

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlnll._src.case import Case
+from mlnll._src.verify.case import Case
 from mlnll._src.families import exponential_family
 from mlnll._src.families.mixture_same_family import MixtureSameFamily
 from mlnll._src.families.multivariate_normal import MultivariateNormal, cholesky_factor

@@ -1,14 +1,16 @@
-"""The protocol every output distribution ("family") conforms to.
+"""The protocol every output distribution ("family") conforms to, and the one its loss options do.
 
 A family is a frozen, hashable dataclass that holds only static options; all of its methods are
 pure functions of arrays, so a family can be closed over or passed as a static argument to ``jit``.
-There is no base class: shared behaviour lives in plain functions (``numerics``, ``validate``).
+There is no base class: shared behaviour lives in plain functions (``numerics``, ``validate``,
+``unpack``). ``nll``, ``checked``, ``check_grad`` and ``python -m mlnll check`` ask a family only
+through this protocol, so a family written by a user works wherever a built-in one does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 
@@ -31,15 +33,24 @@ class Family(Protocol):
       flatten the outputs (tuple entries in order, event axes row-major) into P numbers; the
       result has shape ``batch + (P, P)``, or ``batch`` when P = 1.
 
-    Optional methods, used where a family has them:
+    A method without a closed form raises ``NotImplementedError`` saying so. Optional methods,
+    used where a family has them:
 
     * ``expectation_nodes(outputs) -> (nodes, weights)``: an exact (or quadrature) rule for
       ``E_y[f(y)]``: nodes ``[K, *batch, *event]`` of targets and weights ``[K, *batch]``. The check
-      uses it to compare ``fisher`` with the expected Hessian.
+      uses it to compare ``fisher`` with the expected Hessian (``score_nodes``, the same rule, for a
+      family whose Hessian autodiff cannot see, compares it with ``E[grad grad^T]``).
     * ``constant_terms(targets)``: the terms of ``log_prob`` that depend on the targets (and static
       options) only, e.g. ``-log(2 pi)/2`` for Normal or ``-log(y!)`` for Poisson; shape = targets'
-      batch shape. ``nll(..., drop_constants=True)`` subtracts it; gradients are unchanged.
+      batch shape. ``nll(..., drop_constants=True)`` leaves them out; gradients are unchanged.
     * ``mle(targets, *, axis=0)``: the outputs at the closed-form maximum-likelihood estimate.
+    * ``loss_options(**options) -> LossOptions``: the family's own ``nll`` options (validated,
+      frozen); ``nll(family, **options)`` calls it. A family without it takes no options.
+    * ``value_checks(outputs, targets, options) -> Sequence[ValueCheck]``: what ``checked()`` tests
+      before computing the loss (``losses.checks`` has the shared pieces); without it, non-finite
+      outputs and targets outside the support.
+    * ``check_cases()`` (a classmethod): the family's rows of the check table, a tuple of
+      ``verify.case.Case``.
     """
 
     def log_prob(self, outputs: Outputs, targets: Targets) -> jax.Array: ...
@@ -57,3 +68,30 @@ class Family(Protocol):
     def kl(self, outputs_p: Outputs, outputs_q: Outputs) -> jax.Array: ...
 
     def fisher(self, outputs: Outputs) -> jax.Array: ...
+
+
+class PerExample(NamedTuple):
+    """A loss option's per-example terms.
+
+    ``loss``: the per-example loss in the accumulation dtype, ``inf`` where the target is outside
+    the support. ``norm``: each example's weight in the denominator of the mean (None: 1).
+    ``keep``: the examples the option keeps (None: all), e.g. not ``ignore_index``.
+    """
+
+    loss: jax.Array
+    norm: jax.Array | None = None
+    keep: jax.Array | None = None
+
+
+@runtime_checkable
+class LossOptions(Protocol):
+    """A family's ``nll`` options, as returned by ``family.loss_options(**options)``.
+
+    Frozen and hashable (a ``Loss`` holds it and may be a static argument of ``jit``), validated
+    when built (a wrong value raises naming it). ``per_example`` gives the loss terms and
+    ``per_example_grad`` their closed-form gradient with respect to the outputs (same tree).
+    """
+
+    def per_example(self, outputs: Outputs, targets: Targets) -> PerExample: ...
+
+    def per_example_grad(self, outputs: Outputs, targets: Targets) -> Outputs: ...

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import numerics, validate
+import numpy as np
+
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.family import PerExample
+from mlnll._src.losses import checks
+from mlnll._src.losses import options as check
+from mlnll._src.verify.case import Case, ScipyReference
 
 
-def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
+_NAMES = ("logits",)
+
+
+def _logits(outputs, family: str = "Bernoulli") -> tuple[jax.Array, np.dtype]:
+    p = unpack.unpack(outputs, family=family, names=_NAMES)
+    return p.logits, p.dtype
+
+
+def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
     """Validated ``(logits, targets)`` in the accumulation dtype, broadcast, and the result dtype."""
-    z = validate.float_outputs(outputs, where="Bernoulli outputs (logits)")
-    y = validate.numeric_targets(targets, where="Bernoulli targets")
-    shape = validate.broadcast_shapes("Bernoulli", [("outputs", z.shape), ("targets", y.shape)])
-    (z,), dtype = numerics.upcast(z)
-    return jnp.broadcast_to(z, shape), jnp.broadcast_to(y.astype(z.dtype), shape), dtype
-
-
-def _logits(outputs) -> tuple[jax.Array, jnp.dtype]:
-    z = validate.float_outputs(outputs, where="Bernoulli outputs (logits)")
-    (z,), dtype = numerics.upcast(z)
-    return z, dtype
+    p, y = unpack.with_targets(unpack.unpack(outputs, family="Bernoulli", names=_NAMES), targets, family="Bernoulli")
+    return p.logits, y, p.dtype
 
 
 def _in_support(y: jax.Array) -> jax.Array:
@@ -90,26 +96,15 @@ class Bernoulli:
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = p (log p - log q) + (1 - p)(log(1 - p) - log(1 - q)), from logits.
 
-        With d = z_p - z_q this equals ``p d - softplus(z_p) + softplus(z_q)`` (the Bregman
-        divergence of softplus). For |d| < 1 it is evaluated as
-        ``p expm1mx(-d) + log1pmx(p expm1(-d))`` (softplus(z_q) - softplus(z_p) =
-        log1p(p expm1(-d))), both terms O(d^2), so a tiny KL keeps its relative accuracy; by the
-        symmetry KL(p || q) = KL(1 - p || 1 - q) the logits are flipped so that p <= 1/2 there.
+        It equals ``softplus(z_q) - softplus(z_p) - p (z_q - z_p)``, the Bregman divergence of
+        softplus, evaluated by ``numerics.bernoulli_kl``: O(d^2)-exact for close logits (a tiny KL
+        keeps its relative accuracy), finite at every pair of finite logits.
         """
-        zp = validate.float_outputs(outputs_p, where="Bernoulli.kl outputs_p (logits)")
-        zq = validate.float_outputs(outputs_q, where="Bernoulli.kl outputs_q (logits)")
+        zp, _ = _logits(outputs_p, "Bernoulli.kl p")
+        zq, _ = _logits(outputs_q, "Bernoulli.kl q")
         shape = validate.broadcast_shapes("Bernoulli.kl", [("outputs_p", zp.shape), ("outputs_q", zq.shape)])
         (zp, zq), dtype = numerics.upcast(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
-        log_p, log_1mp = numerics.log_sigmoid(zp), numerics.log_sigmoid(-zp)
-        log_q, log_1mq = numerics.log_sigmoid(zq), numerics.log_sigmoid(-zq)
-        direct = jax.nn.sigmoid(zp) * (log_p - log_q) + jax.nn.sigmoid(-zp) * (log_1mp - log_1mq)
-        # Near d = 0: flip so that p <= 1/2, then the cancellation-free O(d^2) form.
-        flip = jnp.where(zp > 0, -jnp.ones_like(zp), jnp.ones_like(zp))
-        close = jnp.abs(zp - zq) < 1
-        d = jnp.where(close, (zp - zq) * flip, jnp.zeros_like(zp))
-        p_small = jax.nn.sigmoid(zp * flip)
-        near = p_small * numerics.expm1mx(-d) + numerics.log1pmx(p_small * jnp.expm1(-d))
-        return jnp.where(close, near, direct).astype(dtype)
+        return numerics.bernoulli_kl(zp, zq).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``p (1 - p)``, computed as ``sigmoid(z) sigmoid(-z)`` (no cancellation near p = 1)."""
@@ -136,3 +131,138 @@ class Bernoulli:
         y = validate.numeric_targets(targets, where="Bernoulli.mle targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         return jnp.log(jnp.sum(y, axis=axis)) - jnp.log(jnp.sum(1 - y, axis=axis))
+
+    # -- loss options, value checks and check cases ---------------------------------------------
+
+    def loss_options(self, **kwargs) -> BernoulliOptions:
+        """``nll(Bernoulli(), ...)``'s options (see ``BernoulliOptions``), validated."""
+        return check.build(BernoulliOptions, "Bernoulli", kwargs)
+
+    def value_checks(self, outputs, targets, loss_options=None) -> list[checks.ValueCheck]:
+        """For ``checked()``: NaN or +inf logits (-inf is a probability of 0) and targets outside [0, 1]."""
+        return [*checks.finite_outputs(outputs, allow_neg_inf=True), checks.in_support(self, outputs, targets)]
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """Rows of the check table: 0/1 labels and probabilities as targets, random and extreme logits."""
+        return (
+            Case("Bernoulli", cls(), _labels_random, _labels_extreme,
+                 scipy=ScipyReference(_scipy_dist, discrete=True), plain_log_prob=_plain_log_prob),
+            Case("Bernoulli (soft)", cls(), _soft_random, _soft_extreme, plain_log_prob=_plain_log_prob),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class BernoulliOptions:
+    r"""The options of ``nll(Bernoulli(), ...)``: ``pos_weight``, ``label_smoothing``, ``focal_gamma``.
+
+    One formula covers every combination. With ``p = sigmoid(z)``, the smoothed target
+    ``y' = (1 - alpha) y + alpha / 2`` (alpha spread over the two classes), ``a = pos_weight * y'``,
+    ``b = 1 - y'`` and gamma = ``focal_gamma``:
+    
+        L = -a (1 - p)^gamma log p  -  b p^gamma log(1 - p)
+    
+    which is torch's ``BCEWithLogitsLoss(pos_weight=...)`` at gamma = alpha = 0, and the focal loss of
+    Lin et al. (2017) without its alpha balancing (pos_weight plays that role) at 0/1 targets.
+    
+    Gradient. ``dp/dz = p (1 - p)``, ``d log p/dz = 1 - p``, ``d log(1 - p)/dz = -p``, so
+    ``d[(1-p)^gamma log p]/dz = (1-p)^gamma [(1 - p) - gamma p log p]`` and
+    ``d[p^gamma log(1-p)]/dz = p^gamma [gamma (1 - p) log(1 - p) - p]``, giving
+    
+        dL/dz = b p^gamma [p - gamma (1 - p) log(1 - p)] - a (1 - p)^gamma [(1 - p) - gamma p log p],
+    
+    which is ``(1 - y') p - pos_weight y' (1 - p)`` at gamma = 0 (``sigmoid(z) - y`` when pos_weight = 1).
+    ``(1 - p)^gamma`` is computed as ``exp(gamma log_sigmoid(-z))``: its derivative stays finite where
+    1 - p underflows to 0, unlike ``pow``'s ``gamma x^(gamma - 1)``.
+    """
+
+    pos_weight: float | tuple[float, ...] | None = None
+    label_smoothing: float = 0.0
+    focal_gamma: float = 0.0
+
+    def __post_init__(self):
+        set_ = functools.partial(object.__setattr__, self)
+        set_("pos_weight", check.nonnegative_weights("pos_weight", self.pos_weight, scalar_ok=True,
+                                                     shape_rule="a number or a 1-D array over the last axis"))
+        set_("label_smoothing", check.fraction("label_smoothing", self.label_smoothing))
+        set_("focal_gamma", check.nonnegative("focal_gamma", self.focal_gamma))
+
+    def _pos_weight(self, shape: tuple[int, ...], dtype) -> jax.Array:
+        weight = self.pos_weight
+        if weight is None:
+            return jnp.ones(shape, dtype)
+        if isinstance(weight, tuple) and (not shape or shape[-1] != len(weight)):
+            raise ValueError(
+                f"pos_weight has length {len(weight)}; it must match the last axis of the outputs (shape {shape})."
+            )
+        return jnp.broadcast_to(jnp.asarray(weight, dtype), shape)
+
+    def _coefficients(self, outputs, targets):
+        """``(z, a, b, valid)``: logits and the weights of log p and log(1 - p)."""
+        z, y, _ = _prepare(outputs, targets)
+        alpha = self.label_smoothing
+        y_smooth = (1 - alpha) * y + alpha / 2 if alpha else y
+        return z, self._pos_weight(z.shape, z.dtype) * y_smooth, 1 - y_smooth, _in_support(y)
+
+    def per_example(self, outputs, targets) -> PerExample:
+        """The per-example loss; inf where the target is outside [0, 1]."""
+        z, a, b, valid = self._coefficients(outputs, targets)
+        gamma = self.focal_gamma
+        log_p, log_1mp = numerics.log_sigmoid(z), numerics.log_sigmoid(-z)
+        # (1 - p)^gamma = exp(gamma log(1 - p)) and p^gamma = exp(gamma log p): finite derivatives.
+        pos = a * jnp.exp(gamma * log_1mp) if gamma else a
+        neg = b * jnp.exp(gamma * log_p) if gamma else b
+        loss = -(numerics.mul_nonzero(pos, log_p) + numerics.mul_nonzero(neg, log_1mp))
+        return PerExample(jnp.where(valid, loss, jnp.inf))
+
+    def per_example_grad(self, outputs, targets) -> jax.Array:
+        """Closed-form dL/dz per example (NaN where the target is invalid)."""
+        z, a, b, valid = self._coefficients(outputs, targets)
+        gamma = self.focal_gamma
+        p, one_minus_p = jax.nn.sigmoid(z), jax.nn.sigmoid(-z)
+        if gamma:
+            log_p, log_1mp = numerics.log_sigmoid(z), numerics.log_sigmoid(-z)
+            neg = b * jnp.exp(gamma * log_p) * (p - gamma * one_minus_p * log_1mp)
+            pos = a * jnp.exp(gamma * log_1mp) * (one_minus_p - gamma * p * log_p)
+        else:
+            neg, pos = b * p, a * one_minus_p
+        return jnp.where(valid, neg - pos, jnp.nan)
+
+
+# -- check cases: logits up to ±3e38, against scipy and the textbook formula -----------------------
+
+
+def _plain_log_prob(z, y):
+    """``y log p + (1 - y) log(1 - p)``, ``p = 1 / (1 + exp(-z))``: the textbook formula."""
+    p = 1 / (1 + jnp.exp(-z))
+    return y * jnp.log(p) + (1 - y) * jnp.log(1 - p)
+
+
+def _scipy_dist(z):
+    import scipy.special
+    import scipy.stats
+
+    return scipy.stats.bernoulli(scipy.special.expit(z))
+
+
+def _labels_random(key, dtype, n):
+    kz, ky = jax.random.split(key)
+    return 3 * jax.random.normal(kz, (n,), dtype), jax.random.bernoulli(ky, 0.5, (n,)).astype(dtype)
+
+
+def _soft_random(key, dtype, n):
+    kz, ky = jax.random.split(key)
+    return 3 * jax.random.normal(kz, (n,), dtype), jax.random.uniform(ky, (n,), dtype)
+
+
+_EXTREME_LOGITS = (20.0, -20.0, 1e4, -1e4, 3e38, -3e38, 3e38, -3e38, 0.0)
+
+
+def _labels_extreme(dtype):
+    y = (1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0)
+    return jnp.array(_EXTREME_LOGITS, dtype), jnp.array(y, dtype)
+
+
+def _soft_extreme(dtype):
+    y = (1.0, 0.0, 0.999, 0.5, 1e-30, 0.0, 0.3, 1.0, 0.3)
+    return jnp.array(_EXTREME_LOGITS, dtype), jnp.array(y, dtype)

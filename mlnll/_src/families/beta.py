@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import gamma_bessel, numerics, validate
+from mlnll._src import numerics, validate
 
 # The expectation rule: N trapezoid nodes in s, where logit(y) = log(a/b) + c sinh(s) (a sinc
 # rule); c = min(1, sqrt(1/a + 1/b)) is the spread of logit(y), and s spans the logits whose weight
@@ -61,9 +61,9 @@ def _saddle_terms(log_a, log_b, log_y, log_1my):
 
 def _log_density(log_a, a, b, n, log_q, u1, u2, y, one_minus_y, log_y, log_1my):
     """``(a - 1) log y + (b - 1) log(1 - y) - log B(a, b)`` in the saddle-point form (see ``Beta``)."""
-    deviance = gamma_bessel.scaled_expm1mx(a, u1, n * y) + gamma_bessel.scaled_expm1mx(b, u2, n * one_minus_y)
-    stirling = (gamma_bessel.stirling_remainder(a) + gamma_bessel.stirling_remainder(b)
-                - gamma_bessel.stirling_remainder(n))
+    deviance = numerics.scaled_expm1mx(a, u1, n * y) + numerics.scaled_expm1mx(b, u2, n * one_minus_y)
+    stirling = (numerics.stirling_remainder(a) + numerics.stirling_remainder(b)
+                - numerics.stirling_remainder(n))
     return -deviance + 0.5 * (log_a + log_q) - log_y - log_1my - numerics.HALF_LOG_2PI - stirling
 
 
@@ -108,9 +108,9 @@ class Beta:
         """Closed form ``(-a u1 - q/2 + a (delta'(a) - delta'(n)), -b u2 - p/2 + b (delta'(b) - delta'(n)))``."""
         log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
         a, b, n, log_p, log_q, u1, u2 = _saddle_terms(log_a, log_b, jnp.log(y), _log1m(y))
-        dn = gamma_bessel.stirling_remainder_grad(n)
-        d_log_a = -a * u1 - 0.5 * jnp.exp(log_q) + a * (gamma_bessel.stirling_remainder_grad(a) - dn)
-        d_log_b = -b * u2 - 0.5 * jnp.exp(log_p) + b * (gamma_bessel.stirling_remainder_grad(b) - dn)
+        dn = numerics.stirling_remainder_grad(n)
+        d_log_a = -a * u1 - 0.5 * jnp.exp(log_q) + a * (numerics.stirling_remainder_grad(a) - dn)
+        d_log_b = -b * u2 - 0.5 * jnp.exp(log_p) + b * (numerics.stirling_remainder_grad(b) - dn)
         nan = jnp.full_like(u1, jnp.nan)
         return jnp.where(valid, d_log_a, nan).astype(dtype), jnp.where(valid, d_log_b, nan).astype(dtype)
 
@@ -146,7 +146,7 @@ class Beta:
         log_a, log_b, dtype = _outputs(outputs)
         a, b = jnp.exp(log_a), jnp.exp(log_b)
         n = a + b
-        s, ds = gamma_bessel.stirling_remainder, gamma_bessel.stirling_remainder_grad
+        s, ds = numerics.stirling_remainder, numerics.stirling_remainder_grad
         h = (numerics.HALF_LOG_2PI + 0.5 * (log_a + log_b) - 1.5 * jnp.logaddexp(log_a, log_b) + 0.5
              - 0.5 / a - 0.5 / b + 1 / n + s(a) + s(b) - s(n) - (a - 1) * ds(a) - (b - 1) * ds(b) + (n - 2) * ds(n))
         return h.astype(dtype)
@@ -162,7 +162,7 @@ class Beta:
         shape = validate.broadcast_shapes("Beta.kl", [("outputs_p", la_p.shape), ("outputs_q", la_q.shape)])
         broadcast = (jnp.broadcast_to(x, shape) for x in (la_p, lb_p, la_q, lb_q))
         (la_p, lb_p, la_q, lb_q), dtype = numerics.upcast(*broadcast)
-        breg = gamma_bessel.gammaln_bregman
+        breg = numerics.gammaln_bregman
         kl = breg(la_q, la_p) + breg(lb_q, lb_p) - breg(jnp.logaddexp(la_q, lb_q), jnp.logaddexp(la_p, lb_p))
         return kl.astype(dtype)
 
@@ -175,9 +175,9 @@ class Beta:
         log_a, log_b, dtype = _outputs(outputs)
         a, b = jnp.exp(log_a), jnp.exp(log_b)
         n = a + b
-        off = -jax.nn.sigmoid(log_a - log_b) * jax.nn.sigmoid(log_b - log_a) * gamma_bessel.scaled_trigamma(n)
-        f_aa = gamma_bessel.scaled_trigamma_difference(a, b)
-        f_bb = gamma_bessel.scaled_trigamma_difference(b, a)
+        off = -jax.nn.sigmoid(log_a - log_b) * jax.nn.sigmoid(log_b - log_a) * numerics.scaled_trigamma(n)
+        f_aa = numerics.scaled_trigamma_difference(a, b)
+        f_bb = numerics.scaled_trigamma_difference(b, a)
         return jnp.stack([jnp.stack([f_aa, off], -1), jnp.stack([off, f_bb], -1)], -2).astype(dtype)
 
     def constant_terms(self, targets) -> jax.Array:
@@ -208,7 +208,7 @@ class Beta:
         log_y, log_1my = numerics.log_sigmoid(x), numerics.log_sigmoid(-x)
         aa, bb, n, _, _, u1, u2 = _saddle_terms(log_a[None], log_b[None], log_y, log_1my)
         y, one_minus_y = jax.nn.sigmoid(x), jax.nn.sigmoid(-x)
-        deviance = gamma_bessel.scaled_expm1mx(aa, u1, n * y) + gamma_bessel.scaled_expm1mx(bb, u2, n * one_minus_y)
+        deviance = numerics.scaled_expm1mx(aa, u1, n * y) + numerics.scaled_expm1mx(bb, u2, n * one_minus_y)
         log_w = -deviance + jnp.log(jnp.cosh(s))
         log_w = jnp.where((y > 0) & (y < 1), log_w, -jnp.inf)
         w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import count_numerics as cn
 from mlnll._src import numerics, validate
 
 
@@ -22,7 +21,7 @@ def _logits(outputs) -> tuple[jax.Array, jnp.dtype]:
 def binomial_log_pmf(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
     """``log C(n, y) + y log_sigmoid(z) + (n - y) log_sigmoid(-z)`` for valid counts 0 <= y <= n."""
     log_p, log_q = numerics.log_sigmoid(z), numerics.log_sigmoid(-z)
-    return cn.binomial_log_pmf(y, n, log_p, log_q, jax.nn.sigmoid(z), jax.nn.sigmoid(-z))
+    return numerics.binomial_log_pmf(y, n, log_p, log_q, jax.nn.sigmoid(z), jax.nn.sigmoid(-z))
 
 
 def _log_binomial_coefficient(y: jax.Array, n: int) -> jax.Array:
@@ -35,10 +34,10 @@ def _log_binomial_coefficient(y: jax.Array, n: int) -> jax.Array:
         return jnp.zeros_like(y)
     counts = jnp.stack([y, n - y], axis=-1)
     positive = counts > 0
-    shares = cn.log_share(jnp.where(positive, counts, jnp.full_like(counts, n)), n)
+    shares = numerics.log_share(jnp.where(positive, counts, jnp.full_like(counts, n)), n)
     entropy_part = -jnp.sum(numerics.mul_nonzero(counts, shares), axis=-1)  # -sum y log(y/n), 0 log 0 = 0
-    head = cn.stirlerr_static(n) + 0.5 * (cn.LOG_2PI + math.log(n))
-    coefficient = head - jnp.sum(cn.log_factorial_part(counts), axis=-1) + entropy_part
+    head = numerics.stirlerr_static(n) + 0.5 * (numerics.LOG_2PI + math.log(n))
+    coefficient = head - jnp.sum(numerics.log_factorial_part(counts), axis=-1) + entropy_part
     # y = 0 or n: C(n, y) = 1 exactly, not a rounding of head - log_factorial_part(n).
     return jnp.where((y == 0) | (y == n), jnp.zeros_like(coefficient), coefficient)
 
@@ -53,7 +52,7 @@ class Binomial:
 
     Density, with ``p = sigmoid(z)``:
     ``log p(y) = log C(n, y) + y log_sigmoid(z) + (n - y) log_sigmoid(-z)``.
-    It is evaluated in Loader's saddle-point form (``count_numerics.multinomial_log_pmf`` with the
+    It is evaluated in Loader's saddle-point form (``numerics.multinomial_log_pmf`` with the
     two classes y and n - y), whose terms share one sign; the textbook form loses 5 digits at
     n = 1e6 (scipy's logpmf is off by ~1e-10 relative there).
 
@@ -69,7 +68,7 @@ class Binomial:
     total_count: int
 
     def __post_init__(self):
-        object.__setattr__(self, "total_count", cn.check_total_count("Binomial", self.total_count))
+        object.__setattr__(self, "total_count", numerics.check_total_count("Binomial", self.total_count))
 
     def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
         z, dtype = _logits(outputs)
@@ -78,7 +77,7 @@ class Binomial:
         return jnp.broadcast_to(z, shape), jnp.broadcast_to(y.astype(z.dtype), shape), dtype
 
     def _valid(self, y: jax.Array) -> jax.Array:
-        return cn.is_count(y) & (y <= self.total_count)
+        return numerics.is_count(y) & (y <= self.total_count)
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.binom.logpmf."""
@@ -129,7 +128,7 @@ class Binomial:
             # 0 log 0 = 0: a count of probability 0 (underflow) adds nothing.
             return -numerics.mul_nonzero(jnp.exp(lp), lp)
 
-        return cn.sum_over_counts(terms, self.total_count, z.dtype).astype(dtype)
+        return numerics.sum_over_counts(terms, self.total_count, z.dtype).astype(dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = ``n KL_Bernoulli(p || q)``, accurate when the two logits are close."""
@@ -137,7 +136,7 @@ class Binomial:
         zq = validate.float_outputs(outputs_q, where="Binomial.kl outputs_q (logits)")
         shape = validate.broadcast_shapes("Binomial.kl", [("outputs_p", zp.shape), ("outputs_q", zq.shape)])
         (zp, zq), dtype = numerics.upcast(zp, zq)
-        kl = cn.bernoulli_kl(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
+        kl = numerics.bernoulli_kl(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
         return (self.total_count * kl).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:

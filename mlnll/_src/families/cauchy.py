@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlnll._src import numerics
 from mlnll._src.families import _location_scale as ls_
 
 _NAMES = ls_.LOC_LOG_SCALE
@@ -80,7 +81,7 @@ class Cauchy:
         loc, log_scale, y, dtype = self._prepare(outputs, targets)
         # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
         r = (y - loc) * jnp.exp(-log_scale)
-        return (-ls_.log1p_square(r) - log_scale - _LOG_PI).astype(dtype)
+        return (-numerics.log1p_square(r) - log_scale - _LOG_PI).astype(dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(-2 r / ((1 + r^2) s), (1 - r^2) / (1 + r^2))``; loc's alone for a fixed scale."""
@@ -88,8 +89,8 @@ class Cauchy:
         inv_scale = jnp.exp(-log_scale)
         r = (y - loc) * inv_scale
         # (1 - r^2) / (1 + r^2), factored to keep relative accuracy near |r| = 1.
-        grads = {"loc": -2 * ls_.odd_ratio(r) * inv_scale,
-                 "log_scale": ls_.one_minus_square_over(r, jnp.ones_like(r))}
+        grads = {"loc": -2 * numerics.odd_ratio(r) * inv_scale,
+                 "log_scale": numerics.one_minus_square_over(r, jnp.ones_like(r))}
         return ls_.pack(grads, _NAMES, self._fixed, dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
@@ -127,7 +128,7 @@ class Cauchy:
         (loc_p, ls_p, loc_q, ls_q), dtype = ls_.kl_pair("Cauchy", (loc_p, ls_p), (loc_q, ls_q))
         a = jnp.sinh((ls_p - ls_q) / 2)
         b = 0.5 * (loc_p - loc_q) * jnp.exp(-(ls_p + ls_q) / 2)
-        return ls_.log_hypot1(a, b).astype(dtype)
+        return numerics.log_hypot1(a, b).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``diag(1 / (2 s^2), 1/2)`` per example (shape [..., 2, 2]); ``1 / (2 s^2)`` with a fixed scale."""
@@ -149,5 +150,5 @@ class Cauchy:
         of the NLL is one of degree <= 4 (e.g. ``4 r^2 / (1 + r^2)^2 = sin^2(2 theta)``).
         """
         loc, log_scale, _ = self._params(outputs)
-        nodes = loc[None] + jnp.exp(log_scale)[None] * ls_.batch_nodes(np.tan(_THETA), loc)
+        nodes = loc[None] + jnp.exp(log_scale)[None] * numerics.batch_nodes(np.tan(_THETA), loc)
         return nodes, jnp.full(nodes.shape, 1.0 / _K, loc.dtype)

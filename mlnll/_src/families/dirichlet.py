@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlnll._src import gamma_bessel, numerics, validate
+from mlnll._src import numerics, validate
 
 # A target is on the simplex when |sum(y) - 1| <= _SUM_ULPS * K * eps of the targets' float type:
 # a vector normalised in that type (y / sum(y)) is within ~K/2 ulp of summing to 1.
@@ -102,12 +102,12 @@ class Dirichlet:
         log_a, y, valid, dtype = _prepare(outputs, targets)
         log_y = jnp.log(y)
         a, n, log_n, _, u = _saddle_terms(log_a, log_y)
-        deviance = jnp.sum(gamma_bessel.scaled_expm1mx(a, u, n[..., None] * y), axis=-1)
+        deviance = jnp.sum(numerics.scaled_expm1mx(a, u, n[..., None] * y), axis=-1)
         # n s restores the textbook value when y sums to 1 only up to rounding (the deviance form
         # assumes sum(y) = 1 exactly).
         gap = _gap_from_one(y)
         k = log_a.shape[-1]
-        stirling = jnp.sum(gamma_bessel.stirling_remainder(a), axis=-1) - gamma_bessel.stirling_remainder(n)
+        stirling = jnp.sum(numerics.stirling_remainder(a), axis=-1) - numerics.stirling_remainder(n)
         lp = (-deviance + n * gap - jnp.sum(log_y, axis=-1) + 0.5 * jnp.sum(log_a, axis=-1) - 0.5 * log_n
               - (k - 1) * numerics.HALF_LOG_2PI - stirling)
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
@@ -116,8 +116,8 @@ class Dirichlet:
         """Closed form ``-a u - (1 - p)/2 + a (delta'(a) - delta'(n))``, shape [..., K] (NaN rows if invalid)."""
         log_a, y, valid, dtype = _prepare(outputs, targets)
         a, n, _, log_p, u = _saddle_terms(log_a, jnp.log(y))
-        dn = gamma_bessel.stirling_remainder_grad(n)[..., None]
-        g = -a * u - 0.5 * (1 - jnp.exp(log_p)) + a * (gamma_bessel.stirling_remainder_grad(a) - dn)
+        dn = numerics.stirling_remainder_grad(n)[..., None]
+        g = -a * u - 0.5 * (1 - jnp.exp(log_p)) + a * (numerics.stirling_remainder_grad(a) - dn)
         return jnp.where(valid[..., None], g, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
@@ -149,7 +149,7 @@ class Dirichlet:
         a = jnp.exp(log_a)
         log_n = numerics.logsumexp(log_a, axis=-1)
         n = jnp.exp(log_n)
-        s, ds = gamma_bessel.stirling_remainder, gamma_bessel.stirling_remainder_grad
+        s, ds = numerics.stirling_remainder, numerics.stirling_remainder_grad
         per_category = 0.5 * log_a - 0.5 / a + s(a) - (a - 1) * ds(a)
         h = ((k - 1) * numerics.HALF_LOG_2PI + (0.5 - k) * log_n + 0.5 * (k - 1) + 0.5 * k / n
              + jnp.sum(per_category, axis=-1) - s(n) + (n - k) * ds(n))
@@ -165,7 +165,7 @@ class Dirichlet:
         la_q, _ = _log_concentration(outputs_q, "Dirichlet.kl outputs_q (log_concentration)")
         shape = validate.broadcast_shapes("Dirichlet.kl", [("outputs_p", la_p.shape), ("outputs_q", la_q.shape)])
         (la_p, la_q), dtype = numerics.upcast(jnp.broadcast_to(la_p, shape), jnp.broadcast_to(la_q, shape))
-        breg = gamma_bessel.gammaln_bregman
+        breg = numerics.gammaln_bregman
         log_n_p, log_n_q = numerics.logsumexp(la_p, axis=-1), numerics.logsumexp(la_q, axis=-1)
         kl = jnp.sum(breg(la_q, la_p), axis=-1) - breg(log_n_q, log_n_p)
         return kl.astype(dtype)
@@ -180,11 +180,11 @@ class Dirichlet:
         a = jnp.exp(log_a)
         n = jnp.exp(numerics.logsumexp(log_a, axis=-1))
         p = jax.nn.softmax(log_a, axis=-1)
-        outer = -p[..., :, None] * p[..., None, :] * gamma_bessel.scaled_trigamma(n)[..., None, None]
+        outer = -p[..., :, None] * p[..., None, :] * numerics.scaled_trigamma(n)[..., None, None]
         eye = jnp.eye(a.shape[-1], dtype=bool)
         # n - a_j as the sum of the other concentrations: no cancellation when a_j dominates.
         rest = jnp.sum(jnp.where(eye, jnp.zeros_like(outer), a[..., None, :]), axis=-1)
-        diagonal = gamma_bessel.scaled_trigamma_difference(a, rest)
+        diagonal = numerics.scaled_trigamma_difference(a, rest)
         return jnp.where(eye, diagonal[..., :, None], outer).astype(dtype)
 
     def constant_terms(self, targets) -> jax.Array:

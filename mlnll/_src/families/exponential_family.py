@@ -49,11 +49,6 @@ from mlnll._src import numerics, validate
 __all__ = ["ExponentialFamily", "bernoulli", "categorical", "exponential", "gamma", "normal", "poisson"]
 
 
-def _expand(a: jax.Array, ndim: int) -> jax.Array:
-    """``a`` with trailing unit axes up to rank ``ndim``."""
-    return a.reshape(a.shape + (1,) * (ndim - a.ndim))
-
-
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
 class ExponentialFamily:
     r"""A family ``p(y) = h(y) exp(<eta, T(y)> - A(eta))`` from four functions.
@@ -170,7 +165,7 @@ class ExponentialFamily:
                 f"and log_base_measure(y) shape [...]; got {stat.shape} and {log_h.shape}."
             )
         valid = log_h > -jnp.inf
-        stat = jnp.where(_expand(valid, stat.ndim), stat, jnp.zeros_like(stat))
+        stat = jnp.where(numerics.expand_to(valid, stat.ndim), stat, jnp.zeros_like(stat))
         return stat, jnp.where(valid, log_h, jnp.zeros_like(log_h)), valid
 
     def _prepare(self, outputs, targets):
@@ -204,7 +199,7 @@ class ExponentialFamily:
         outputs, eta, stat, _, valid, _, dtype = self._prepare(outputs, targets)
         eta_again, pullback = jax.vjp(lambda o: jnp.asarray(self.natural_params(o)), outputs)
         (g,) = pullback((self._mean(eta_again) - stat).astype(eta_again.dtype))
-        return jax.tree.map(lambda x: jnp.where(_expand(valid, x.ndim), x, jnp.nan).astype(dtype), g)
+        return jax.tree.map(lambda x: jnp.where(numerics.expand_to(valid, x.ndim), x, jnp.nan).astype(dtype), g)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         """``{"natural_params": eta, "mean_params": E[T(y)]}``."""

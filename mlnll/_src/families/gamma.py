@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import gamma_bessel, numerics, validate
+from mlnll._src import numerics, validate
 
 # The expectation rule: N trapezoid nodes in s, where u = log(rate y / a) = c sinh(s) (a sinc rule,
 # spectrally accurate for the analytic, doubly-exponentially decaying integrand). c = 1/sqrt(a) for
@@ -102,8 +102,8 @@ class Gamma:
         """Per-example log-density, equal to scipy.stats.gamma.logpdf(y, a, scale=1/b)."""
         log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
         a, u, z = _saddle_terms(log_a, log_b, y)
-        lp = (-gamma_bessel.scaled_expm1mx(a, u, z) + 0.5 * log_a - jnp.log(y)
-              - numerics.HALF_LOG_2PI - gamma_bessel.stirling_remainder(a))
+        lp = (-numerics.scaled_expm1mx(a, u, z) + 0.5 * log_a - jnp.log(y)
+              - numerics.HALF_LOG_2PI - numerics.stirling_remainder(a))
         far = _far_below_the_mode(log_a, u)
         lp = jnp.where(far, _plain_log_pdf(log_a, log_b, y, far), lp)
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
@@ -112,7 +112,7 @@ class Gamma:
         """Closed form ``(a (delta'(a) - u) - 1/2, z - a)`` (NaN where the target is invalid)."""
         log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
         a, u, z = _saddle_terms(log_a, log_b, y)
-        d_log_a = a * (gamma_bessel.stirling_remainder_grad(a) - u) - 0.5
+        d_log_a = a * (numerics.stirling_remainder_grad(a) - u) - 0.5
         # z - a = a (e^u - 1): a expm1(u) keeps the digits that z - a cancels near the mode.
         small = jnp.abs(u) <= 1
         d_log_b = jnp.where(small, a * jnp.expm1(jnp.where(small, u, jnp.zeros_like(u))), z - a)
@@ -148,7 +148,7 @@ class Gamma:
         log_a, log_b, dtype = _outputs(outputs)
         a = jnp.exp(log_a)
         h = (0.5 * log_a - log_b + 0.5 + numerics.HALF_LOG_2PI - 0.5 / a
-             + gamma_bessel.stirling_remainder(a) + (1 - a) * gamma_bessel.stirling_remainder_grad(a))
+             + numerics.stirling_remainder(a) + (1 - a) * numerics.stirling_remainder_grad(a))
         return h.astype(dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
@@ -167,7 +167,7 @@ class Gamma:
         a_p = jnp.exp(la_p)
         d = lb_q - lb_p
         # a_q - a_p = a_p expm1(log a_q - log a_p): no cancellation between two large a.
-        kl = (gamma_bessel.gammaln_bregman(la_q, la_p) + a_p * numerics.expm1mx(d)
+        kl = (numerics.gammaln_bregman(la_q, la_p) + a_p * numerics.expm1mx(d)
               - a_p * jnp.expm1(la_q - la_p) * d)
         return kl.astype(dtype)
 
@@ -179,7 +179,7 @@ class Gamma:
         """
         log_a, _, dtype = _outputs(outputs)
         a = jnp.exp(log_a)
-        rows = [jnp.stack([gamma_bessel.scaled_trigamma(a), -a], -1), jnp.stack([-a, a], -1)]
+        rows = [jnp.stack([numerics.scaled_trigamma(a), -a], -1), jnp.stack([-a, a], -1)]
         return jnp.stack(rows, -2).astype(dtype)
 
     def constant_terms(self, targets) -> jax.Array:
@@ -210,7 +210,7 @@ class Gamma:
         s = s_min[None] + (s_max - s_min)[None] * frac
         u = c[None] * jnp.sinh(s)
         y = jnp.exp(u + (log_a - log_b)[None])
-        log_w = -gamma_bessel.scaled_expm1mx(a[None], u, jnp.exp(u + log_a[None])) + jnp.log(jnp.cosh(s))
+        log_w = -numerics.scaled_expm1mx(a[None], u, jnp.exp(u + log_a[None])) + jnp.log(jnp.cosh(s))
         log_w = jnp.where(y > 0, log_w, -jnp.inf)
         w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))
         return y, w / jnp.sum(w, axis=0, keepdims=True)

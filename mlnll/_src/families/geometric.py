@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import count_numerics as cn
 from mlnll._src import numerics, validate
 
 # Truncated support for expectation_nodes: the counts 0..2047. They hold all but
@@ -56,7 +55,7 @@ class Geometric:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.geom.logpmf(y + 1, p)."""
         z, y, dtype = _prepare(outputs, targets)
-        valid = cn.is_count(y)
+        valid = numerics.is_count(y)
         lp = _log_pmf(z, jnp.where(valid, y, jnp.zeros_like(y)))
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
 
@@ -64,7 +63,7 @@ class Geometric:
         """Closed form ``y sigmoid(z) - sigmoid(-z)`` of d(-log_prob)/dz (NaN where y is invalid)."""
         z, y, dtype = _prepare(outputs, targets)
         g = y * jax.nn.sigmoid(z) - jax.nn.sigmoid(-z)
-        return jnp.where(cn.is_count(y), g, jnp.nan).astype(dtype)
+        return jnp.where(numerics.is_count(y), g, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         z, dtype = _logits(outputs)
@@ -97,20 +96,20 @@ class Geometric:
         neg = z < 0
         zn = jnp.where(neg, z, jnp.zeros_like(z))
         zp = jnp.where(neg, jnp.zeros_like(z), z)
-        second = jnp.where(neg, 1 + cn.log1pmx_over_x(jnp.exp(zn)), jnp.exp(-zp) * jax.nn.softplus(zp))
+        second = jnp.where(neg, 1 + numerics.log1pmx_over_x(jnp.exp(zn)), jnp.exp(-zp) * jax.nn.softplus(zp))
         return (jax.nn.softplus(-z) + second).astype(dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = ``log(p/q) + (1 - p)/p log((1 - p)/(1 - q)) = KL_Bernoulli(p || q) / p``.
 
-        Evaluated by ``count_numerics.geometric_kl``: accurate for nearly equal logits, and finite
+        Evaluated by ``numerics.geometric_kl``: accurate for nearly equal logits, and finite
         as p -> 0 (where it tends to ``exp(d) - 1 - d``, d = zq - zp).
         """
         zp = validate.float_outputs(outputs_p, where="Geometric.kl outputs_p (logits)")
         zq = validate.float_outputs(outputs_q, where="Geometric.kl outputs_q (logits)")
         shape = validate.broadcast_shapes("Geometric.kl", [("outputs_p", zp.shape), ("outputs_q", zq.shape)])
         (zp, zq), dtype = numerics.upcast(zp, zq)
-        return cn.geometric_kl(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape)).astype(dtype)
+        return numerics.geometric_kl(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape)).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``1 - p = sigmoid(-z)``, per example."""
@@ -130,7 +129,7 @@ class Geometric:
         >= -4.0). The weights are not renormalised.
         """
         z, _ = _logits(outputs)
-        nodes = cn.window_nodes(jnp.zeros_like(z), jnp.zeros_like(z), NUM_NODES)
+        nodes = numerics.window_nodes(jnp.zeros_like(z), jnp.zeros_like(z), NUM_NODES)
         return nodes, jnp.exp(_log_pmf(jnp.broadcast_to(z[None], nodes.shape), nodes))
 
     def mle(self, targets, *, axis: int = 0) -> jax.Array:

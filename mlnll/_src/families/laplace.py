@@ -163,8 +163,8 @@ class Laplace:
         Hessian of ``|y - loc|`` at ``y = loc`` (it would give 0 instead of ``1/b^2`` in loc).
         """
         loc, log_scale, _ = self._params(outputs)
-        t = ls_.batch_nodes(np.concatenate([-_GL_NODES, _GL_NODES]), loc)
-        w = ls_.batch_nodes(np.concatenate([_GL_WEIGHTS, _GL_WEIGHTS]) / 2, loc)
+        t = numerics.batch_nodes(np.concatenate([-_GL_NODES, _GL_NODES]), loc)
+        w = numerics.batch_nodes(np.concatenate([_GL_WEIGHTS, _GL_WEIGHTS]) / 2, loc)
         nodes = loc[None] + jnp.exp(log_scale)[None] * t
         return nodes, jnp.broadcast_to(w, nodes.shape)
 

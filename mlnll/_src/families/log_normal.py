@@ -147,9 +147,9 @@ class LogNormal:
     def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
         """Gauss-Hermite in log y: nodes ``exp(loc + sqrt(2) s x_k)``, weights ``w_k / sqrt(pi)``, [8, ...]."""
         loc, log_scale, _ = self._params(outputs)
-        x = ls_.batch_nodes(_GH_NODES, loc)
+        x = numerics.batch_nodes(_GH_NODES, loc)
         nodes = jnp.exp(loc[None] + math.sqrt(2.0) * jnp.exp(log_scale)[None] * x)
-        w = ls_.batch_nodes(_GH_WEIGHTS / math.sqrt(math.pi), loc)
+        w = numerics.batch_nodes(_GH_WEIGHTS / math.sqrt(math.pi), loc)
         return nodes, jnp.broadcast_to(w, nodes.shape)
 
     def mle(self, targets, *, axis: int = 0):

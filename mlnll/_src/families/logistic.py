@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlnll._src import numerics
 from mlnll._src.families import _location_scale as ls_
 
 _NAMES = ls_.LOC_LOG_SCALE
@@ -19,7 +20,7 @@ _PI2 = math.pi**2
 # the Hessian entries (tanh(r/2), r, r^2 times sech^2(r/2)) are analytic in the strip |Im r| < pi,
 # so the error is ~exp(-2 pi (pi - 1/2) / (1/3)) ~ 1e-21 relative; the tails beyond |r| = 50
 # weigh e^-50 r^2 < 1e-18.
-_R = ls_.trapezoid_grid(50.0, 1.0 / 3.0)
+_R = numerics.trapezoid_grid(50.0, 1.0 / 3.0)
 
 
 def _log_density(r: np.ndarray) -> np.ndarray:
@@ -89,7 +90,7 @@ class Logistic:
         # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
         r = (y - loc) * jnp.exp(-log_scale)
         # log(sigmoid(r) sigmoid(-r)) = -log(4 cosh^2(r/2)).
-        return (-2 * ls_.log_cosh(r / 2) - _LOG_4 - log_scale).astype(dtype)
+        return (-2 * numerics.log_cosh(r / 2) - _LOG_4 - log_scale).astype(dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(-tanh(r/2) / s, 1 - r tanh(r/2))``; loc's alone if the scale is fixed."""
@@ -147,6 +148,6 @@ class Logistic:
         geometrically: the expected Hessian comes out to ~1e-16 relative.
         """
         loc, log_scale, _ = self._params(outputs)
-        nodes = loc[None] + jnp.exp(log_scale)[None] * ls_.batch_nodes(_R, loc)
-        return nodes, jnp.broadcast_to(ls_.batch_nodes(_W, loc), nodes.shape)
+        nodes = loc[None] + jnp.exp(log_scale)[None] * numerics.batch_nodes(_R, loc)
+        return nodes, jnp.broadcast_to(numerics.batch_nodes(_W, loc), nodes.shape)
 

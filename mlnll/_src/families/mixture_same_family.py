@@ -16,22 +16,6 @@ from mlnll._src.family import Family
 _NEEDED = ("log_prob", "grad", "params", "mean", "sample")
 
 
-def _expand(a: jax.Array, ndim: int) -> jax.Array:
-    """``a`` with trailing unit axes up to rank ``ndim`` (explicit, under rank promotion "raise")."""
-    return a.reshape(a.shape + (1,) * (ndim - a.ndim))
-
-
-def _logsumexp_or_neg_inf(x: jax.Array) -> jax.Array:
-    """``log sum_k exp(x_k)`` over the last axis, and ``-inf`` (not NaN) where every term is ``-inf``.
-
-    Identity: logsumexp(x) = max + log1p(sum of the others' exp(x - max)). A row that is all
-    ``-inf`` is evaluated on zeros (double where) so that neither its value nor its gradient is NaN.
-    """
-    empty = jnp.all(x == -jnp.inf, axis=-1)
-    safe = jnp.where(empty[..., None], jnp.zeros_like(x), x)
-    return jnp.where(empty, -jnp.inf, numerics.logsumexp(safe))
-
-
 def _joint(component: Family, logits: jax.Array, component_outputs, y: jax.Array
            ) -> tuple[jax.Array, jax.Array, int]:
     """``(log_softmax(logits) + l, logits)``, both at the full batch shape + (K,) in the accumulation
@@ -64,12 +48,12 @@ def _weighted(r: jax.Array, g: jax.Array, lp_ndim: int) -> jax.Array:
     """
     event = g.shape[lp_ndim:]
     g = jnp.broadcast_to(g, r.shape + event)
-    return numerics.mul_nonzero(_expand(r, g.ndim).astype(g.dtype), g)
+    return numerics.mul_nonzero(numerics.expand_to(r, g.ndim).astype(g.dtype), g)
 
 
 def _plain_log_prob(family: MixtureSameFamily, logits: jax.Array, component_outputs, targets) -> jax.Array:
     joint, _, _ = _joint(family.component, logits, component_outputs, family._component_targets(targets))
-    return _logsumexp_or_neg_inf(joint)
+    return numerics.logsumexp_or_neg_inf(joint)
 
 
 def _is_zero(tangent) -> bool:
@@ -96,7 +80,7 @@ def _mixture_log_prob_jvp(family: MixtureSameFamily, primals, tangents):
     for g, d in [(g_logits, d_logits), *zip(jax.tree.leaves(g_component), d_leaves)]:
         if _is_zero(d):
             continue
-        g = jnp.where(_expand(finite, g.ndim), g, jnp.zeros_like(g))
+        g = jnp.where(numerics.expand_to(finite, g.ndim), g, jnp.zeros_like(g))
         # A leaf's gradient is per example ([*batch, *event]); a broadcast leaf's tangent is shared.
         d = jnp.broadcast_to(d.astype(g.dtype), g.shape)
         out = out - jnp.sum(g * d, axis=tuple(range(value.ndim, g.ndim))).astype(value.dtype)
@@ -235,7 +219,7 @@ class MixtureSameFamily:
         logits, component_outputs, dtype = self._split(outputs)
         means = jnp.asarray(self.component.mean(component_outputs))
         pi = jax.nn.softmax(logits, axis=-1)
-        pi = _expand(pi, pi.ndim + self.event_ndim)  # [..., K, 1 per event axis]
+        pi = numerics.expand_to(pi, pi.ndim + self.event_ndim)  # [..., K, 1 per event axis]
         pi = pi.reshape((1,) * (means.ndim - pi.ndim) + pi.shape)
         means = means.reshape((1,) * (pi.ndim - means.ndim) + means.shape)
         return jnp.sum(pi * means.astype(pi.dtype), axis=-1 - self.event_ndim).astype(dtype)
@@ -249,7 +233,7 @@ class MixtureSameFamily:
         batch = draws.shape[len(tuple(sample_shape)):k_axis]
         logits = jnp.broadcast_to(logits, batch + (logits.shape[-1],))
         picked = jax.random.categorical(key_pick, logits, shape=tuple(sample_shape) + batch)
-        index = _expand(picked[..., None], draws.ndim)
+        index = numerics.expand_to(picked[..., None], draws.ndim)
         drawn = jnp.squeeze(jnp.take_along_axis(draws, index, axis=k_axis), axis=k_axis)
         return drawn.astype(dtype) if jnp.issubdtype(drawn.dtype, jnp.floating) else drawn
 

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlnll._src import count_numerics as cn
 from mlnll._src import info, numerics, validate
 
 
@@ -69,7 +68,7 @@ class Multinomial:
 
     Density, with ``p = softmax(z)``:
     ``log p(y) = log n! - sum_c log y_c! + sum_c y_c log p_c``.
-    It is evaluated in Loader's form (``count_numerics.multinomial_log_pmf``), whose terms share
+    It is evaluated in Loader's form (``numerics.multinomial_log_pmf``), whose terms share
     one sign, so large n keeps full relative accuracy; ``log p_c`` comes from the argmax-shifted
     log-softmax, so a confident correct prediction keeps its tiny loss.
 
@@ -85,7 +84,7 @@ class Multinomial:
     total_count: int
 
     def __post_init__(self):
-        object.__setattr__(self, "total_count", cn.check_total_count("Multinomial", self.total_count))
+        object.__setattr__(self, "total_count", numerics.check_total_count("Multinomial", self.total_count))
 
     def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
         z, dtype = _logits(outputs)
@@ -100,7 +99,7 @@ class Multinomial:
         return jnp.broadcast_to(z, shape), jnp.broadcast_to(y.astype(z.dtype), shape), dtype
 
     def _valid(self, y: jax.Array) -> jax.Array:
-        return jnp.all(cn.is_count(y), axis=-1) & (jnp.sum(y, axis=-1) == self.total_count)
+        return jnp.all(numerics.is_count(y), axis=-1) & (jnp.sum(y, axis=-1) == self.total_count)
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.multinomial.logpmf."""
@@ -110,7 +109,7 @@ class Multinomial:
             return jnp.where(valid, jnp.zeros(valid.shape, z.dtype), -jnp.inf).astype(dtype)
         ys = jnp.where(valid[..., None], y, jnp.zeros_like(y).at[..., 0].set(self.total_count))
         log_p, p, _, _ = _softmax_parts(z)
-        lp = cn.multinomial_log_pmf(ys, log_p, p, self.total_count)
+        lp = numerics.multinomial_log_pmf(ys, log_p, p, self.total_count)
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
@@ -163,16 +162,16 @@ class Multinomial:
             shape = k.shape + z.shape
             kk = jnp.broadcast_to(k.reshape(k.shape + (1,) * z.ndim), shape)
             b = lambda x: jnp.broadcast_to(x[None], shape)  # noqa: E731
-            weight = jnp.exp(cn.binomial_log_pmf(kk, n, b(log_p), b(log_one_minus_p), b(p), b(one_minus_p)))
+            weight = jnp.exp(numerics.binomial_log_pmf(kk, n, b(log_p), b(log_one_minus_p), b(p), b(one_minus_p)))
             positive = kk > 0
             ks = jnp.where(positive, kk, jnp.ones_like(kk))
             t = jnp.log(ks / n) - jnp.where(positive, b(log_p), jnp.zeros_like(kk))
-            g = cn.log_factorial_part(kk) + cn.bd0(kk, t, n * b(p))
+            g = numerics.log_factorial_part(kk) + numerics.bd0(kk, t, n * b(p))
             # a count of probability 0 adds nothing, even where g is infinite (p_c = 0, k > 0).
             return jnp.sum(numerics.mul_nonzero(weight, g), axis=-1)
 
-        head = cn.stirlerr_static(n) + 0.5 * (cn.LOG_2PI + math.log(n))
-        return (cn.sum_over_counts(terms, n, z.dtype) - head).astype(dtype)
+        head = numerics.stirlerr_static(n) + 0.5 * (numerics.LOG_2PI + math.log(n))
+        return (numerics.sum_over_counts(terms, n, z.dtype) - head).astype(dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = ``n sum_c p_c (log p_c - log q_c)``: n times the categorical KL."""
@@ -205,12 +204,12 @@ class Multinomial:
             return jnp.zeros(valid.shape, y.dtype)
         ys = jnp.where(valid[..., None], y, jnp.zeros_like(y).at[..., 0].set(n))
         positive = ys > 0
-        head = cn.stirlerr_static(n) + 0.5 * (cn.LOG_2PI + math.log(n))
+        head = numerics.stirlerr_static(n) + 0.5 * (numerics.LOG_2PI + math.log(n))
         single = jnp.sum(positive.astype(jnp.int32), axis=-1) <= 1
-        shares = cn.log_share(jnp.where(positive, ys, jnp.full_like(ys, n)), n)
+        shares = numerics.log_share(jnp.where(positive, ys, jnp.full_like(ys, n)), n)
         # -sum_c y_c log(y_c / n) >= 0, with 0 log 0 = 0
         entropy_part = jnp.sum(numerics.mul_nonzero(ys, shares), axis=-1)
-        spread = head - jnp.sum(cn.log_factorial_part(ys), axis=-1) - entropy_part
+        spread = head - jnp.sum(numerics.log_factorial_part(ys), axis=-1) - entropy_part
         return jnp.where(valid & ~single, spread, jnp.zeros_like(spread))
 
     def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:

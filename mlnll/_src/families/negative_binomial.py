@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import count_numerics as cn
 from mlnll._src import numerics, validate
 
 # Truncated support for expectation_nodes: 2048 consecutive counts from max(0, floor(mean - 10 sd)),
@@ -53,17 +52,17 @@ def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
     # s = log((r + mu) / (r + y)) = log1p(mu/r) - log1p(y/r), both as softplus of a log-ratio.
     log1p_y_over_r = jax.nn.softplus(jnp.log(ys) - b)
     s = jax.nn.softplus(a - b) - log1p_y_over_r
-    t_y = cn.log_ratio(ys, a) + s  # log(y / m_y), m_y = (r + y) mu / (r + mu)
+    t_y = numerics.log_ratio(ys, a) + s  # log(y / m_y), m_y = (r + y) mu / (r + mu)
     spread = (
         -0.5 * log1p_y_over_r
-        - cn.stirlerr(r)
-        + cn.stirlerr(r + ys)
-        - cn.log_factorial_part(ys)
-        - cn.bd0(r, s, jnp.exp(b - s))  # m_r = (r + y) r / (r + mu) = r e^(-s)
-        - cn.bd0(ys, t_y, ys * jnp.exp(-t_y))
+        - numerics.stirling_remainder(r)
+        + numerics.stirling_remainder(r + ys)
+        - numerics.log_factorial_part(ys)
+        - numerics.bd0(r, s, jnp.exp(b - s))  # m_r = (r + y) r / (r + mu) = r e^(-s)
+        - numerics.bd0(ys, t_y, ys * jnp.exp(-t_y))
     )
     # y = 0: log p = r log(r / (r + mu)) = -r softplus(a - b), kept ~ -mu when mu / r underflows.
-    at_zero = -cn.softplus_times_exp(b, a - b)
+    at_zero = -numerics.softplus_times_exp(b, a - b)
     return jnp.where(positive, spread, at_zero)
 
 
@@ -85,8 +84,8 @@ def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Arra
     near = jnp.abs(w) <= 0.5
     wn = jnp.where(near, w, jnp.zeros_like(w))
     r_log1p_w = r * (_log_one_plus_y_over_r(y, b) - jax.nn.softplus(a - b))
-    r_log1pmx_w = jnp.where(near, -excess * cn.log1pmx_over_x(wn), r_log1p_w + excess)
-    return excess, -cn.scaled_digamma_gap(b, y) - r_log1pmx_w
+    r_log1pmx_w = jnp.where(near, -excess * numerics.log1pmx_over_x(wn), r_log1p_w + excess)
+    return excess, -numerics.scaled_digamma_gap(b, y) - r_log1pmx_w
 
 
 @jax.custom_jvp
@@ -131,9 +130,10 @@ class NegativeBinomial:
     ``log p(y) = lgamma(y + r) - lgamma(r) - log(y!) + r log(r / (r + mu)) + y log(mu / (r + mu))``.
     Evaluated, for y >= 1, as Loader's form of ``r / (r + y) * Binomial(r; r + y, r / (r + mu))``
     (R's dnbinom):
-    ``log p = -log1p(y/r)/2 - stirlerr(r) + stirlerr(r + y) - stirlerr(y) - log(2 pi y)/2
-    - bd0(r, r (r + y)/(r + mu)) - bd0(y, mu (r + y)/(r + mu))``, all terms <= 0 (stirlerr
-    decreases), so it stays accurate at y = 1e6, r = 1e-35 or r = 1e35 where the lgamma form
+    ``log p = -log1p(y/r)/2 - delta(r) + delta(r + y) - stirlerr(y) - log(2 pi y)/2
+    - bd0(r, r (r + y)/(r + mu)) - bd0(y, mu (r + y)/(r + mu))``, with ``delta`` the log-gamma
+    remainder (``numerics.stirling_remainder``; ``stirlerr`` is delta at whole numbers): all terms
+    <= 0 (delta decreases), so it stays accurate at y = 1e6, r = 1e-35 or r = 1e35 where the lgamma form
     cancels; y = 0 gives ``-r log1p(mu/r)``.
 
     Gradient. With ``d mu/d log_mean = mu`` and ``d r/d log_concentration = r``:
@@ -141,7 +141,7 @@ class NegativeBinomial:
     ``d(-log p)/d log_concentration = -r [psi(y + r) - psi(r) - log1p(mu/r) + (mu - y)/(r + mu)]``.
     Since ``log1p(y/r) - log1p(mu/r) = log1p(w)``, ``w = (y - mu)/(r + mu)``, the bracket is
     ``[psi(y + r) - psi(r) - log1p(y/r)] + [log1p(w) - w]``: both parts are evaluated without
-    cancellation (``count_numerics.scaled_digamma_gap``: a finite sum ``sum_{k<y} 1/(r + k)`` for
+    cancellation (``numerics.scaled_digamma_gap``: a finite sum ``sum_{k<y} 1/(r + k)`` for
     small y, a series at r >= 10; ``log1pmx``), so the gradient keeps its relative accuracy as
     r -> inf, where it tends to 0 like 1/r. ``log_prob`` differentiates to exactly this closed form
     (a ``custom_jvp``): autodiff of Loader's form would lose that O(1/r) derivative in float32.
@@ -157,14 +157,14 @@ class NegativeBinomial:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | outputs)``, equal to scipy.stats.nbinom.logpmf(y, r, r/(r+mu))."""
         a, b, y, dtype = _prepare(outputs, targets)
-        valid = cn.is_count(y)
+        valid = numerics.is_count(y)
         lp = nb_log_pmf(a, b, jnp.where(valid, y, jnp.zeros_like(y)))
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
         """Closed forms of ``d(-log_prob)/d(log_mean, log_concentration)`` (NaN where y is invalid)."""
         a, b, y, dtype = _prepare(outputs, targets)
-        valid = cn.is_count(y)
+        valid = numerics.is_count(y)
         d_log_mean, d_log_concentration = neg_log_pmf_grad(a, b, jnp.where(valid, y, jnp.zeros_like(y)))
         nan = jnp.full_like(y, jnp.nan)
         return (
@@ -221,7 +221,7 @@ class NegativeBinomial:
         ``log_prob`` is already -inf: ``nll(..., drop_constants=True)`` then gives inf, not NaN)."""
         y = validate.numeric_targets(targets, where="NegativeBinomial targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
-        valid = cn.is_count(y)
+        valid = numerics.is_count(y)
         ys = jnp.where(valid, y, jnp.zeros_like(y))
         return jnp.where(valid, -jax.scipy.special.gammaln(ys + 1), jnp.zeros_like(y))
 
@@ -235,7 +235,7 @@ class NegativeBinomial:
         a, b, _ = _outputs(outputs)
         mu = jnp.exp(a)
         sd = jnp.sqrt(mu + mu * jnp.exp(a - b))
-        nodes = cn.window_nodes(mu, sd, NUM_NODES)
+        nodes = numerics.window_nodes(mu, sd, NUM_NODES)
         bc = lambda x: jnp.broadcast_to(x[None], nodes.shape)  # noqa: E731
         weights = jnp.exp(_log_pmf_value(bc(a), bc(b), nodes))
         return nodes, weights

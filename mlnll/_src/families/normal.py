@@ -12,6 +12,8 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from mlnll._src import numerics, validate
+from mlnll._src.families import _location_scale as ls_
+from mlnll._src.verify.case import Case, ScipyReference
 
 # Gauss-Hermite rule: exact for polynomials of degree < 16 under exp(-x^2), so exact for the
 # expected Hessian of the Normal NLL, which is quadratic in y.
@@ -81,33 +83,20 @@ class Normal:
     scale: float | None = None
 
     def __post_init__(self):
-        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"Normal(scale=...) must be a finite positive number; got {self.scale!r}.")
+        ls_.check_positive_option("Normal", "scale", self.scale)
 
     # -- unpacking ---------------------------------------------------------------------------
 
-    def _loc_log_scale(self, outputs) -> tuple[jax.Array, jax.Array, jnp.dtype]:
-        """``(loc, log_scale, dtype)`` in the accumulation dtype, broadcast together."""
-        if self.scale is None:
-            loc, log_scale = validate.outputs_tuple(outputs, ("loc", "log_scale"), family="Normal")
-            shape = validate.broadcast_shapes("Normal", [("loc", loc.shape), ("log_scale", log_scale.shape)])
-            (loc, log_scale), dtype = numerics.upcast(loc, log_scale)
-            return jnp.broadcast_to(loc, shape), jnp.broadcast_to(log_scale, shape), dtype
-        if isinstance(outputs, (tuple, list)):
-            raise TypeError(
-                f"Normal(scale={self.scale}) fixes the scale and takes loc alone as outputs; got a "
-                f"{type(outputs).__name__} of length {len(outputs)}."
-            )
-        loc = validate.float_outputs(outputs, where=f"Normal(scale={self.scale}) outputs (loc)")
-        (loc,), dtype = numerics.upcast(loc)
-        return loc, jnp.full_like(loc, math.log(self.scale)), dtype
+    @property
+    def _name(self) -> str:
+        return ls_.describe("Normal", scale=self.scale)
 
-    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, jnp.dtype]:
-        loc, log_scale, dtype = self._loc_log_scale(outputs)
-        y = validate.numeric_targets(targets, where="Normal targets")
-        shape = validate.broadcast_shapes("Normal", [("outputs", loc.shape), ("targets", y.shape)])
-        b = lambda a: jnp.broadcast_to(a, shape)  # noqa: E731
-        return b(loc), b(log_scale), b(y.astype(loc.dtype)), dtype
+    def _loc_log_scale(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
+        """``(loc, log_scale, dtype)`` in the accumulation dtype, broadcast together."""
+        return ls_.loc_and_log_scale(outputs, family=self._name, scale=self.scale)
+
+    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
+        return ls_.loc_log_scale_and_targets(outputs, targets, family=self._name, scale=self.scale)
 
     def _pack(self, d_loc: jax.Array, d_log_scale: jax.Array):
         return d_loc if self.scale is not None else (d_loc, d_log_scale)
@@ -199,3 +188,53 @@ class Normal:
             return loc
         var = jnp.mean(jnp.square(y - jnp.expand_dims(loc, axis)), axis=axis)
         return loc, 0.5 * jnp.log(var)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """Rows of the check table: free and fixed scale, log-scales of ±80, targets 1e30 away."""
+        fixed = cls(scale=2.0)
+        return (
+            Case("Normal", cls(), _random, _extreme,
+                 scipy=ScipyReference(lambda o: _scipy_norm(o[0], np.exp(o[1]))), plain_log_prob=_plain_log_prob),
+            Case("Normal(scale=2.0)", fixed, _fixed_random, _fixed_extreme,
+                 scipy=ScipyReference(lambda loc: _scipy_norm(loc, 2.0)),
+                 plain_log_prob=lambda loc, y: _plain_log_prob((loc, jnp.full_like(loc, math.log(2.0))), y)),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+
+
+def _plain_log_prob(outputs, y):
+    """``-((y - loc) / scale)^2 / 2 - log(scale) - log(2 pi) / 2``: the textbook formula."""
+    loc, log_scale = outputs
+    return -0.5 * ((y - loc) / jnp.exp(log_scale)) ** 2 - log_scale - 0.5 * jnp.log(2 * jnp.pi)
+
+
+def _scipy_norm(loc, scale):
+    import scipy.stats
+
+    return scipy.stats.norm(loc, scale)
+
+
+def _random(key, dtype, n):
+    kl, ks, ky = jax.random.split(key, 3)
+    loc = jax.random.normal(kl, (n,), dtype)
+    log_scale = jax.random.normal(ks, (n,), dtype)
+    return (loc, log_scale), loc + jnp.exp(log_scale) * jax.random.normal(ky, (n,), dtype)
+
+
+def _extreme(dtype):
+    loc = jnp.array([0.0, 1e4, 1e30, -5.0, 0.0], dtype)
+    log_scale = jnp.array([-80.0, 80.0, 60.0, 0.0, 30.0], dtype)
+    y = jnp.array([1e-35, -1e4, -1e30, 5.0, 1e13], dtype)
+    return (loc, log_scale), y
+
+
+def _fixed_random(key, dtype, n):
+    (loc, _), y = _random(key, dtype, n)
+    return loc, y
+
+
+def _fixed_extreme(dtype):
+    return jnp.array([1e4, -1e4, 1e30, 0.0], dtype), jnp.array([-1e4, 1e4, -1e30, 1e-30], dtype)

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import count_numerics as cn
 from mlnll._src import numerics, validate
 
 # Truncated support for expectation_nodes: 2048 consecutive counts from max(0, floor(rate - 10 sd)).
@@ -34,8 +33,8 @@ def _log_pmf_value(log_rate: jax.Array, y: jax.Array) -> jax.Array:
     positive = y > 0
     ys = jnp.where(positive, y, jnp.ones_like(y))
     rate = jnp.exp(log_rate)
-    t = cn.log_ratio(ys, log_rate, rate)  # log(y / rate); value only (the jvp below is closed)
-    return -cn.log_factorial_part(y) - cn.bd0(y, t, rate)
+    t = numerics.log_ratio(ys, log_rate, rate)  # log(y / rate); value only (the jvp below is closed)
+    return -numerics.log_factorial_part(y) - numerics.bd0(y, t, rate)
 
 
 @jax.custom_jvp
@@ -86,14 +85,14 @@ class Poisson:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | log_rate)``, equal to scipy.stats.poisson.logpmf."""
         lr, y, dtype = _prepare(outputs, targets)
-        valid = cn.is_count(y)
+        valid = numerics.is_count(y)
         lp = poisson_log_pmf(lr, jnp.where(valid, y, jnp.zeros_like(y)))
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``exp(log_rate) - y`` of d(-log_prob)/d log_rate (NaN where y is invalid)."""
         lr, y, dtype = _prepare(outputs, targets)
-        return jnp.where(cn.is_count(y), jnp.exp(lr) - y, jnp.nan).astype(dtype)
+        return jnp.where(numerics.is_count(y), jnp.exp(lr) - y, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         lr, dtype = _log_rate(outputs)
@@ -132,7 +131,7 @@ class Poisson:
         shape = validate.broadcast_shapes("Poisson.kl", [("outputs_p", lp.shape), ("outputs_q", lq.shape)])
         (lp, lq), dtype = numerics.upcast(lp, lq)
         lp, lq = jnp.broadcast_to(lp, shape), jnp.broadcast_to(lq, shape)
-        return cn.bd0(jnp.exp(lp), lp - lq, jnp.exp(lq)).astype(dtype)
+        return numerics.bd0(jnp.exp(lp), lp - lq, jnp.exp(lq)).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``rate = exp(log_rate)``, per example."""
@@ -144,7 +143,7 @@ class Poisson:
         ``log_prob`` is already -inf: ``nll(..., drop_constants=True)`` then gives inf, not NaN)."""
         y = validate.numeric_targets(targets, where="Poisson targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
-        valid = cn.is_count(y)
+        valid = numerics.is_count(y)
         ys = jnp.where(valid, y, jnp.zeros_like(y))
         return jnp.where(valid, -jax.scipy.special.gammaln(ys + 1), jnp.zeros_like(y))
 
@@ -157,7 +156,7 @@ class Poisson:
         """
         lr, _ = _log_rate(outputs)
         rate = jnp.exp(lr)
-        nodes = cn.window_nodes(rate, jnp.sqrt(rate), NUM_NODES)
+        nodes = numerics.window_nodes(rate, jnp.sqrt(rate), NUM_NODES)
         weights = jnp.exp(poisson_log_pmf(jnp.broadcast_to(lr[None], nodes.shape), nodes))
         return nodes, weights
 

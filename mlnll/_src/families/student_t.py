@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlnll._src import numerics
+from mlnll._src import numerics, unpack
 from mlnll._src.families import _location_scale as ls_
 
 _NAMES = ("loc", "log_scale", "log_df")
@@ -31,8 +31,7 @@ _NAMES = ("loc", "log_scale", "log_df")
 #   used for every x (no branch: a smaller graph for autodiff, and q_j ~ 1/(4x^2) is harmless).
 _SERIES_FROM = 30.0
 _SHIFT = 30
-_BERNOULLI = (Fraction(1, 6), Fraction(-1, 30), Fraction(1, 42), Fraction(-1, 30), Fraction(5, 66),
-              Fraction(-691, 2730))  # B_2 .. B_12
+_BERNOULLI = numerics.BERNOULLI_2K[:6]  # B_2 .. B_12
 _K = range(2, 14, 2)
 _C = tuple((2 - Fraction(2) ** (1 - k)) * b / (k * (k - 1)) for k, b in zip(_K, _BERNOULLI))
 # With t = 1/x^2: A = (1/x) sum_j a_j t^j, x A' = (1/x) sum_j a'_j t^j, x^2 A'' = (1/x) sum_j a''_j t^j.
@@ -47,20 +46,13 @@ _SMALL_Z = 0.5  # |z| <= 1/2, i.e. w = z^2 <= 1/4
 
 # Trapezoid rule for the expectation: y = loc + s sqrt(nu) sinh(tau), tau = xi / sqrt(nu), xi on a
 # grid of step 1/6 over [-72, 72]. See StudentT.expectation_nodes.
-_XI = ls_.trapezoid_grid(72.0, 1.0 / 6.0)
-
-
-def _horner(coeffs: Sequence[float], t: jax.Array) -> jax.Array:
-    acc = jnp.zeros_like(t)
-    for c in reversed(coeffs):
-        acc = acc * t + c
-    return acc
+_XI = numerics.trapezoid_grid(72.0, 1.0 / 6.0)
 
 
 def _series(coeffs: Sequence[float], x: jax.Array, power: int) -> jax.Array:
     """``x^-power sum_j coeffs_j x^(-2j)``: one of the Stirling series for A, x A' or x^2 A''."""
     t = 1 / (x * x)
-    return _horner(coeffs, t) / x**power
+    return numerics.horner(coeffs, t) / x**power
 
 
 def _shift_terms(x: jax.Array, order: int) -> jax.Array:
@@ -120,7 +112,7 @@ def df_information(x: jax.Array) -> jax.Array:
     xl = jnp.where(shifted, jnp.full_like(x, _SERIES_FROM), x)
     small = _gap_derivative(xs, 2) + (3 - 2 * xs) / (2 * (2 * xs + 1) * (2 * xs + 3))
     t = 1 / (xl * xl)
-    tail = _horner(_X2A2[1:], t) * t / xl
+    tail = numerics.horner(_X2A2[1:], t) * t / xl
     large = tail + (14 * xl + 3) / (4 * xl * (2 * xl + 1) * (2 * xl + 3))
     return jnp.where(shifted, small, large)
 
@@ -136,7 +128,7 @@ def _gamma_ratio_gap_float(x: float) -> float:
 def _log1p_over(w: jax.Array) -> jax.Array:
     """``phi(w) = log(1 + w) / w`` for ``0 <= w <= 1/4`` by the atanh series (no 0/0 at w = 0)."""
     v = w / (2 + w)
-    return 2 / (2 + w) * _horner(_ATANH, v * v)
+    return 2 / (2 + w) * numerics.horner(_ATANH, v * v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,13 +208,15 @@ class StudentT:
 
     def _params(self, outputs) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, np.dtype]:
         """``(loc, log_scale, nu, 1/sqrt(nu), dtype)`` broadcast together."""
-        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
+        p = unpack.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
+        dtype = p.dtype
         return p["loc"], p["log_scale"], *self._nu(p["log_df"]), dtype
 
     def _prepare(self, outputs, targets):
         """``(log_scale, nu, 1/sqrt(nu), r, z, dtype)`` at the broadcast batch shape."""
-        p, dtype = ls_.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        p, y = ls_.with_targets(p, targets, family=self._name)
+        p = unpack.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
+        dtype = p.dtype
+        p, y = unpack.with_targets(p, targets, family=self._name)
         nu, inv_sqrt_nu = self._nu(p["log_df"])
         # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
         r = (y - p["loc"]) * jnp.exp(-p["log_scale"])
@@ -247,16 +241,16 @@ class StudentT:
     def grad(self, outputs, targets):
         """Closed form (see the class docstring) for the free outputs, in table order."""
         log_scale, nu, inv_sqrt_nu, r, z, dtype = self._prepare(outputs, targets)
-        u = ls_.square_ratio(z)
+        u = numerics.square_ratio(z)
         # z / (1 + z^2) and z^2 / (1 + z^2) without overflow of z^2.
-        d_loc = -(nu + 1) * ls_.odd_ratio(z) * inv_sqrt_nu * jnp.exp(-log_scale)
+        d_loc = -(nu + 1) * numerics.odd_ratio(z) * inv_sqrt_nu * jnp.exp(-log_scale)
         # 1 - (nu + 1) u = (1 - r^2) / (1 + w), factored to keep relative accuracy near |r| = 1.
-        d_log_scale = ls_.one_minus_square_over(r, jnp.square(inv_sqrt_nu))
+        d_log_scale = numerics.one_minus_square_over(r, jnp.square(inv_sqrt_nu))
         small = jnp.abs(z) <= _SMALL_Z
         us = jnp.where(small, u, jnp.zeros_like(u))
         # L = log1p(w) - u = -log1p(-u) - u: the log1pmx series near 0, the direct form elsewhere.
         zl = jnp.where(small, jnp.ones_like(z), z)
-        big_l = jnp.where(small, -numerics.log1pmx(-us), ls_.log1p_square(zl) - u)
+        big_l = jnp.where(small, -numerics.log1pmx(-us), numerics.log1p_square(zl) - u)
         d_log_df = x_gamma_ratio_gap_prime(nu / 2) + 0.5 * nu * big_l - 0.5 * u
         grads = {"loc": d_loc, "log_scale": d_log_scale, "log_df": d_log_df}
         return ls_.pack(grads, _NAMES, self._fixed, dtype)
@@ -331,9 +325,9 @@ class StudentT:
         Weights are ``cosh(tau_k)^-nu``, normalised to sum to 1.
         """
         loc, log_scale, nu, inv_sqrt_nu, _ = self._params(outputs)
-        xi = ls_.batch_nodes(_XI, loc)
+        xi = numerics.batch_nodes(_XI, loc)
         tau = xi * inv_sqrt_nu[None]
         nodes = loc[None] + (jnp.exp(log_scale) * jnp.sqrt(nu))[None] * jnp.sinh(tau)
-        log_w = -nu[None] * ls_.log_cosh(tau)
+        log_w = -nu[None] * numerics.log_cosh(tau)
         w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))
         return nodes, w / jnp.sum(w, axis=0, keepdims=True)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import gamma_bessel, numerics, validate
+from mlnll._src import numerics, validate
 
 LOG_2PI = 2 * numerics.HALF_LOG_2PI
 # The expectation rule: the trapezoid rule in theta = y - loc on [-t, t), with t = pi when the
@@ -128,7 +128,7 @@ class VonMises:
         """Per-example log-density, equal to scipy.stats.vonmises.logpdf(y, k, loc=loc)."""
         _, log_k, theta, valid, dtype = _prepare(outputs, targets)
         k = jnp.exp(log_k)
-        lp = -k * _one_minus_cos(theta) - LOG_2PI - gamma_bessel.log_i0e(k)
+        lp = -k * _one_minus_cos(theta) - LOG_2PI - numerics.log_i0e(k)
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
@@ -136,7 +136,7 @@ class VonMises:
         _, log_k, theta, valid, dtype = _prepare(outputs, targets)
         k = jnp.exp(log_k)
         d_loc = -k * jnp.sin(theta)
-        d_log_k = k * (_one_minus_cos(theta) - gamma_bessel.bessel_ratio_complement(k))
+        d_log_k = k * (_one_minus_cos(theta) - numerics.bessel_ratio_complement(k))
         nan = jnp.full_like(theta, jnp.nan)
         return jnp.where(valid, d_loc, nan).astype(dtype), jnp.where(valid, d_log_k, nan).astype(dtype)
 
@@ -168,7 +168,7 @@ class VonMises:
         """``log(2 pi I0(k)) - k A(k) = log(2 pi) + log_i0e(k) + k (1 - A(k))``."""
         _, log_k, dtype = _outputs(outputs)
         k = jnp.exp(log_k)
-        h = LOG_2PI + gamma_bessel.log_i0e(k) + k * gamma_bessel.bessel_ratio_complement(k)
+        h = LOG_2PI + numerics.log_i0e(k) + k * numerics.bessel_ratio_complement(k)
         return h.astype(dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
@@ -185,17 +185,17 @@ class VonMises:
         (loc_p, lk_p, loc_q, lk_q), dtype = numerics.upcast(*broadcast)
         k_p, k_q = jnp.exp(lk_p), jnp.exp(lk_q)
         d = loc_p - loc_q
-        b_p = gamma_bessel.bessel_ratio_complement(k_p)
+        b_p = numerics.bessel_ratio_complement(k_p)
         kl = (k_q * _one_minus_cos(d) + b_p * (k_q * jnp.cos(d) - k_p)
-              + gamma_bessel.log_i0e(k_q) - gamma_bessel.log_i0e(k_p))
+              + numerics.log_i0e(k_q) - numerics.log_i0e(k_p))
         return kl.astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``diag(k A(k), k^2 A'(k))`` per example, shape [..., 2, 2]."""
         _, log_k, dtype = _outputs(outputs)
         k = jnp.exp(log_k)
-        f_loc = k * gamma_bessel.bessel_ratio(k)
-        f_log_k = gamma_bessel.scaled_bessel_ratio_grad(k)
+        f_loc = k * numerics.bessel_ratio(k)
+        f_log_k = numerics.scaled_bessel_ratio_grad(k)
         zero = jnp.zeros_like(k)
         return jnp.stack([jnp.stack([f_loc, zero], -1), jnp.stack([zero, f_log_k], -1)], -2).astype(dtype)
 

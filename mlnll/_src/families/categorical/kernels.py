@@ -1,69 +1,23 @@
-"""Categorical: a class label given logits. Its NLL is softmax cross-entropy."""
+"""The softmax cross-entropy kernels of Categorical: the value and closed-form tangent of
+``-log softmax(z)_y`` for integer labels (no one-hot built) and for target weights ``q [..., C]``,
+each with relative accuracy for confident predictions."""
 
 from __future__ import annotations
-
-import dataclasses
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from mlnll._src import info, numerics, validate
+from mlnll._src import numerics
 
 
-def _logits(outputs, where: str = "Categorical outputs (logits)", *, upcast: bool = True) -> tuple[jax.Array, jnp.dtype]:
-    z = validate.float_outputs(outputs, where=where)
-    if z.ndim == 0:
-        raise ValueError(f"{where} need a class axis, shape [..., C]; got shape ().")
-    if not upcast:
-        return z, z.dtype
-    (z,), dtype = numerics.upcast(z)
-    return z, dtype
-
-
-def _prepare(outputs, targets, *, upcast: bool = True) -> tuple[jax.Array, jax.Array, bool, jnp.dtype]:
-    """Validated, broadcast ``(logits [..., C], targets, is_soft, dtype)``.
-
-    Integer (or bool) targets are labels of shape [...]; floating targets are probability vectors
-    of shape [..., C]. With ``upcast=False`` bfloat16/float16 logits stay as they are (the label
-    kernel upcasts per use, so no float32 copy of the logits is stored).
-    """
-    z, dtype = _logits(outputs, upcast=upcast)
-    y = validate.numeric_targets(targets, where="Categorical targets")
-    num_classes = z.shape[-1]
-    if jnp.issubdtype(y.dtype, jnp.floating):
-        if y.ndim == 0 or y.shape[-1] != num_classes:
-            raise ValueError(
-                f"Categorical: floating targets are probability vectors [..., C] with C = {num_classes} "
-                f"as in outputs shape {z.shape}; got targets shape {y.shape}. Integer class labels "
-                "must have an integer dtype, e.g. targets.astype(jnp.int32)."
-            )
-        batch = validate.broadcast_shapes(
-            "Categorical", [("outputs", z.shape), ("targets", y.shape)]
-        )[:-1]
-        y = jnp.broadcast_to(y.astype(z.dtype), batch + (num_classes,))
-        return jnp.broadcast_to(z, batch + (num_classes,)), y, True, dtype
-    batch = validate.broadcast_shapes(
-        "Categorical", [("outputs[..., :-1] (batch)", z.shape[:-1]), ("targets (labels)", y.shape)]
-    )
-    y = jnp.broadcast_to(y.astype(jnp.int32), batch)
-    return jnp.broadcast_to(z, batch + (num_classes,)), y, False, dtype
-
-
-def _one_hot(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
+def one_hot(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
     """One-hot rows; a label outside 0..C-1 gives a row of zeros (it is flagged separately)."""
     classes = jnp.arange(num_classes, dtype=labels.dtype).reshape((1,) * labels.ndim + (num_classes,))
     return (labels[..., None] == classes).astype(dtype)
 
 
-def _targets_valid(y: jax.Array, is_soft: bool, num_classes: int) -> jax.Array:
-    if is_soft:
-        return jnp.all((y >= 0) & (y <= 1), axis=-1)
-    return (y >= 0) & (y < num_classes)
-
-
-def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(log p, p, 1 - p)`` for ``p = softmax(z)``, each with relative accuracy.
 
     ``1 - p_a = rest / (1 + rest)`` at the argmax a (rest = sum_{k != a} exp(z_k - z_a)); elsewhere
@@ -76,7 +30,7 @@ def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return log_p, p, one_minus_p
 
 
-def _grad_from_parts(p: jax.Array, one_minus_p: jax.Array, q: jax.Array) -> jax.Array:
+def grad_from_parts(p: jax.Array, one_minus_p: jax.Array, q: jax.Array) -> jax.Array:
     """``p sum(q) - q`` written as ``p (S - q) - q (1 - p)``: no cancellation at the target class."""
     return p * (jnp.sum(q, axis=-1, keepdims=True) - q) - q * one_minus_p
 
@@ -105,7 +59,7 @@ def _label_parts(z: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array,
         twice_k = (2 * jnp.arange(num_classes, dtype=acc)).reshape((1,) * (z.ndim - 1) + (num_classes,))
         others = jnp.sum(jnp.minimum(exps, jnp.abs(twice_k - 2 * y.astype(acc))), axis=-1, keepdims=True)
     else:
-        is_target = _one_hot(y[..., 0], num_classes, bool)
+        is_target = one_hot(y[..., 0], num_classes, bool)
         others = jnp.sum(jnp.where(is_target, jnp.zeros_like(exps), exps), axis=-1, keepdims=True)
     return top, others, z_y, y
 
@@ -233,110 +187,3 @@ def _cross_entropy_logits_jvp(primals, tangents):
 
 
 cross_entropy_logits.defjvp(_cross_entropy_logits_jvp, symbolic_zeros=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class Categorical:
-    r"""Categorical (multinoulli) distribution over C classes, parametrised by logits.
-
-    outputs: logits ``z`` of shape ``[..., C]``. targets: integer labels ``[...]`` in 0..C-1, or
-    probability vectors ``q`` of shape ``[..., C]`` (soft targets, a floating dtype).
-
-    Density, with ``p = softmax(z)``: ``log p(y | z) = z_y - logsumexp(z) = log_softmax(z)_y``;
-    for soft targets the log-likelihood is ``sum_c q_c log p_c`` (minus the cross-entropy).
-    It is evaluated as ``log p_c = (z_c - z_a) - log1p(sum_{k != a} exp(z_k - z_a))``, a = argmax,
-    which keeps relative accuracy for confident predictions: logits (20, 0, 0) with label 0 give
-    ``-log p = log1p(2 exp(-20)) = 4.1223e-9`` in float32, where ``lse - z_y`` rounds to 0.
-    A label outside 0..C-1, or a soft target outside [0, 1], gives ``-inf``.
-
-    Gradient. ``d logsumexp(z)/dz_c = exp(z_c) / sum_k exp(z_k) = p_c``, so
-    ``d(-log p_y)/dz_c = p_c - [c = y]``, i.e. ``softmax(z) - onehot(y)``; for soft targets
-    ``d(-sum_c q_c log p_c)/dz = p sum(q) - q = softmax(z) - q`` when q sums to 1.
-    It is evaluated as ``p (S - q) - q (1 - p)`` (S = sum q), with ``1 - p_a = rest / (1 + rest)`` at
-    the argmax, so the target class's gradient keeps relative accuracy (-4.1223e-9 above).
-
-    Fisher information: the Hessian of ``logsumexp`` does not depend on y, and it is
-    ``diag(p) - p p^T``, shape ``[..., C, C]``.
-    """
-
-    def log_prob(self, outputs, targets) -> jax.Array:
-        """Per-example ``log p(targets | logits)``: scipy's multinomial logpmf with n = 1 for labels."""
-        labels = not jnp.issubdtype(jnp.asarray(targets).dtype, jnp.floating)
-        # Labels go to the label kernel with the logits in their own dtype: no one-hot row is built.
-        z, y, is_soft, dtype = _prepare(outputs, targets, upcast=not labels)
-        lp = -cross_entropy_logits(z, y)
-        valid = _targets_valid(y, is_soft, z.shape[-1])
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
-
-    def grad(self, outputs, targets) -> jax.Array:
-        """Closed form ``softmax(z) - onehot(y)`` (or ``softmax(z) sum(q) - q``), shape [..., C].
-
-        Rows whose target is invalid are NaN.
-        """
-        z, y, is_soft, dtype = _prepare(outputs, targets)
-        q = y if is_soft else _one_hot(y, z.shape[-1], z.dtype)
-        _, p, one_minus_p = _softmax_parts(z)
-        g = _grad_from_parts(p, one_minus_p, q)
-        valid = _targets_valid(y, is_soft, z.shape[-1])
-        return jnp.where(valid[..., None], g, jnp.nan).astype(dtype)
-
-    def params(self, outputs) -> dict[str, jax.Array]:
-        z, dtype = _logits(outputs)
-        return {"logits": z.astype(dtype), "probs": jax.nn.softmax(z).astype(dtype)}
-
-    def mean(self, outputs) -> jax.Array:
-        """The mean of the one-hot encoding of the label: the class probabilities, [..., C]."""
-        z, dtype = _logits(outputs)
-        return jax.nn.softmax(z).astype(dtype)
-
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
-        """Integer labels (int32), shape ``sample_shape + logits.shape[:-1]``."""
-        z, _ = _logits(outputs)
-        return jax.random.categorical(key, z, shape=tuple(sample_shape) + z.shape[:-1]).astype(jnp.int32)
-
-    def entropy(self, outputs) -> jax.Array:
-        """``-sum_c p_c log p_c``, with 0 log 0 = 0 for classes whose logit is -inf."""
-        _logits(outputs)
-        return info.entropy_with_logits(outputs)
-
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
-        """KL(p || q) = sum_c p_c (log p_c - log q_c); classes with p_c = 0 contribute 0."""
-        _logits(outputs_p, "Categorical.kl outputs_p (logits)")
-        _logits(outputs_q, "Categorical.kl outputs_q (logits)")
-        return info.kl_divergence_with_logits(outputs_p, outputs_q)
-
-    def fisher(self, outputs) -> jax.Array:
-        """``diag(p) - p p^T``, shape ``[..., C, C]``; the diagonal as ``p (1 - p)`` without cancellation."""
-        z, dtype = _logits(outputs)
-        _, p, one_minus_p = _softmax_parts(z)
-        diagonal = jnp.eye(z.shape[-1], dtype=bool)
-        outer = -p[..., :, None] * p[..., None, :]
-        return jnp.where(diagonal, (p * one_minus_p)[..., :, None], outer).astype(dtype)
-
-    def constant_terms(self, targets) -> jax.Array:
-        """The part of ``log_prob`` that does not depend on the logits: none, so 0 (batch shape)."""
-        y = validate.numeric_targets(targets, where="Categorical targets")
-        shape = y.shape[:-1] if jnp.issubdtype(y.dtype, jnp.floating) else y.shape
-        return jnp.zeros(shape, numerics.accumulation_dtype(numerics.float_dtype(y)))
-
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
-        """Exact expectation over the C labels: nodes ``[C, *batch]`` (int32) and probabilities."""
-        z, _ = _logits(outputs)
-        num_classes = z.shape[-1]
-        column = jnp.arange(num_classes, dtype=jnp.int32).reshape((-1,) + (1,) * (z.ndim - 1))
-        labels = jnp.broadcast_to(column, (num_classes,) + z.shape[:-1])
-        return labels, jnp.moveaxis(jax.nn.softmax(z), -1, 0)
-
-    def mle(self, targets, *, axis: int = 0, num_classes: int | None = None) -> jax.Array:
-        """Closed-form MLE: logits = log of the class frequencies (-inf for unseen classes).
-
-        Integer labels need ``num_classes``; probability vectors [..., C] are averaged.
-        """
-        y = validate.numeric_targets(targets, where="Categorical.mle targets")
-        if jnp.issubdtype(y.dtype, jnp.floating):
-            freq = jnp.mean(y.astype(numerics.accumulation_dtype(y.dtype)), axis=axis)
-        else:
-            if num_classes is None:
-                raise ValueError("Categorical.mle: integer labels need num_classes=C.")
-            freq = jnp.mean(_one_hot(y, num_classes, jnp.float32), axis=axis % max(y.ndim, 1))
-        return jnp.log(freq)

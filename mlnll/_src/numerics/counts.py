@@ -19,9 +19,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import numerics
+from mlnll._src.numerics.series import STIRLING_COEFFS, expm1mx_series, stirling_series
+from mlnll._src.numerics.elementary import LOG_2PI, log1pmx_over_x
 
-LOG_2PI = math.log(2.0 * math.pi)
 
 # stirlerr(k) = log(k!) - ((k + 1/2) log k - k + log(2 pi) / 2) for k = 0..9, from mpmath at 40
 # digits (k = 0 is unused: stirlerr diverges at 0).
@@ -36,18 +36,6 @@ _STIRLERR_TABLE = (
     0.011896709945891770095,
     0.010411265261972096497,
     0.0092554621827127329177,
-)
-# Stirling's series: stirlerr(x) = sum_k B_2k / (2k (2k - 1) x^(2k - 1)), k = 1..8; at x >= 10 the
-# first omitted term is 0.18 / x^17 < 2e-18.
-_STIRLING_COEFFS = (
-    1.0 / 12.0,
-    -1.0 / 360.0,
-    1.0 / 1260.0,
-    -1.0 / 1680.0,
-    1.0 / 1188.0,
-    -691.0 / 360360.0,
-    1.0 / 156.0,
-    -3617.0 / 122400.0,
 )
 # psi(x) - log(x) = -1/(2x) - sum_k B_2k / (2k x^(2k)), k = 1..8: (power, coefficient) pairs; at
 # x >= 10 the first omitted term is 3.05 / x^18 = 3e-18.
@@ -64,9 +52,6 @@ _DIGAMMA_TAIL = (
 )
 _SERIES_FROM = 10.0
 _FINITE_SUM_BELOW = 16
-# log1p(x) - x = -x u + 2 sum_k u^(2k+1) / (2k+1), u = x / (2 + x); at |x| <= 1/2, |u| <= 1/3 and
-# the terms through k = 17 leave less than 1e-18.
-_ATANH_TERMS = 17
 
 
 def check_total_count(family: str, total_count) -> int:
@@ -89,40 +74,29 @@ def is_count(y: jax.Array) -> jax.Array:
     return jnp.isfinite(y) & (y >= 0) & (y == jnp.floor(y))
 
 
-def stirlerr(x: jax.Array, *, counts: bool = False) -> jax.Array:
-    """``log Gamma(x + 1) - ((x + 1/2) log x - x + log(2 pi)/2)`` for x > 0, to full precision.
+def stirlerr(x: jax.Array) -> jax.Array:
+    """``log Gamma(x + 1) - ((x + 1/2) log x - x + log(2 pi)/2)`` at whole numbers x >= 1 (counts,
+    never differentiated), to full precision.
 
-    x >= 10: Stirling's series (lgamma's rounding would swamp a result of 1/(12 x)). x < 10: with
-    ``counts=True`` (whole numbers, never differentiated) the table's entry, picked by a chain of
-    nine selects (a gather from a 10-entry table costs more than all of them on a CPU); otherwise
-    lgamma, where the cancellation costs at most ~50 ulps of a result of size 1e-2 or more.
+    This is the log-gamma remainder ``delta(x)`` of ``stirling_remainder`` (lgamma(x + 1) = lgamma(x)
+    + log x), specialised to counts: x >= 10, Stirling's series (lgamma's rounding would swamp a
+    result of 1/(12 x)); below 10 the table's entry, picked by a chain of nine selects (a gather
+    from a 10-entry table costs more than all of them on a CPU).
     """
     large = x >= _SERIES_FROM
-    inv = 1.0 / jnp.where(large, x, jnp.full_like(x, _SERIES_FROM))
-    inv_sq = inv * inv
-    series = jnp.zeros_like(x)
-    for c in reversed(_STIRLING_COEFFS):
-        series = series * inv_sq + c
-    series = series * inv
+    big = stirling_series(jnp.where(large, x, jnp.full_like(x, _SERIES_FROM)))
     xs = jnp.where(large, jnp.ones_like(x), x)
-    if counts:
-        small = jnp.full_like(x, _STIRLERR_TABLE[-1])
-        for k in range(len(_STIRLERR_TABLE) - 2, 0, -1):
-            small = jnp.where(xs == k, jnp.asarray(_STIRLERR_TABLE[k], x.dtype), small)
-    else:
-        small = jax.scipy.special.gammaln(xs + 1) - (xs + 0.5) * jnp.log(xs) + xs - numerics.HALF_LOG_2PI
-    return jnp.where(large, series, small)
+    small = jnp.full_like(x, _STIRLERR_TABLE[-1])
+    for k in range(len(_STIRLERR_TABLE) - 2, 0, -1):
+        small = jnp.where(xs == k, jnp.asarray(_STIRLERR_TABLE[k], x.dtype), small)
+    return jnp.where(large, big, small)
 
 
 def stirlerr_static(n: int) -> float:
     """``stirlerr(n)`` for a static whole number n >= 1, in Python floats (float64)."""
     if n < _SERIES_FROM:
         return _STIRLERR_TABLE[n]
-    inv_sq = 1.0 / (n * n)
-    series = 0.0
-    for c in reversed(_STIRLING_COEFFS):
-        series = series * inv_sq + c
-    return series / n
+    return float(sum(c / n ** (2 * k + 1) for k, c in enumerate(STIRLING_COEFFS)))
 
 
 def log_ratio(x: jax.Array, log_m: jax.Array, m: jax.Array | None = None) -> jax.Array:
@@ -166,7 +140,7 @@ def bd0(x: jax.Array, t: jax.Array, m: jax.Array) -> jax.Array:
     near = positive & (jnp.abs(t) <= 1)
     t_near = jnp.where(near, t, jnp.zeros_like(t))
     t_far = jnp.where(positive & ~near, t, jnp.zeros_like(t))
-    return jnp.where(near, x * numerics.expm1mx_series(-t_near), m - x * (1 - t_far))
+    return jnp.where(near, x * expm1mx_series(-t_near), m - x * (1 - t_far))
 
 
 def log_factorial_part(y: jax.Array) -> jax.Array:
@@ -174,7 +148,7 @@ def log_factorial_part(y: jax.Array) -> jax.Array:
     Loader's form keeps besides ``y log y - y``."""
     positive = y > 0
     ys = jnp.where(positive, y, jnp.ones_like(y))
-    return jnp.where(positive, stirlerr(ys, counts=True) + 0.5 * (LOG_2PI + jnp.log(ys)), jnp.zeros_like(y))
+    return jnp.where(positive, stirlerr(ys) + 0.5 * (LOG_2PI + jnp.log(ys)), jnp.zeros_like(y))
 
 
 @functools.partial(jax.jit, static_argnames="total_count")
@@ -216,31 +190,6 @@ def binomial_log_pmf(
         return jnp.zeros_like(y)
     stack = lambda u, v: jnp.stack([u, v], axis=-1)  # noqa: E731
     return multinomial_log_pmf(stack(y, n - y), stack(log_p, log_q), stack(p, q), n)
-
-
-def log1pmx_over_x(x: jax.Array) -> jax.Array:
-    """``(log(1 + x) - x) / x`` for x > -1 (-> 0 at x = 0), with full relative accuracy near 0.
-
-    |x| <= 1/2: from log1p(x) = 2 atanh(u), u = x/(2 + x), and x - 2u = x u:
-    ``(log1p(x) - x)/x = -u + 2 u^2 / (2 + x) * sum_{k>=1} u^(2k-2) / (2k + 1)``; |u| <= 1/3 and
-    the leading -u dominates (no cancellation), with no division by x. Elsewhere the plain
-    quotient, which cancels at most a factor 5.
-    """
-    small = jnp.abs(x) <= 0.5
-    xs = jnp.where(small, x, jnp.zeros_like(x))
-    u = xs / (2 + xs)
-    u2 = u * u
-    series = jnp.zeros_like(x)
-    for k in reversed(range(1, _ATANH_TERMS + 1)):
-        series = series * u2 + 1.0 / (2 * k + 1)
-    series = -u + 2 * u2 / (2 + xs) * series
-    xl = jnp.where(small, jnp.ones_like(x), x)
-    return jnp.where(small, series, (jnp.log1p(xl) - xl) / xl)
-
-
-def log1pmx(x: jax.Array) -> jax.Array:
-    """``log(1 + x) - x`` for x > -1, with full relative accuracy near 0 (where it is ~ -x^2/2)."""
-    return x * log1pmx_over_x(x)
 
 
 def _psi_minus_log_series(x: jax.Array) -> jax.Array:
@@ -311,88 +260,6 @@ def softplus_times_exp(log_scale: jax.Array, d: jax.Array) -> jax.Array:
     dp = jnp.where(neg, jnp.zeros_like(d), d)
     small = jnp.exp(log_scale + dn) * (1 + log1pmx_over_x(jnp.exp(dn)))
     return jnp.where(neg, small, jnp.exp(log_scale) * jax.nn.softplus(dp))
-
-
-@jax.jit
-def bernoulli_kl(zp: jax.Array, zq: jax.Array) -> jax.Array:
-    """KL(Bernoulli(sigmoid(zp)) || Bernoulli(sigmoid(zq))) from logits, accurate when zp ~ zq.
-
-    It is the Bregman divergence of softplus: with d = zq - zp and s = sigmoid(zp),
-    ``KL = softplus(zq) - softplus(zp) - s d = log1p(w) - s d``,  ``w = s expm1(d)``.
-    Near d = 0 the first-order terms cancel, so there ``KL = log1pmx(w) + s expm1mx(d)``: two terms
-    whose ratio is at most s <= 1/2 when zp <= 0. For zp > 0 the mirror image (z -> -z, s -> 1 - s)
-    is used. Away from d = 0, ``log1p(w)`` is taken from ``log w`` when w could overflow.
-    """
-    d, near, dn, df = _split(zp, zq)
-    pos = zp > 0
-    s = jax.nn.sigmoid(zp)
-    w = s * jnp.expm1(dn)
-    direct_near = log1pmx(w) + s * numerics.expm1mx(dn)
-    log1p_w, _, _ = _log1p_w_far(zp, df)
-    direct = jnp.where(near, direct_near, log1p_w - s * df)
-    return jnp.where(pos, _mirror_kl(zp, zq, d, near, dn, divide_by_p=False), direct)
-
-
-@jax.jit
-def geometric_kl(zp: jax.Array, zq: jax.Array) -> jax.Array:
-    """KL between geometric laws with success logits zp, zq: ``bernoulli_kl(zp, zq) / sigmoid(zp)``.
-
-    (E[y] = (1 - p)/p, so KL = log(p/q) + (1 - p)/p log((1 - p)/(1 - q)) = KL_Bernoulli / p.)
-    For zp <= 0 the division by s = sigmoid(zp) is done analytically: ``log1p(w)/s =
-    expm1(d) log1p(w)/w`` and ``log1pmx(w)/s = expm1(d) log1pmx(w)/w``, so nothing overflows as
-    p -> 0, where KL -> expm1mx(d).
-    """
-    d, near, dn, df = _split(zp, zq)
-    pos = zp > 0
-    s = jax.nn.sigmoid(zp)
-    w = s * jnp.expm1(dn)
-    direct_near = jnp.expm1(dn) * log1pmx_over_x(w) + numerics.expm1mx(dn)
-    log1p_w, w_far, big = _log1p_w_far(zp, df)
-    # big: log1p(w) / s with 1/s = 1 + e^(-zp) (overflows only when the KL itself does).
-    zn = jnp.where(pos, jnp.zeros_like(zp), zp)
-    over_s = jnp.where(big, log1p_w * (1 + jnp.exp(-zn)), jnp.expm1(df) * (1 + log1pmx_over_x(w_far)))
-    direct = jnp.where(near, direct_near, over_s - df)
-    return jnp.where(pos, _mirror_kl(zp, zq, d, near, dn, divide_by_p=True), direct)
-
-
-def _split(zp, zq):
-    """``d = zq - zp``, whether |d| <= 1, and d masked to each side (double where)."""
-    d = zq - zp
-    near = jnp.abs(d) <= 1
-    dn = jnp.where(near, d, jnp.zeros_like(d))
-    df = jnp.where(near, jnp.full_like(d, 2.0), d)
-    return d, near, dn, df
-
-
-def _log1p_w_far(zp, df):
-    """``log1p(w)`` for w = sigmoid(zp) expm1(df), |df| > 1, from ``log|w|`` (no overflow of w).
-
-    Returns ``(log1p(w), w where it is at most 1 (else 0), big = w > 1)``.
-    """
-    # log|expm1(d)| = d + log(1 - e^-d) for d > 0, log(1 - e^d) for d < 0
-    log_one_minus = jnp.log(-jnp.expm1(-jnp.abs(df)))
-    log_abs_expm1 = jnp.where(df > 0, df + log_one_minus, log_one_minus)
-    log_abs_w = numerics.log_sigmoid(zp) + log_abs_expm1
-    big = log_abs_w > 0  # only possible for df > 0: for df < 0, |w| < sigmoid(zp) < 1
-    w = jnp.where(big, jnp.zeros_like(df), jnp.sign(df) * jnp.exp(jnp.minimum(log_abs_w, 0)))
-    return jnp.where(big, jax.nn.softplus(log_abs_w), jnp.log1p(w)), w, big
-
-
-def _mirror_kl(zp, zq, d, near, dn, *, divide_by_p: bool):
-    """The zp > 0 forms, in terms of 1 - p = sigmoid(-zp): ``KL_Bernoulli`` or ``KL_Bernoulli / p``.
-
-    ``KL = softplus(-zq) - softplus(-zp) + (1 - p) d``; near d = 0,
-    ``log1pmx(w) + (1 - p) expm1mx(-d)`` with ``w = (1 - p) expm1(-d)``. p >= 1/2 here, so
-    dividing by p is harmless.
-    """
-    pos = zp > 0
-    zpp = jnp.where(pos, zp, jnp.ones_like(zp))
-    one_minus_p = jax.nn.sigmoid(-zpp)
-    near_kl = log1pmx(one_minus_p * jnp.expm1(-dn)) + one_minus_p * numerics.expm1mx(-dn)
-    d_far = jnp.where(near, jnp.zeros_like(d), d)
-    far_kl = jax.nn.softplus(-zq) - jax.nn.softplus(-zpp) + one_minus_p * d_far
-    kl = jnp.where(near, near_kl, far_kl)
-    return kl * (1 + jnp.exp(-zpp)) if divide_by_p else kl
 
 
 def sum_over_counts(

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from mlnll._src import fused, numerics
+from mlnll._src import numerics
+from mlnll._src.vocab import fused
 
 
 @dataclasses.dataclass(frozen=True)

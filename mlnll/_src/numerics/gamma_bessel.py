@@ -28,20 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import special
 
-from mlnll._src import numerics
+from mlnll._src.numerics.elementary import HALF_LOG_2PI, expm1mx
+from mlnll._src.numerics.series import STIRLING_COEFFS, horner, stirling_series
 
-HALF_LOG_2PI = numerics.HALF_LOG_2PI
-
-# Stirling series delta(x) = sum_k B_2k / (2k (2k - 1) x^(2k - 1)), k = 1..10. At x >= 10 the first
-# omitted term (k = 11) is 1e-21 of delta(10) and, in delta'(x), 3e-17 of delta'(10); below 10 delta
-# is gammaln minus Stirling.
-_BERNOULLI_2K = (Fraction(1, 6), Fraction(-1, 30), Fraction(1, 42), Fraction(-1, 30), Fraction(5, 66),
-                 Fraction(-691, 2730), Fraction(7, 6), Fraction(-3617, 510), Fraction(43867, 798),
-                 Fraction(-174611, 330))
-_STIRLING = tuple(float(b / (2 * k * (2 * k - 1))) for k, b in enumerate(_BERNOULLI_2K, start=1))
+_STIRLING = STIRLING_COEFFS  # delta(x) = sum_k _STIRLING[k] x^-(2k+1), x >= 10
 _STIRLING_MIN = 10.0
-# Taylor coefficients 1/(k+2)! of (exp(u) - 1 - u) / u^2, k = 0..9.
-_EXPM1MX_SERIES = tuple(1.0 / math.factorial(k + 2) for k in range(10))
 
 
 def _bessel_ratio_series(n_terms: int) -> tuple[Fraction, ...]:
@@ -87,14 +78,6 @@ def _bessel_ratio_complement_quadrature(k: jax.Array) -> jax.Array:
 _POSITIVE_SERIES_TERMS = 90
 
 
-def _horner(coeffs, w: jax.Array) -> jax.Array:
-    """``sum_i coeffs[i] w^i``."""
-    out = jnp.zeros_like(w)
-    for c in reversed(coeffs):
-        out = out * w + float(c)
-    return out
-
-
 def _split(x: jax.Array, threshold: float) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(large, x_large, x_small)``: the branch mask and x clamped into each branch (double where)."""
     large = x >= threshold
@@ -112,9 +95,8 @@ def stirling_remainder(x: jax.Array) -> jax.Array:
     the same value, and Hessians of the log-likelihoods compile to a fraction of the size.
     """
     large, xl, xs = _split(x, _STIRLING_MIN)
-    series = _horner(_STIRLING, 1 / (xl * xl)) / xl
     direct = special.gammaln(xs) - (xs - 0.5) * jnp.log(xs) + xs - HALF_LOG_2PI
-    return jnp.where(large, series, direct)
+    return jnp.where(large, stirling_series(xl), direct)
 
 
 @stirling_remainder.defjvp
@@ -126,7 +108,7 @@ def _stirling_remainder_jvp(primals, tangents):
 def _stirling_remainder_grad_series(x: jax.Array) -> jax.Array:
     """``delta'(x)`` for x >= 10: the derivative of the Stirling series."""
     coeffs = [-(2 * k - 1) * c for k, c in enumerate(_STIRLING, start=1)]
-    return _horner(coeffs, 1 / (x * x)) / (x * x)
+    return horner(coeffs, 1 / (x * x)) / (x * x)
 
 
 # delta'(x) - delta'(x + 1) = log1p(1/x) - 1/(2x) - 1/(2(x + 1)); with w = 1/(2x + 1),
@@ -141,7 +123,7 @@ def _stirling_remainder_grad_step(x: jax.Array) -> jax.Array:
     """``delta'(x) - delta'(x + 1)`` for x >= 1/2, as a series of terms of one sign."""
     w = 1 / (2 * x + 1)
     w2 = w * w
-    return _horner(_STEP_COEFFS, w2) * w2 * w
+    return horner(_STEP_COEFFS, w2) * w2 * w
 
 
 @jax.custom_jvp
@@ -179,7 +161,7 @@ def _stirling_remainder_grad_jvp(primals, tangents):
 def _scaled_stirling_remainder_hess(x: jax.Array) -> jax.Array:
     """``x^2 delta''(x) = x^2 (trigamma(x) - 1/x - 1/(2 x^2))`` (~ 1/(6 x)), for x >= 10 only."""
     coeffs = [2 * k * (2 * k - 1) * c for k, c in enumerate(_STIRLING, start=1)]
-    return _horner(coeffs, 1 / (x * x)) / x
+    return horner(coeffs, 1 / (x * x)) / x
 
 
 def _shifted_sum(term, x: jax.Array) -> jax.Array:
@@ -225,38 +207,19 @@ def scaled_trigamma_difference(x: jax.Array, d: jax.Array) -> jax.Array:
     return head + tail
 
 
-@jax.custom_jvp
-def _expm1mx(u: jax.Array) -> jax.Array:
-    """``exp(u) - 1 - u``: ``u^2 sum_k u^k / (k+2)!`` (10 terms; the first omitted is 4e-19 of the
-    sum) when |u| <= 0.1, else ``expm1(u) - u`` (at most 20 ulp lost to the subtraction).
-
-    Its derivative ``expm1(u)`` is stated, not traced through the polynomial.
-    """
-    small = jnp.abs(u) <= 0.1
-    us = jnp.where(small, u, jnp.zeros_like(u))
-    um = jnp.where(small, jnp.ones_like(u), u)
-    return jnp.where(small, _horner(_EXPM1MX_SERIES, us) * us * us, jnp.expm1(um) - um)
-
-
-@_expm1mx.defjvp
-def _expm1mx_jvp(primals, tangents):
-    (u,), (du,) = primals, tangents
-    return _expm1mx(u), jnp.expm1(u) * du
-
-
 def scaled_expm1mx(scale: jax.Array, u: jax.Array, scale_exp_u: jax.Array) -> jax.Array:
     """``scale * (exp(u) - 1 - u)``, the saddle-point deviance, given ``scale * exp(u)`` as well.
 
-    |u| <= 1: ``scale * _expm1mx(u)``, with relative accuracy even when the deviance is 1e-14 of
+    |u| <= 1: ``scale * expm1mx(u)``, with relative accuracy even when the deviance is 1e-14 of
     ``scale``; u > 1: ``scale_exp_u - scale (1 + u)``, which never forms exp(u) alone (it can
     overflow while ``scale exp(u)`` is finite) and cancels at most one bit. (Below u = -1,
-    ``exp(u) - 1 - u`` has no cancellation and no overflow; ``_expm1mx`` takes it too.)
+    ``exp(u) - 1 - u`` has no cancellation and no overflow; ``expm1mx`` takes it too.)
     """
     big = u > 1
     us = jnp.where(big, jnp.zeros_like(u), u)
     ul = jnp.where(big, u, 2 * jnp.ones_like(u))
     large = jnp.where(big, scale_exp_u, 2 * jnp.ones_like(scale_exp_u)) - scale * (1 + ul)
-    return jnp.where(big, large, scale * _expm1mx(us))
+    return jnp.where(big, large, scale * expm1mx(us))
 
 
 def gammaln_bregman(log_x_q: jax.Array, log_x_p: jax.Array) -> jax.Array:
@@ -269,7 +232,7 @@ def gammaln_bregman(log_x_q: jax.Array, log_x_p: jax.Array) -> jax.Array:
     x_p, x_q = jnp.exp(log_x_p), jnp.exp(log_x_q)
     t = log_x_q - log_x_p
     em1 = jnp.expm1(t)
-    main = x_p * (t * em1 - numerics.expm1mx(t)) + 0.5 * numerics.expm1mx(t)
+    main = x_p * (t * em1 - expm1mx(t)) + 0.5 * expm1mx(t)
     remainder = stirling_remainder(x_q) - stirling_remainder(x_p) - stirling_remainder_grad(x_p) * x_p * em1
     return main + remainder
 
@@ -288,7 +251,7 @@ def log_i0e(k: jax.Array) -> jax.Array:
     large, kl, ks = _split(k, _BESSEL_SERIES_MIN)
     w = 1 / kl
     coeffs = [c / (n - 1) for n, c in enumerate(_BESSEL_C, start=1) if n >= 2]
-    series = -0.5 * jnp.log(2 * math.pi * kl) + w * _horner(coeffs, w)
+    series = -0.5 * jnp.log(2 * math.pi * kl) + w * horner(coeffs, w)
     return jnp.where(large, series, jnp.log(special.i0e(ks)))
 
 
@@ -308,7 +271,7 @@ def bessel_ratio_complement(k: jax.Array) -> jax.Array:
     """
     large, kl, ks = _split(k, _BESSEL_SERIES_MIN)
     w = 1 / kl
-    series = w * _horner(_BESSEL_C, w)
+    series = w * horner(_BESSEL_C, w)
     return jnp.where(large, series, _bessel_ratio_complement_quadrature(ks))
 
 
@@ -320,7 +283,7 @@ def _bessel_ratio_complement_jvp(primals, tangents):
     large, kl, ks = _split(k, _BESSEL_SERIES_MIN)
     w = 1 / kl
     a = special.i1e(ks) / special.i0e(ks)
-    grad = jnp.where(large, w * w * _horner([n * c for n, c in enumerate(_BESSEL_C, start=1)], w),
+    grad = jnp.where(large, w * w * horner([n * c for n, c in enumerate(_BESSEL_C, start=1)], w),
                      1 - a / ks - a * a)
     return bessel_ratio_complement(k), -grad * dk
 
@@ -343,7 +306,7 @@ def scaled_bessel_ratio_grad(k: jax.Array) -> jax.Array:
     """
     large, kl, ks = _split(k, _BESSEL_SERIES_MIN)
     w = 1 / kl
-    series = _horner([n * c for n, c in enumerate(_BESSEL_C, start=1)], w)
+    series = horner([n * c for n, c in enumerate(_BESSEL_C, start=1)], w)
     q = 0.25 * ks * ks  # (k/2)^2
 
     def add_term(j, state):
@@ -357,3 +320,59 @@ def scaled_bessel_ratio_grad(k: jax.Array) -> jax.Array:
     one = jnp.ones_like(ks)
     _, _, i0_sum, p_sum = jax.lax.fori_loop(0, _POSITIVE_SERIES_TERMS, add_term, (one, 0.5 * one, one, 0.5 * one))
     return jnp.where(large, series, ks * ks * p_sum / (i0_sum * i0_sum))
+
+
+# -- log-gamma near its zeros --------------------------------------------------------------------
+
+
+# log Gamma(1 + t) = -euler_gamma t + sum_{k>=2} (-1)^k zeta(k) t^k / k (|t| < 1); the
+# coefficients of t, t^2, ..., t^55 (from mpmath at 30 digits): 55 terms reach 1e-18 at |t| = 1/2.
+_LGAMMA1P_COEFFS = (
+    -0.5772156649015329, 0.8224670334241132, -0.40068563438653143,
+    0.27058080842778454, -0.20738555102867398, 0.1695571769974082,
+    -0.1440498967688461, 0.12550966952474304, -0.11133426586956469,
+    0.1000994575127818, -0.09095401714582904, 0.083353840546109,
+    -0.0769325164113522, 0.07143294629536133, -0.06666870588242046,
+    0.06250095514121304, -0.058823978658684585, 0.055555767627403614,
+    -0.05263167937961666, 0.05000004769810169, -0.047619070330142226,
+    0.04545455629320467, -0.04347826605304026, 0.04166666915034121,
+    -0.04000000119214014, 0.03846153903467518, -0.037037037312989324,
+    0.035714285847333355, -0.034482758684919304, 0.03333333336437758,
+    -0.03225806453115042, 0.03125000000727597, -0.030303030306558044,
+    0.029411764707594344, -0.02857142857226011, 0.027777777778181998,
+    -0.027027027027223673, 0.02631578947377995, -0.025641025641072283,
+    0.025000000000022737, -0.024390243902450117, 0.023809523809529224,
+    -0.023255813953491015, 0.02272727272727402, -0.022222222222222855,
+    0.021739130434782917, -0.021276595744681003, 0.02083333333333341,
+    -0.02040816326530616, 0.020000000000000018, -0.019607843137254912,
+    0.019230769230769235, -0.01886792452830189, 0.01851851851851852,
+    -0.01818181818181818,
+)
+
+
+def lgamma1p(t: jax.Array) -> jax.Array:
+    """``log Gamma(1 + t)`` for t > -1, with relative accuracy near its zeros t = 0 and t = 1.
+
+    XLA's lgamma is accurate to absolute, not relative, rounding there (float32 lgamma(1) is
+    4.8e-7, and at 1 + 1e-6 it is off by 13%). For |t| <= 1/2 this is the Taylor series above;
+    for 1/2 < t <= 3/2, ``log Gamma(1 + t) = log t + log Gamma(1 + (t - 1))`` (t - 1 is exact
+    there); elsewhere lgamma. Pass t itself (e.g. ``expm1(log_a)``), not 1 + t rounded.
+    """
+    near_0 = jnp.abs(t) <= 0.5
+    near_1 = (t > 0.5) & (t <= 1.5)
+    s = jnp.where(near_0, t, jnp.where(near_1, t - 1, jnp.zeros_like(t)))
+    near = horner(_LGAMMA1P_COEFFS, s) * s
+    far = jnp.where(near_0 | near_1, jnp.ones_like(t), t)
+    return jnp.where(near_0, near, jnp.where(near_1, near + jnp.log(jnp.where(near_1, t, jnp.ones_like(t))),
+                                              jax.lax.lgamma(1 + far)))
+
+
+def lgamma_exp(log_x: jax.Array) -> jax.Array:
+    """``log Gamma(exp(log_x))``: ``lgamma1p(expm1(log_x))`` near x = 1 and 2, lgamma elsewhere.
+
+    (Below x = 1/2, ``1 + expm1(log_x)`` would round a tiny x away; lgamma of x itself is
+    accurate there.)
+    """
+    t = jnp.expm1(log_x)
+    near = (t >= -0.5) & (t <= 1.5)
+    return jnp.where(near, lgamma1p(jnp.where(near, t, jnp.zeros_like(t))), jax.lax.lgamma(jnp.exp(log_x)))

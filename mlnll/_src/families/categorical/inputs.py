@@ -1,0 +1,89 @@
+"""Categorical's outputs and targets: logits ``[..., C]``; integer labels ``[...]`` or probability
+vectors ``[..., C]``."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.losses.checks import ValueCheck
+
+
+class Inputs(NamedTuple):
+    """Validated, broadcast logits and targets; ``dtype`` is the dtype results are returned in."""
+
+    logits: jax.Array  # [..., C]
+    targets: jax.Array  # labels [...] (int32) or probability vectors [..., C]
+    is_soft: bool
+    dtype: np.dtype
+
+    @property
+    def num_classes(self) -> int:
+        return self.logits.shape[-1]
+
+    def valid(self) -> jax.Array:
+        """The examples whose target is in the support (a label in 0..C-1, probabilities in [0, 1])."""
+        if self.is_soft:
+            return jnp.all((self.targets >= 0) & (self.targets <= 1), axis=-1)
+        return (self.targets >= 0) & (self.targets < self.num_classes)
+
+
+def logits(outputs, *, family: str = "Categorical", upcast: bool = True) -> tuple[jax.Array, np.dtype]:
+    """Validated logits ``[..., C]`` (in the accumulation dtype unless ``upcast=False``) and the result dtype."""
+    p = unpack.unpack(outputs, family=family, names=("logits",), event_ndims={"logits": 1}, upcast=upcast)
+    return p.logits, p.dtype
+
+
+def is_labels(targets) -> bool:
+    """Whether ``targets`` are integer (or bool) class labels rather than probability vectors."""
+    return not jnp.issubdtype(jnp.asarray(targets).dtype, jnp.floating)
+
+
+def prepare(outputs, targets, *, upcast: bool = True) -> Inputs:
+    """Logits and targets broadcast to one batch shape.
+
+    Integer (or bool) targets are labels of shape [...]; floating targets are probability vectors
+    of shape [..., C]. With ``upcast=False`` bfloat16/float16 logits stay as they are (the label
+    kernel upcasts per use, so no float32 copy of the logits is stored).
+    """
+    z, dtype = logits(outputs, upcast=upcast)
+    y = validate.numeric_targets(targets, where="Categorical targets")
+    num_classes = z.shape[-1]
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        if y.ndim == 0 or y.shape[-1] != num_classes:
+            raise ValueError(
+                f"Categorical: floating targets are probability vectors [..., C] with C = {num_classes} "
+                f"as in outputs shape {z.shape}; got targets shape {y.shape}. Integer class labels "
+                "must have an integer dtype, e.g. targets.astype(jnp.int32)."
+            )
+        batch = validate.broadcast_shapes("Categorical", [("outputs", z.shape), ("targets", y.shape)])[:-1]
+        y = jnp.broadcast_to(y.astype(z.dtype), batch + (num_classes,))
+        return Inputs(jnp.broadcast_to(z, batch + (num_classes,)), y, True, dtype)
+    batch = validate.broadcast_shapes(
+        "Categorical", [("outputs[..., :-1] (batch)", z.shape[:-1]), ("targets (labels)", y.shape)]
+    )
+    y = jnp.broadcast_to(y.astype(jnp.int32), batch)
+    return Inputs(jnp.broadcast_to(z, batch + (num_classes,)), y, False, dtype)
+
+
+def target_checks(targets, num_classes: int, *, ignore_index: int | None = None) -> list[ValueCheck]:
+    """``checked()``'s checks of Categorical targets: labels in 0..C-1 (or ``ignore_index``); soft
+    targets in [0, 1] and summing to 1 within ``sqrt(eps) max(1, C/8)``."""
+    targets = jnp.asarray(targets)
+    if jnp.issubdtype(targets.dtype, jnp.floating):
+        total = jnp.sum(targets.astype(numerics.accumulation_dtype(targets.dtype)), axis=-1)
+        tol = float(np.sqrt(np.finfo(targets.dtype).eps)) * max(1.0, num_classes / 8)
+        return [
+            ValueCheck((targets < 0) | (targets > 1) | jnp.isnan(targets), targets,
+                       "soft target outside [0, 1] at flat index {i}: got {v}"),
+            ValueCheck(~(jnp.abs(total - 1) <= tol), total, "soft targets do not sum to 1 at flat index {i}: the sum is {v}"),
+        ]
+    in_range = (targets >= 0) & (targets < num_classes)
+    if ignore_index is not None:
+        in_range = in_range | (targets == ignore_index)
+    expected = f"0..{num_classes - 1}" + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
+    return [ValueCheck(~in_range, targets, f"label out of range at flat index {{i}}: got {{v}}, expected {expected}")]

@@ -1,0 +1,315 @@
+"""The conformance suite: every generic promise, checked for every row of the check table.
+
+One table drives it: ``registry.builtin_cases()``, the ``check_cases()`` of every public family
+(its random and extreme inputs, and its references: scipy.stats and the textbook formula). A
+family added to mlnll with ``check_cases`` is checked here without touching this file; the family
+test files keep only what is specific to one family.
+
+Tolerances come from the one table (``conftest.RTOL``, the ``value`` column of
+``mlnll._src.verify.tolerances``), times a small factor for the few roundings a comparison chains.
+"""
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mlnll
+from conftest import RTOL
+from mlnll._src.verify import registry
+
+CASES = registry.builtin_cases()
+IDS = [case.name for case in CASES]
+F32, F64 = np.dtype("float32"), np.dtype("float64")
+N = 16
+
+
+def _f64(x):
+    return np.asarray(x, np.float64)
+
+
+def _float_leaves_to(tree, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+@functools.lru_cache(maxsize=None)
+def jitted(family, method: str):
+    """``jax.jit(family.<method>)``, compiled once per family and shape across the suite."""
+    return jax.jit(getattr(family, method))
+
+
+def _method(family, method: str, use_jit: bool):
+    return jitted(family, method) if use_jit else getattr(family, method)
+
+
+def _inputs(case, dtype, n=N, seed=0):
+    return case.random(jax.random.PRNGKey(seed), np.dtype(dtype), n)
+
+
+def _raises_not_implemented(fn, *args) -> bool:
+    try:
+        fn(*args)
+    except NotImplementedError:
+        return True
+    return False
+
+
+def _natural_scale(family, outputs, leaf_index: int, like: np.ndarray) -> np.ndarray:
+    """``sqrt(F_ii)`` laid out as gradient leaf ``leaf_index`` (the score's standard deviation),
+    or zeros for a family without a closed-form Fisher information."""
+    try:
+        fisher = _f64(jitted(family, "fisher")(outputs))
+    except NotImplementedError:
+        return np.zeros_like(like)
+    leaves = jax.tree.leaves(outputs)
+    n = like.shape[0]
+    sizes = [int(np.prod(np.shape(x)[1:])) for x in leaves]
+    diag = fisher.reshape(n, sum(sizes), sum(sizes)) if fisher.ndim > 1 else fisher.reshape(n, 1, 1)
+    root = np.sqrt(np.abs(np.diagonal(diag, axis1=1, axis2=2)))
+    lo = sum(sizes[:leaf_index])
+    return root[:, lo:lo + sizes[leaf_index]].reshape(like.shape)
+
+
+# -- the family object --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_family_is_a_frozen_hashable_dataclass_that_conforms(case):
+    family = case.family
+    assert isinstance(family, mlnll.Family)
+    assert dataclasses.is_dataclass(family) and not isinstance(family, type)
+    copy = dataclasses.replace(family)
+    assert copy == family and hash(copy) == hash(family)
+    fields = dataclasses.fields(family)
+    if fields:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(family, fields[0].name, getattr(family, fields[0].name))
+    # Usable as a static argument of jit: the same object compiles once.
+    assert jitted(family, "log_prob") is jitted(copy, "log_prob")
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_passing_the_class_instead_of_an_instance_is_a_type_error(case):
+    cls = type(case.family)
+    for make in (lambda: mlnll.nll(cls), lambda: mlnll.check_grad(cls, *_inputs(case, F64, 2))):
+        with pytest.raises(TypeError, match=f"pass an instance: mlnll.{cls.__name__}()"):
+            make()
+
+
+# -- references: scipy.stats and the textbook formula ----------------------------------------------
+
+
+SCIPY = [c for c in CASES if c.scipy is not None]
+PLAIN = [c for c in CASES if c.plain_log_prob is not None]
+
+
+@pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("case", SCIPY, ids=[c.name for c in SCIPY])
+def test_log_prob_matches_scipy(case, dtype, use_jit):
+    outputs, targets = _inputs(case, dtype)
+    got = _method(case.family, "log_prob", use_jit)(outputs, targets)
+    assert got.dtype == dtype and got.shape == (N,)
+    want = case.scipy.log_prob(outputs, targets)
+    # Judged against max(|log p|, 1): where log p crosses 0 its terms, of size ~1, set the rounding.
+    scale = np.maximum(np.abs(want), 1.0)
+    assert np.all(np.abs(_f64(got) - want) <= 4 * RTOL[dtype] * scale), (got, want)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("case", SCIPY, ids=[c.name for c in SCIPY])
+def test_entropy_and_mean_match_scipy(case, dtype):
+    outputs, _ = _inputs(case, dtype)
+    family = case.family
+    if not _raises_not_implemented(family.entropy, outputs):
+        got = _f64(jitted(family, "entropy")(outputs))
+        want = case.scipy.entropy(outputs)
+        assert np.all(np.abs(got - want) <= 8 * RTOL[dtype] * np.maximum(np.abs(want), 1.0)), (got, want)
+    mean = _f64(jitted(family, "mean")(outputs))
+    want = case.scipy.mean(outputs).reshape(mean.shape)
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(mean), finite)  # NaN where the mean does not exist
+    assert np.all(np.abs(mean[finite] - want[finite]) <= 8 * RTOL[dtype] * np.maximum(np.abs(want[finite]), 1.0))
+
+
+@pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("case", PLAIN, ids=[c.name for c in PLAIN])
+def test_closed_form_and_jax_grad_match_autodiff_of_the_plain_formula(case, dtype, use_jit):
+    """The closed form ``grad`` and ``jax.grad`` of ``log_prob`` (which runs through the family's
+    derivation) against ``jax.grad`` of the textbook formula in float64, at the same inputs."""
+    outputs, targets = _inputs(case, dtype)
+    closed = _method(case.family, "grad", use_jit)(outputs, targets)
+    neg_log_prob = lambda o: -jnp.sum(case.family.log_prob(o, targets).astype(jnp.float32))  # noqa: E731
+    through_log_prob = (jax.jit(jax.grad(neg_log_prob)) if use_jit else jax.grad(neg_log_prob))(outputs)
+    outputs64, targets64 = _float_leaves_to(outputs, F64), _float_leaves_to(targets, F64)
+    want = jax.grad(lambda o: -jnp.sum(case.plain_log_prob(o, targets64)))(outputs64)
+    for i, (c, t, w) in enumerate(zip(jax.tree.leaves(closed), jax.tree.leaves(through_log_prob), jax.tree.leaves(want))):
+        w = _f64(w)
+        # Each component is judged against the larger of its size and its natural scale sqrt(F_ii).
+        scale = np.maximum(np.abs(w), _natural_scale(case.family, outputs64, i, w))
+        for name, g in (("closed form", c), ("jax.grad", t)):
+            assert g.dtype == dtype, name
+            assert np.all(np.abs(_f64(g) - w) <= 8 * RTOL[dtype] * np.maximum(scale, 1e-30)), (name, g, w)
+
+
+@pytest.mark.parametrize("case", PLAIN, ids=[c.name for c in PLAIN])
+def test_jacfwd_and_hessian_match_autodiff_of_the_plain_formula(case):
+    outputs, targets = _inputs(case, F64, 4)
+    first = jax.tree.map(lambda x: x[:1], outputs), jax.tree.map(lambda x: x[:1], targets)
+    flat, unravel = jax.flatten_util.ravel_pytree(first[0])
+    got_h = jax.hessian(lambda t: jnp.sum(case.family.log_prob(unravel(t), first[1])))(flat)
+    want_h = jax.hessian(lambda t: jnp.sum(case.plain_log_prob(unravel(t), first[1])))(flat)
+    scale = np.sqrt(np.abs(np.outer(np.diag(_f64(want_h)), np.diag(_f64(want_h))))) + np.abs(_f64(want_h))
+    assert np.all(np.abs(_f64(got_h) - _f64(want_h)) <= 1e-9 * np.maximum(scale, 1e-300)), (got_h, want_h)
+    flat_all, unravel_all = jax.flatten_util.ravel_pytree(outputs)
+    got_j = jax.jacfwd(lambda t: case.family.log_prob(unravel_all(t), targets))(flat_all)
+    want_j = jax.jacfwd(lambda t: case.plain_log_prob(unravel_all(t), targets))(flat_all)
+    np.testing.assert_allclose(_f64(got_j), _f64(want_j), rtol=1e-10, atol=1e-12 * np.max(np.abs(_f64(want_j))))
+
+
+# -- extremes and dtypes ----------------------------------------------------------------------------
+
+
+def _per_example(leaf, batch_ndim):
+    """Flatten a gradient leaf [*batch, *event] to [n_examples, -1]."""
+    n = math.prod(leaf.shape[:batch_ndim])
+    return np.asarray(leaf, np.float64).reshape(n, -1)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_extreme_inputs_give_no_nan_and_finite_gradients_where_the_value_is_finite(case, dtype):
+    outputs, targets = case.extreme(dtype)
+    log_prob = np.asarray(jitted(case.family, "log_prob")(outputs, targets), np.float64)
+    assert not np.any(np.isnan(log_prob)), log_prob
+    finite = np.isfinite(log_prob).reshape(-1)
+    autodiff = jax.jit(jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets).astype(jnp.float64))))(outputs)
+    closed = jitted(case.family, "grad")(outputs, targets)
+    for name, tree in (("jax.grad", autodiff), ("closed form", closed)):
+        for leaf in jax.tree.leaves(tree):
+            per = _per_example(leaf, log_prob.ndim)
+            assert np.all(np.isfinite(per[finite])), (name, per)
+
+
+@pytest.mark.parametrize("low", ["bfloat16", "float16"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_low_precision_outputs_are_computed_in_float32_and_returned_in_their_dtype(case, low):
+    low = jnp.dtype(low)
+    outputs, targets = case.random(jax.random.PRNGKey(0), F32, 16)
+    outputs_low = _float_leaves_to(outputs, low)
+    got = jitted(case.family, "log_prob")(outputs_low, targets)
+    assert got.dtype == low
+    # The reference: float32 arithmetic on the same (rounded) inputs.
+    want = np.asarray(jitted(case.family, "log_prob")(_float_leaves_to(outputs_low, F32), targets), np.float64)
+    eps = float(jnp.finfo(low).eps)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=eps, atol=eps * 1e-3)
+    grads = jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets).astype(F32)))(outputs_low)
+    grads_ref = jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets)))(_float_leaves_to(outputs_low, F32))
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+        assert g.dtype == low
+        r = np.asarray(r, np.float64)
+        scale = np.maximum(np.abs(r), np.max(np.abs(r)) * eps)  # near-zero entries: judged by the leaf's scale
+        assert np.all(np.abs(np.asarray(g, np.float64) - r) <= 2 * eps * scale), (g, r)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_integer_outputs_raise_a_type_error_naming_the_argument(case):
+    outputs, targets = _inputs(case, F32, 4)
+    leaves, tree = jax.tree.flatten(outputs)
+    for i in range(len(leaves)):
+        bad = tree.unflatten([x.astype(jnp.int32) if j == i else x for j, x in enumerate(leaves)])
+        with pytest.raises(TypeError, match="must be a floating array"):
+            case.family.log_prob(bad, targets)
+
+
+# -- sampling ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_samples_lie_in_the_support(case):
+    outputs, _ = _inputs(case, F32, 8)
+    draws = jax.jit(lambda k, o: case.family.sample(k, o, sample_shape=(256,)))(jax.random.PRNGKey(1), outputs)
+    log_prob = _f64(jax.jit(jax.vmap(case.family.log_prob, in_axes=(None, 0)))(outputs, draws))
+    assert log_prob.shape[0] == 256
+    assert np.all(log_prob > -np.inf), f"{np.mean(log_prob == -np.inf):.1%} of the draws are outside the support"
+
+
+# -- properties drawn by hypothesis -----------------------------------------------------------------
+
+
+def _kl_or_none(family, p, q):
+    try:
+        return np.asarray(family.kl(p, q), np.float64)
+    except NotImplementedError:
+        return None
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _transformed(family, outputs, targets, perm):
+    """Everything the property test compares, compiled once per family (shapes are fixed)."""
+    loss = mlnll.nll(family)
+    take = lambda tree: jax.tree.map(lambda x: x[perm], tree)  # noqa: E731
+    flat, unravel = jax.flatten_util.ravel_pytree(outputs)
+    f = lambda theta: loss(unravel(theta), targets)  # noqa: E731
+    first = jax.tree.map(lambda x: x[:1], outputs), jax.tree.map(lambda x: x[:1], targets)
+    flat1, unravel1 = jax.flatten_util.ravel_pytree(first[0])
+    return {
+        "jit": family.log_prob(outputs, targets),
+        "vmap": jax.vmap(family.log_prob)(outputs, targets),
+        "mean": loss(outputs, targets),
+        "mean_permuted": loss(take(outputs), take(targets)),
+        "jacfwd": jax.jacfwd(f)(flat),
+        "grad": jax.grad(f)(flat),
+        "hessian": jax.hessian(lambda theta: loss(unravel1(theta), first[1]))(flat1),
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@settings(max_examples=3, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_properties(case, seed):
+    family = case.family
+    key_p, key_q, key_perm = jax.random.split(jax.random.PRNGKey(seed), 3)
+    outputs, targets = case.random(key_p, F64, 6)
+    values = family.log_prob(outputs, targets)
+    got = _transformed(family, outputs, targets, jax.random.permutation(key_perm, values.shape[0]))
+    # jit equals no-jit; vmap over examples equals the batched call.
+    np.testing.assert_allclose(got["jit"], values, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(got["vmap"], values, rtol=1e-12, atol=1e-300)
+    # The mean loss does not depend on the order of the batch.
+    np.testing.assert_allclose(got["mean_permuted"], got["mean"], rtol=1e-13)
+    # Forward mode equals reverse mode, and the Hessian of one example is finite.
+    np.testing.assert_allclose(got["jacfwd"], got["grad"], rtol=1e-10, atol=1e-14)
+    assert np.all(np.isfinite(got["hessian"]))
+    # KL(p, p) = 0 and KL(p, q) >= 0 where the family has a closed-form KL.
+    q_outputs, _ = case.random(key_q, F64, 6)
+    kl_pp = _kl_or_none(family, outputs, outputs)
+    if kl_pp is not None:
+        np.testing.assert_allclose(kl_pp, 0.0, atol=1e-12)
+        assert np.all(_kl_or_none(family, outputs, q_outputs) >= -1e-12)
+
+
+# -- the table itself ---------------------------------------------------------------------------------
+
+
+def test_every_public_family_has_check_cases():
+    families = [obj for name in mlnll.__all__ if isinstance(obj := getattr(mlnll, name), type)
+                and name not in ("Family", "GradCheck", "Loss")]
+    covered = {type(c.family) for c in CASES}
+    assert [f.__name__ for f in families if f not in covered] == []
+
+
+def test_random_and_extreme_inputs_share_event_shapes():
+    for case in CASES:
+        random = jax.eval_shape(lambda k, case=case: case.random(k, F32, 3), jax.random.PRNGKey(0))
+        extreme = case.extreme(F32)
+        for r, e in zip(jax.tree.leaves(random), jax.tree.leaves(extreme)):
+            assert r.shape[1:] == np.shape(e)[1:], case.name
