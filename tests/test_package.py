@@ -1,17 +1,11 @@
-"""The project's promises about itself: public names documented, README's commands, the check CLI."""
+"""The project's promises about itself: public names documented, README's commands run."""
 
-import dataclasses
 import pathlib
 import re
-import subprocess
-import sys
 
 import jax
-import jax.numpy as jnp
-import pytest
 
 import mlnll
-from mlnll._src.families.bernoulli import Bernoulli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -42,41 +36,3 @@ def test_readme_python_examples_run():
         if "params" in namespace:  # the optax example: it learns the separating direction
             w = namespace["params"]
             assert float(namespace["loss"](namespace["x"] @ w[:3] + w[3], namespace["y"])) < 0.1
-
-
-def test_check_command_passes_and_prints_a_row_per_family():
-    out = subprocess.run([sys.executable, "-m", "mlnll", "check"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    from mlnll._src.cases import CASES
-
-    for case in CASES:
-        assert re.search(rf"^{re.escape(case.name)}\s+float32\s+cpu\s.*pass$", out.stdout, flags=re.M), case.name
-        assert re.search(rf"^{re.escape(case.name)}\s+float64\s+cpu\s.*pass$", out.stdout, flags=re.M), case.name
-
-
-@dataclasses.dataclass(frozen=True)
-class _WrongGradient:
-    """A family whose closed-form gradient is off by 1%: check_grad must catch it."""
-
-    inner: Bernoulli = Bernoulli()
-
-    def log_prob(self, outputs, targets):
-        return self.inner.log_prob(outputs, targets)
-
-    def grad(self, outputs, targets):
-        return 1.01 * self.inner.grad(outputs, targets)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def test_check_grad_reports_errors_and_catches_a_wrong_closed_form():
-    z = jnp.linspace(-3.0, 3.0, 7, dtype=jnp.float64)
-    y = jnp.array([0, 1, 1, 0, 1, 0, 1], jnp.float64)
-    good = mlnll.check_grad(mlnll.Bernoulli(), z, y)
-    assert good.passed and good.grad_rel_err < 1e-13 and good.fd_rel_err < 1e-8
-    assert good.fisher_rel_err < 1e-13 and good.dtype == "float64"
-    bad = mlnll.check_grad(_WrongGradient(), z, y)
-    assert not bad.passed
-    assert bad.grad_rel_err == pytest.approx(0.01 / 1.01, rel=1e-6)
-    assert bad.fd_rel_err > 1e-3

@@ -145,13 +145,13 @@ def _finite_differences(family: Family, outputs, targets, seed: int, mask):
     # program), and one vmap over (direction, step) keeps a single copy of the family's graph.
     rng = np.random.default_rng(seed)
     directions = jnp.where(live, jnp.asarray(rng.standard_normal((FD_DIRECTIONS,) + flat.shape)), 0.0)
-    h = jnp.array(FD_STEPS, jnp.float64)[:, None]
-    steps = (h * jnp.array([2.0, 1.0, -1.0, -2.0], jnp.float64)).reshape(-1)  # [H * 4]
+    h = jnp.array(FD_STEPS, jnp.float64)
+    steps = (h[:, None] * jnp.array([2.0, 1.0, -1.0, -2.0], jnp.float64)[None, :]).reshape(-1)  # [H * 4]
     moved = flat[None, None] + steps[None, :, None] * directions[:, None, :]
     values = jax.vmap(jax.vmap(lambda theta: _neg_log_lik(family, unravel(theta), targets, mask)))(moved)
     values = values.reshape(FD_DIRECTIONS, len(FD_STEPS), 4)
     f_2h, f_h, f_mh, f_m2h = (values[..., i] for i in range(4))
-    fd = (8 * (f_h - f_mh) - (f_2h - f_m2h)) / (12 * h[:, 0])
+    fd = (8 * (f_h - f_mh) - (f_2h - f_m2h)) / (12 * h[None, :])
     # inf * 0 on a masked entry would be NaN: the product is taken only where the direction lives.
     exact = jnp.sum(jnp.where(live[None], closed_flat[None] * directions, 0.0), axis=-1)
     return fd, exact

@@ -43,9 +43,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mlnll._src import numerics
-
-REDUCTIONS = ("mean", "sum", "none")
+from mlnll._src import numerics, validate
+from mlnll._src.losses import options as check
+from mlnll._src.losses import reduce as reduce_
 
 # Default block: about 2**21 logits (8 MB in float32) per block, so that a block and its
 # exponentials stay in a CPU's last-level cache; a multiple of 128 columns, at least 256.
@@ -67,32 +67,22 @@ class Config:
 
 
 def check_options(label_smoothing, z_loss, reduction, block_size, ignore_index) -> None:
-    """Static options that cannot be right raise at call time, naming the value."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}; got {reduction!r}.")
-    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
-        raise ValueError(f"label_smoothing must be a number in [0, 1]; got {label_smoothing!r}.")
-    if not (isinstance(z_loss, (int, float)) and math.isfinite(z_loss) and z_loss >= 0):
-        raise ValueError(f"z_loss must be a finite number >= 0; got {z_loss!r}.")
+    """Static options that cannot be right raise at call time, naming the value (the same checks,
+    and messages, as ``nll(Categorical(), ...)``'s options)."""
+    reduce_.check_reduction(reduction)
+    check.fraction("label_smoothing", label_smoothing)
+    check.nonnegative("z_loss", z_loss)
     bad_block = isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
     if block_size is not None and bad_block:
         raise ValueError(f"block_size must be a positive int or None; got {block_size!r}.")
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int label value (e.g. -100); got {ignore_index!r}.")
-
-
-def _float_array(x, name: str) -> jax.Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating array; got dtype {x.dtype}.")
-    return x
+    check.label_value("ignore_index", ignore_index)
 
 
 def prepare(hidden, weight, labels, bias, where, *, name: str):
     """Validated ``(hidden [N, D], weight [D, V], labels [N] int32, bias [V] | None, where [N] | None,
     batch_shape)``; leading batch axes of ``hidden [..., D]`` and ``labels [...]`` are flattened."""
-    hidden = _float_array(hidden, f"{name}: hidden")
-    weight = _float_array(weight, f"{name}: weight")
+    hidden = validate.float_outputs(hidden, where=f"{name}: hidden")
+    weight = validate.float_outputs(weight, where=f"{name}: weight")
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"{name}: labels must be integer class indices; got dtype {labels.dtype}.")
@@ -112,25 +102,15 @@ def prepare(hidden, weight, labels, bias, where, *, name: str):
     if num_classes < 1:
         raise ValueError(f"{name}: weight needs at least one class (V >= 1); got shape {weight.shape}.")
     if bias is not None:
-        bias = _float_array(bias, f"{name}: bias")
+        bias = validate.float_outputs(bias, where=f"{name}: bias")
         if bias.shape != (num_classes,):
             raise ValueError(
                 f"{name}: bias must have shape ({num_classes},) (weight's V); got shape {bias.shape}."
             )
     batch_shape = labels.shape
-    if where is not None:
-        where = jnp.asarray(where)
-        if where.dtype != jnp.bool_:
-            raise TypeError(f"{name}: where must be a boolean mask; got dtype {where.dtype}.")
-        try:
-            fits = jnp.broadcast_shapes(where.shape, batch_shape) == batch_shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                f"{name}: where shape {where.shape} does not broadcast to labels shape {batch_shape}."
-            )
-        where = jnp.broadcast_to(where, batch_shape).reshape(-1)
+    if where is not None:  # validated (boolean, broadcastable to the labels) as nll validates it
+        where = reduce_.example_weights(batch_shape, jnp.float32, where=where, target="labels shape") > 0
+        where = where.reshape(-1)
     rows = math.prod(batch_shape)
     flat_hidden = hidden.reshape(rows, hidden.shape[-1])
     return flat_hidden, weight, labels.reshape(rows).astype(jnp.int32), bias, where, batch_shape
@@ -332,19 +312,11 @@ _per_example.defvjp(_per_example_fwd, _per_example_bwd)
 
 
 def reduce(losses, labels, where, ignore_index, reduction: str, dtype, batch_shape):
-    """Mask (``where``, ``ignore_index``) and reduce the per-row losses as ``nll`` does."""
-    keep = jnp.ones(losses.shape, bool) if where is None else where
-    if ignore_index is not None:
-        keep = keep & (labels != ignore_index)
-    # A dropped row contributes exactly 0 to the value and the gradient, even if its loss is inf.
-    kept = jnp.where(keep, losses, jnp.zeros_like(losses))
-    if reduction == "none":
-        return kept.reshape(batch_shape).astype(dtype)
-    total = jnp.sum(kept)
-    if reduction == "sum":
-        return total.astype(dtype)
-    # Nothing kept: a mean of 0 with a zero gradient, not 0/0.
-    return numerics.safe_divide(total, jnp.sum(keep.astype(losses.dtype))).astype(dtype)
+    """Mask (``where``, ``ignore_index``) and reduce the per-row losses with ``nll``'s reduction step."""
+    keep = None if ignore_index is None else labels != ignore_index
+    w = reduce_.example_weights(losses.shape, losses.dtype, where=where, keep=keep)
+    value = reduce_.reduce(losses, w, reduction, dtype)
+    return value.reshape(batch_shape) if reduction == "none" else value
 
 
 def linear_categorical_nll(

@@ -1,0 +1,22 @@
+"""Small helpers the test files share (one place, not one copy per file)."""
+
+import functools
+
+import jax
+import numpy as np
+
+
+def f64(x) -> np.ndarray:
+    """``x`` as a float64 numpy array (for comparisons against oracles)."""
+    return np.asarray(x, np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def jitted(family, method: str):
+    """``jax.jit(family.<method>)``, compiled once per family and shape across the suite."""
+    return jax.jit(getattr(family, method))
+
+
+def maybe_jit(f, use_jit: bool):
+    """``jax.jit(f)`` or ``f``: the jit / no-jit parameter of a test."""
+    return jax.jit(f) if use_jit else f
