@@ -299,13 +299,16 @@ def _per_example_fwd(hidden, weight, bias, labels, cfg: Config):
 
 def _per_example_bwd(cfg: Config, saved, ct):
     hidden, weight, bias, labels, residuals = saved
-    d_hidden, d_weight, d_bias = local_grads(hidden, weight, bias, labels, 0, residuals, ct, cfg)
-    return (
-        d_hidden.astype(hidden.dtype),
-        d_weight.astype(weight.dtype),
-        None if bias is None else d_bias.astype(bias.dtype),
-        None,
-    )
+    grads = local_grads(hidden, weight, bias, labels, 0, residuals, ct, cfg)
+    return cotangents(hidden, weight, bias, grads)
+
+
+def cotangents(hidden, weight, bias, grads):
+    """The ``custom_vjp`` cotangents of ``(hidden, weight, bias, labels)``: the float32 gradients
+    cast to their inputs' dtypes, None for an absent bias and for the integer labels."""
+    d_hidden, d_weight, d_bias = grads
+    return (d_hidden.astype(hidden.dtype), d_weight.astype(weight.dtype),
+            None if bias is None else d_bias.astype(bias.dtype), None)
 
 
 _per_example.defvjp(_per_example_fwd, _per_example_bwd)

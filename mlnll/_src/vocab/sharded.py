@@ -115,15 +115,10 @@ def _per_example_bwd(cfg: fused.Config, layout: _Layout, saved, ct):
     )
     out_specs = (layout.matrix_rows, PartitionSpec(None, layout.vocab_axis), vocab)
     residuals = tuple(layout.place(r, layout.rows) for r in residuals)
-    d_hidden, d_weight, d_bias = layout.shard_map(local, in_specs, out_specs)(
+    grads = layout.shard_map(local, in_specs, out_specs)(
         hidden, weight, bias, labels, residuals, layout.place(ct, layout.rows)
     )
-    return (
-        d_hidden.astype(hidden.dtype),
-        d_weight.astype(weight.dtype),
-        None if bias is None else d_bias.astype(bias.dtype),
-        None,
-    )
+    return fused.cotangents(hidden, weight, bias, grads)
 
 
 _per_example.defvjp(_per_example_fwd, _per_example_bwd)
