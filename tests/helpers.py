@@ -13,8 +13,10 @@ def f64(x) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def jitted(family, method: str):
-    """``jax.jit(family.<method>)``, compiled once per family and shape across the suite."""
-    return jax.jit(getattr(family, method))
+    """``jax.jit(family.<method>)``, compiled once per family and shape across the suite
+    (``sample``'s ``sample_shape`` is static: it sets the shape of the draws)."""
+    static = ("sample_shape",) if method == "sample" else ()
+    return jax.jit(getattr(family, method), static_argnames=static)
 
 
 def maybe_jit(f, use_jit: bool):

@@ -90,7 +90,9 @@ def unpack(outputs, *, family: str, names: Sequence[str], fixed: Mapping[str, fl
         if a.ndim < need:
             axes = "a class axis, shape [..., C]" if need == 1 else f"{need} event axes"
             raise ValueError(f"{family} outputs ({name}) need {axes}; got shape {a.shape}.")
-    batches = [(n, a.shape[: a.ndim - event_ndims.get(n, 0)]) for n, a in zip(free, arrays)]
+    # An output with event axes is named by its batch part, "loc[..., :-1] (batch)", in an error.
+    batches = [(f"{n}[..., :-{k}] (batch)" if (k := event_ndims.get(n, 0)) else n, a.shape[: a.ndim - k])
+               for n, a in zip(free, arrays)]
     batch = validate.broadcast_shapes(family, batches) if len(batches) > 1 else batches[0][1]
     dtype = numerics.float_dtype(*arrays)
     if upcast:

@@ -139,9 +139,10 @@ def stirling_remainder_grad(x: jax.Array) -> jax.Array:
     middle = (x >= _SHIFTED_FROM) & ~large
     xm = jnp.where(middle, x, jnp.full_like(x, _SHIFTED_FROM))
     steps = int(_STIRLING_MIN)
-    shifted = _stirling_remainder_grad_series(xm + steps)
-    for j in range(steps):
-        shifted = shifted + _stirling_remainder_grad_step(xm + j)
+    # A loop, not ten unrolled copies of the 26-term step: the same sums in the same order, and the
+    # graph of delta' shrinks from ~690 to ~140 operations in every gradient and Hessian that calls it.
+    add = lambda j, acc: acc + _stirling_remainder_grad_step(xm + j.astype(xm.dtype))  # noqa: E731
+    shifted = jax.lax.fori_loop(0, steps, add, _stirling_remainder_grad_series(xm + steps))
     xs = jnp.where(x < _SHIFTED_FROM, x, jnp.full_like(x, 0.25))
     direct = special.digamma(xs) - jnp.log(xs) + 0.5 / xs
     return jnp.where(large, _stirling_remainder_grad_series(xl), jnp.where(middle, shifted, direct))
@@ -350,6 +351,21 @@ _LGAMMA1P_COEFFS = (
 )
 
 
+# Its derivative's coefficients: d/dt sum_k c_k t^k = sum_k k c_k t^(k-1) (digamma(1 + t) near t = 0).
+_LGAMMA1P_GRAD_COEFFS = tuple(k * c for k, c in enumerate(_LGAMMA1P_COEFFS, start=1))
+
+
+def _lgamma1p_branches(t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(near_0, near_1, s, t_1, far)``: the branch masks and each branch's clamped argument."""
+    near_0 = jnp.abs(t) <= 0.5
+    near_1 = (t > 0.5) & (t <= 1.5)
+    s = jnp.where(near_0, t, jnp.where(near_1, t - 1, jnp.zeros_like(t)))
+    t_1 = jnp.where(near_1, t, jnp.ones_like(t))
+    far = jnp.where(near_0 | near_1, jnp.ones_like(t), t)
+    return near_0, near_1, s, t_1, far
+
+
+@jax.custom_jvp
 def lgamma1p(t: jax.Array) -> jax.Array:
     """``log Gamma(1 + t)`` for t > -1, with relative accuracy near its zeros t = 0 and t = 1.
 
@@ -357,14 +373,23 @@ def lgamma1p(t: jax.Array) -> jax.Array:
     4.8e-7, and at 1 + 1e-6 it is off by 13%). For |t| <= 1/2 this is the Taylor series above;
     for 1/2 < t <= 3/2, ``log Gamma(1 + t) = log t + log Gamma(1 + (t - 1))`` (t - 1 is exact
     there); elsewhere lgamma. Pass t itself (e.g. ``expm1(log_a)``), not 1 + t rounded.
+
+    The derivative ``digamma(1 + t)`` is stated branch by branch (the series' derivative, plus
+    ``1/t`` near t = 1), not traced through the 55-term Horner recursion: as accurate (tests/
+    test_positive.py), and a Hessian through it is less than half the size.
     """
-    near_0 = jnp.abs(t) <= 0.5
-    near_1 = (t > 0.5) & (t <= 1.5)
-    s = jnp.where(near_0, t, jnp.where(near_1, t - 1, jnp.zeros_like(t)))
+    near_0, near_1, s, t_1, far = _lgamma1p_branches(t)
     near = horner(_LGAMMA1P_COEFFS, s) * s
-    far = jnp.where(near_0 | near_1, jnp.ones_like(t), t)
-    return jnp.where(near_0, near, jnp.where(near_1, near + jnp.log(jnp.where(near_1, t, jnp.ones_like(t))),
-                                              jax.lax.lgamma(1 + far)))
+    return jnp.where(near_0, near, jnp.where(near_1, near + jnp.log(t_1), jax.lax.lgamma(1 + far)))
+
+
+@lgamma1p.defjvp
+def _lgamma1p_jvp(primals, tangents):
+    (t,), (dt,) = primals, tangents
+    near_0, near_1, s, t_1, far = _lgamma1p_branches(t)
+    near = horner(_LGAMMA1P_GRAD_COEFFS, s)
+    grad = jnp.where(near_0, near, jnp.where(near_1, near + 1 / t_1, jax.lax.digamma(1 + far)))
+    return lgamma1p(t), grad * dt
 
 
 def lgamma_exp(log_x: jax.Array) -> jax.Array:

@@ -28,6 +28,12 @@ def _identity(x):
     return x
 
 
+def _call(attribute, *args):
+    """A frozen distribution's method called, or its attribute as is (scipy's frozen
+    ``multivariate_normal`` has ``mean`` and ``cov`` as arrays, not methods)."""
+    return attribute(*args) if callable(attribute) else attribute
+
+
 def _numpy(tree) -> Any:
     return jax.tree.map(lambda x: np.asarray(x, np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
                         else np.asarray(x), tree)
@@ -61,7 +67,7 @@ class ScipyReference:
         whole, each = self._dists(outputs)
         if whole is not None:
             return np.asarray(getattr(whole, method)(*args), np.float64)
-        rows = [getattr(d, method)(*(a[i] for a in args)) for i, d in enumerate(each)]
+        rows = [_call(getattr(d, method), *(a[i] for a in args)) for i, d in enumerate(each)]
         return np.asarray(rows, np.float64)
 
     def log_prob(self, outputs, targets) -> np.ndarray:
@@ -78,7 +84,7 @@ class ScipyReference:
         whole, each = self._dists(outputs)
         if whole is not None:
             return np.asarray(whole.var() if hasattr(whole, "var") else whole.cov(), np.float64)
-        return np.asarray([d.var() if hasattr(d, "var") else d.cov() for d in each], np.float64)
+        return np.asarray([d.var() if hasattr(d, "var") else _call(d.cov) for d in each], np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
