@@ -5,6 +5,12 @@ Oracles: scipy.stats (log-pmfs at moderate parameters, entropy, moments, fit), m
 (log-pmfs and gradients at extreme parameters, where scipy's lgamma form itself loses digits: its
 relative error is ~1e-10 at counts of 1e6), ``jax.grad``/``jax.hessian`` of the plain formulas
 written here, exact enumeration (Fisher information) and seeded Monte Carlo (KL).
+
+The generic promises (a frozen hashable family, log_prob, entropy and mean against scipy, the
+closed form and jax.grad against autodiff of the plain formula, hessian and jacfwd, extreme
+inputs, bfloat16/float16 outputs, samples in the support) are checked for every row of the check
+table by tests/test_conformance.py; this file keeps what is specific to these families, and the
+comparisons it makes more strictly than that suite does.
 """
 
 import dataclasses
@@ -24,6 +30,7 @@ import scipy.stats
 
 import mlnll
 from conftest import RTOL
+from helpers import f64, jitted, maybe_jit
 from mlnll._src.verify.check_grad import expected_hessian
 from mlnll._src.families.multinomial import compositions
 
@@ -32,26 +39,6 @@ C = 4
 BINOMIAL_N = 20
 MULTINOMIAL_N = 6
 mpmath.mp.dps = 60
-
-
-def _f64(x):
-    return np.asarray(x, np.float64)
-
-
-def _maybe_jit(f, use_jit):
-    return jax.jit(f) if use_jit else f
-
-
-@functools.cache
-def _jitted_method(cls, name):
-    static = ("sample_shape",) if name == "sample" else ()
-    return jax.jit(getattr(cls, name), static_argnums=0, static_argnames=static)
-
-
-def jitted(family, name):
-    """``family.<name>`` under jit, compiled once per family class, method, shapes and dtypes (the
-    tests run eagerly only where ``use_jit`` says so: eager dispatch compiles every primitive)."""
-    return functools.partial(_jitted_method(type(family), name), family)
 
 
 def _as_tuple(outputs):
@@ -235,10 +222,10 @@ def _spec_inputs(name, dtype, seed):
 @pytest.mark.parametrize("name", NAMES)
 def test_log_prob_matches_scipy(name, dtype, use_jit):
     spec, outputs, y = _spec_inputs(name, dtype, 0)
-    got = _maybe_jit(spec.family.log_prob, use_jit)(outputs, y)
+    got = maybe_jit(spec.family.log_prob, use_jit)(outputs, y)
     assert got.dtype == dtype and got.shape == (N,)
-    want = spec.scipy_logpmf(tuple(_f64(o) for o in _as_tuple(outputs)), _f64(y))
-    np.testing.assert_allclose(_f64(got), want, rtol=RTOL[dtype], atol=0)
+    want = spec.scipy_logpmf(tuple(f64(o) for o in _as_tuple(outputs)), f64(y))
+    np.testing.assert_allclose(f64(got), want, rtol=RTOL[dtype], atol=0)
 
 
 # Extreme points, grouped by family (one jitted call per family and dtype): counts of 1e6 near and
@@ -294,7 +281,7 @@ def _batched(points, dtype):
     outputs = stacked if num_outputs > 1 else stacked[0]
     y = jnp.asarray([p[1] for p in points], dtype)
     def as_floats(o, k):
-        return tuple(float(t) for t in _f64(o[k])) if o.ndim > 1 else float(o[k])
+        return tuple(float(t) for t in f64(o[k])) if o.ndim > 1 else float(o[k])
 
     rounded = [tuple(as_floats(o, k) for o in stacked) for k in range(len(points))]
     return outputs, y, rounded
@@ -339,14 +326,18 @@ def _plain_grad(spec, outputs, y):
     return jax.vmap(jax.grad(lambda o, t: -spec.plain(o, t)))(f64, jnp.asarray(y).astype(jnp.float64))
 
 
-@pytest.mark.parametrize("name", NAMES)
+# The negative binomial's row is tests/test_conformance.py's (its closed form and jax.grad against
+# autodiff of the plain formula at 8 RTOL relative, eager and jit, float32 and float64: no Fisher
+# information widens its scale). The other families keep this test: the conformance suite judges
+# their components against max(|grad|, sqrt(F_ii)), looser than 8 RTOL |grad| + 1e-3 RTOL here.
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "negative_binomial"])
 def test_grad_matches_autodiff_of_plain_formula(name, dtype, use_jit):
     spec, outputs, y = _spec_inputs(name, dtype, 1)
-    got = _maybe_jit(spec.family.grad, use_jit)(outputs, y)
+    got = maybe_jit(spec.family.grad, use_jit)(outputs, y)
     want = _plain_grad(spec, outputs, y)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert g.dtype == dtype and g.shape == w.shape
-        np.testing.assert_allclose(_f64(g), _f64(w), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
+        np.testing.assert_allclose(f64(g), f64(w), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
 
 
 GRAD_EXTREMES = {
@@ -392,7 +383,7 @@ def test_grad_at_extremes_matches_mpmath(config, dtype):
     family, points = GRAD_EXTREMES[config]
     outputs, y, rounded = _batched(points, dtype)
     got = jitted(family, "grad")(outputs, y)
-    got = np.stack([_f64(g).reshape(len(points), -1) for g in jax.tree.leaves(got)], axis=1).reshape(len(points), -1)
+    got = np.stack([f64(g).reshape(len(points), -1) for g in jax.tree.leaves(got)], axis=1).reshape(len(points), -1)
     tiny = np.finfo(dtype).tiny
     for k, (o, (_, target)) in enumerate(zip(rounded, points)):
         want = np.array([float(w) for w in _mp_grad(family, *_to_mp(o, target))])
@@ -407,7 +398,7 @@ def test_negative_binomial_log_prob_differentiates_to_the_closed_form(dtype):
     auto = jax.jit(jax.grad(lambda o: -jnp.sum(fam.log_prob(o, y))))((a, b))
     closed = jitted(fam, "grad")((a, b), y)
     for g, c in zip(auto, closed):
-        np.testing.assert_array_equal(_f64(g), _f64(c))
+        np.testing.assert_array_equal(f64(g), f64(c))
 
 
 def test_negative_binomial_jacfwd_matches_the_closed_form():
@@ -418,7 +409,7 @@ def test_negative_binomial_jacfwd_matches_the_closed_form():
     fwd = jax.jit(jax.jacfwd(f))((a[:4], b[:4]))
     closed = fam.grad((a[:4], b[:4]), y[:4])
     for j, c in zip(fwd, closed):
-        np.testing.assert_allclose(-np.diagonal(_f64(j)), _f64(c), rtol=1e-15)
+        np.testing.assert_allclose(-np.diagonal(f64(j)), f64(c), rtol=1e-15)
 
 
 # -- Fisher information equals the expected Hessian (exact enumeration) ---------------------------
@@ -434,7 +425,7 @@ FISHER_OUTPUTS = {
 
 def _assert_information_close(got, want, rtol):
     """|F_ij - E_ij| <= rtol sqrt(E_ii E_jj): the natural scale of an information matrix."""
-    got, want = _f64(got), _f64(want)
+    got, want = f64(got), f64(want)
     if got.ndim == 1:
         np.testing.assert_allclose(got, want.reshape(got.shape), rtol=rtol, atol=0)
         return
@@ -480,7 +471,7 @@ def test_negative_binomial_fisher_is_not_implemented_and_its_derivation_holds():
     b = jnp.array([0.5, -1.0, 2.0, 3.0, 1.7])
     with pytest.raises(NotImplementedError, match="no closed form"):
         fam.fisher((a, b))
-    want = _f64(expected_hessian(fam, (a, b)))
+    want = f64(expected_hessian(fam, (a, b)))
     for i in range(a.shape[0]):
         mu, r = math.exp(float(a[i])), math.exp(float(b[i]))
         dist = scipy.stats.nbinom(r, r / (r + mu))
@@ -506,21 +497,21 @@ def test_truncated_supports_hold_all_but_1e_16_of_the_mass(family, outputs):
     and survival function, is below 1e-16."""
     outputs = jax.tree.map(jnp.asarray, outputs)
     nodes, weights = jitted(family, "expectation_nodes")(outputs)
-    lo, hi = _f64(nodes[0]), _f64(nodes[-1])
-    np.testing.assert_array_equal(_f64(nodes[1:] - nodes[:-1]), 1.0)
+    lo, hi = f64(nodes[0]), f64(nodes[-1])
+    np.testing.assert_array_equal(f64(nodes[1:] - nodes[:-1]), 1.0)
     if isinstance(family, mlnll.Poisson):
-        dist = scipy.stats.poisson(np.exp(_f64(outputs)))
+        dist = scipy.stats.poisson(np.exp(f64(outputs)))
     elif isinstance(family, mlnll.Geometric):
-        dist = scipy.stats.nbinom(1, scipy.special.expit(_f64(outputs)))
+        dist = scipy.stats.nbinom(1, scipy.special.expit(f64(outputs)))
     else:
-        mu, r = np.exp(_f64(outputs[0])), np.exp(_f64(outputs[1]))
+        mu, r = np.exp(f64(outputs[0])), np.exp(f64(outputs[1]))
         dist = scipy.stats.nbinom(r, r / (r + mu))
     outside = np.where(lo > 0, dist.cdf(lo - 1), 0.0) + dist.sf(hi)
     if isinstance(family, mlnll.Geometric):  # scipy's sf rounds 1 - p; the tail is (1 - p)^(hi + 1)
-        outside = np.exp((hi + 1) * scipy.special.log_expit(-_f64(outputs)))
+        outside = np.exp((hi + 1) * scipy.special.log_expit(-f64(outputs)))
     assert np.all(outside < 1e-16), outside
     # the weights are the probabilities of those counts: they sum to 1 - outside (2048 roundings)
-    np.testing.assert_allclose(_f64(jnp.sum(weights, axis=0)), 1 - outside, rtol=0, atol=2048 * 2.2e-16)
+    np.testing.assert_allclose(f64(jnp.sum(weights, axis=0)), 1 - outside, rtol=0, atol=2048 * 2.2e-16)
 
 
 # -- entropy, KL ------------------------------------------------------------------------------------
@@ -545,13 +536,13 @@ def test_truncated_supports_hold_all_but_1e_16_of_the_mass(family, outputs):
 def test_entropy_matches_scipy(family, outputs, scipy_entropy, dtype):
     got = jitted(family, "entropy")(jnp.asarray(outputs, dtype))
     assert got.dtype == dtype
-    want = scipy_entropy(_f64(jnp.asarray(outputs, dtype)))
-    np.testing.assert_allclose(_f64(got), want, rtol=RTOL[dtype] * 4, atol=0)
+    want = scipy_entropy(f64(jnp.asarray(outputs, dtype)))
+    np.testing.assert_allclose(f64(got), want, rtol=RTOL[dtype] * 4, atol=0)
 
 
 def test_geometric_entropy_at_extreme_logits_matches_mpmath(dtype):
     z = [-80.0, -30.0, 30.0, 80.0]
-    got = _f64(jitted(mlnll.Geometric(), "entropy")(jnp.asarray(z, dtype)))
+    got = f64(jitted(mlnll.Geometric(), "entropy")(jnp.asarray(z, dtype)))
     for g, zi in zip(got, z):
         zi = mpmath.mpf(zi)
         want = -_mp_log_sigmoid(zi) - mpmath.exp(-zi) * _mp_log_sigmoid(-zi)
@@ -594,9 +585,9 @@ def test_kl_matches_monte_carlo(name):
     5 standard errors of that mean."""
     family, zp, y = _draws(name, 7)
     zq = jnp.asarray(KL_Q[name])
-    kl = _f64(jitted(family, "kl")(zp, zq))
+    kl = f64(jitted(family, "kl")(zp, zq))
     log_prob = jitted(family, "log_prob")
-    log_ratio = _f64(log_prob(jnp.broadcast_to(zp, y.shape), y) - log_prob(jnp.broadcast_to(zq, y.shape), y))
+    log_ratio = f64(log_prob(jnp.broadcast_to(zp, y.shape), y) - log_prob(jnp.broadcast_to(zq, y.shape), y))
     mc, se = log_ratio.mean(axis=0), log_ratio.std(axis=0) / math.sqrt(log_ratio.shape[0])
     assert np.all(np.abs(kl - mc) <= 5 * se), (kl, mc, se)
 
@@ -608,7 +599,7 @@ def test_kl_matches_exact_sum(name):
     (1e-9), the sum's closed form rate_p log(rate_p/rate_q) - rate_p + rate_q at 60 digits."""
     family, zp = SAMPLED[name]
     zq = KL_Q[name]
-    kl = _f64(jitted(family, "kl")(jnp.asarray(zp), jnp.asarray(zq)))
+    kl = f64(jitted(family, "kl")(jnp.asarray(zp), jnp.asarray(zq)))
     if name == "multinomial":
         n = family.total_count
         ys = compositions(n, zp.shape[-1]).astype(np.float64)
@@ -688,15 +679,15 @@ def test_sample_moments_match_mean_and_variance(name, dtype):
     moment) of the known variance. (The draws are float64; in float32 only their dtype and shape
     are checked, since the samplers draw identically.)"""
     family, outputs, y = _draws(name, 8)
-    mean, var = MOMENTS[name](jax.tree.map(_f64, outputs))
+    mean, var = MOMENTS[name](jax.tree.map(f64, outputs))
     cast = jax.tree.map(lambda x: x.astype(dtype), outputs)
-    np.testing.assert_allclose(_f64(jitted(family, "mean")(cast)), mean, rtol=RTOL[dtype] * 4)
+    np.testing.assert_allclose(f64(jitted(family, "mean")(cast)), mean, rtol=RTOL[dtype] * 4)
     batch = jax.tree.leaves(outputs)[0].shape
     drawn = jax.eval_shape(functools.partial(family.sample, sample_shape=(S,)), jax.random.PRNGKey(8), cast)
     assert drawn.shape == (S,) + batch and drawn.dtype == dtype
     if dtype == np.float32:
         return
-    y = _f64(y)
+    y = f64(y)
     assert np.all(y == np.floor(y)) and np.all(y >= 0)
     m = y.mean(axis=0)
     centered = y - m
@@ -708,19 +699,19 @@ def test_sample_moments_match_mean_and_variance(name, dtype):
 
 def test_params():
     z = jnp.array([-1.0, 0.5])
-    p = scipy.special.expit(_f64(z))
+    p = scipy.special.expit(f64(z))
     b = mlnll.Binomial(total_count=7).params(z)
     np.testing.assert_allclose(b["probs"], p, rtol=1e-15)
     np.testing.assert_array_equal(b["total_count"], [7.0, 7.0])
     np.testing.assert_array_equal(b["logits"], z)
     np.testing.assert_allclose(mlnll.Geometric().params(z)["probs"], p, rtol=1e-15)
-    np.testing.assert_allclose(mlnll.Poisson().params(z)["rate"], np.exp(_f64(z)), rtol=1e-15)
+    np.testing.assert_allclose(mlnll.Poisson().params(z)["rate"], np.exp(f64(z)), rtol=1e-15)
     nb = mlnll.NegativeBinomial().params((z, 2 * z))
-    np.testing.assert_allclose(nb["mean"], np.exp(_f64(z)), rtol=1e-15)
-    np.testing.assert_allclose(nb["concentration"], np.exp(2 * _f64(z)), rtol=1e-15)
+    np.testing.assert_allclose(nb["mean"], np.exp(f64(z)), rtol=1e-15)
+    np.testing.assert_allclose(nb["concentration"], np.exp(2 * f64(z)), rtol=1e-15)
     zm = jnp.array([[0.0, 1.0, -1.0]])
     m = mlnll.Multinomial(total_count=5).params(zm)
-    np.testing.assert_allclose(m["probs"], scipy.special.softmax(_f64(zm), -1), rtol=1e-15)
+    np.testing.assert_allclose(m["probs"], scipy.special.softmax(f64(zm), -1), rtol=1e-15)
     np.testing.assert_array_equal(m["total_count"], [5.0])
 
 
@@ -746,7 +737,7 @@ def test_constant_terms(family, y, want):
     n = 1e6 for float64 targets; integer targets give float32 (the dtype rule for targets alone)."""
     got = jitted(family, "constant_terms")(jnp.asarray(y, jnp.float64))
     assert got.dtype == jnp.float64
-    np.testing.assert_allclose(_f64(got), want(y), rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(f64(got), want(y), rtol=1e-13, atol=1e-300)
     assert jax.eval_shape(family.constant_terms, jnp.asarray(y, jnp.int32)).dtype == jnp.float32
 
 
@@ -765,8 +756,8 @@ def test_mle_zeroes_the_gradient_of_the_summed_nll(name):
     assert est.shape == truth.shape
     g = jax.jit(jax.grad(lambda o: -jnp.sum(family.log_prob(jnp.broadcast_to(o, y.shape[:1] + o.shape), y))))(est)
     per_example = jitted(family, "grad")(jnp.broadcast_to(est, y.shape[:1] + est.shape), y)
-    scale = np.sum(np.abs(_f64(per_example)), axis=0)
-    assert np.all(np.abs(_f64(g)) <= 1e-12 * scale), (g, scale)
+    scale = np.sum(np.abs(f64(per_example)), axis=0)
+    assert np.all(np.abs(f64(g)) <= 1e-12 * scale), (g, scale)
 
 
 def _scipy_fit(dist, data, bounds):
@@ -785,7 +776,7 @@ def test_mle_matches_scipy_fit(name):
     family, _, y = _draws(name, 10)
     y = y[:, 1]  # the column with outputs 0.5
     est = family.mle(y)
-    data = _f64(y).astype(int)
+    data = f64(y).astype(int)
     if name == "poisson":
         theirs = _scipy_fit(scipy.stats.poisson, data, {"mu": (0, 50)}).params.mu
         ours, theirs_out = math.exp(float(est)), math.log(theirs)
@@ -797,7 +788,7 @@ def test_mle_matches_scipy_fit(name):
         theirs = _scipy_fit(scipy.stats.binom, data, {"n": (n, n), "p": (0, 1)}).params.p
         ours, theirs_out = float(scipy.special.expit(float(est))), float(scipy.special.logit(theirs))
     assert abs(ours / theirs - 1) <= 1e-7
-    nll = lambda o: -math.fsum(_f64(jitted(family, "log_prob")(jnp.full(y.shape, o), y)))  # noqa: E731
+    nll = lambda o: -math.fsum(f64(jitted(family, "log_prob")(jnp.full(y.shape, o), y)))  # noqa: E731
     assert nll(float(est)) <= nll(theirs_out) * (1 + 1e-13)  # 1e-13: rounding of the log-pmfs
 
 
@@ -830,14 +821,14 @@ def test_invalid_targets_give_minus_inf_and_finite_gradients(family, outputs, ba
     """log_prob is exactly -inf (never NaN); its autodiff gradient is 0 there (the constant
     -inf), never NaN; the loss with constants dropped is inf (not NaN); the closed-form grad marks
     the rows NaN, as Bernoulli's does."""
-    lp = _f64(jitted(family, "log_prob")(outputs, jnp.asarray(bad)))
+    lp = f64(jitted(family, "log_prob")(outputs, jnp.asarray(bad)))
     assert np.all(lp == -np.inf), lp
     g = jax.jit(jax.grad(lambda o: jnp.sum(family.log_prob(o, jnp.asarray(bad)))))(outputs)
-    assert all(np.all(_f64(leaf) == 0) for leaf in jax.tree.leaves(g))
+    assert all(np.all(f64(leaf) == 0) for leaf in jax.tree.leaves(g))
     loss = jax.jit(mlnll.nll(family, reduction="none", drop_constants=True))(outputs, jnp.asarray(bad))
-    assert np.all(_f64(loss) == np.inf), loss
+    assert np.all(f64(loss) == np.inf), loss
     closed = jax.tree.leaves(jitted(family, "grad")(outputs, jnp.asarray(bad)))
-    assert all(np.all(np.isnan(_f64(leaf))) for leaf in closed)
+    assert all(np.all(np.isnan(f64(leaf))) for leaf in closed)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -862,7 +853,6 @@ def test_total_count_accepts_whole_floats_and_is_static(make):
     assert hash(fam) == hash(make(total_count=10))
     with pytest.raises(TypeError):
         make(10)  # keyword-only
-    assert isinstance(fam, mlnll.Family)
 
 
 def test_zero_total_count_is_a_point_mass_at_zero():
@@ -887,13 +877,3 @@ def test_wrong_dtypes_and_shapes_are_named():
         mlnll.NegativeBinomial().log_prob(jnp.zeros(3), jnp.zeros(3))
     with pytest.raises(TypeError, match="real"):
         mlnll.Geometric().log_prob(jnp.zeros(2), jnp.array([1 + 1j, 2.0]))
-
-
-def test_bfloat16_outputs_accumulate_in_float32():
-    z = jnp.array([0.5, -2.0, 3.0], jnp.bfloat16)
-    y = jnp.array([3, 0, 10])
-    got = jitted(mlnll.Binomial(total_count=10), "log_prob")(z, y)
-    assert got.dtype == jnp.bfloat16
-    want = scipy.stats.binom.logpmf([3, 0, 10], 10, scipy.special.expit(_f64(z)))
-    # one bfloat16 ulp: the float32 result is exact to far less, then rounds once to bfloat16
-    np.testing.assert_allclose(_f64(got), want, rtol=float(jnp.finfo(jnp.bfloat16).eps))

@@ -3,25 +3,49 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify.case import Case, ScipyReference
 
-
-def _logits(outputs) -> tuple[jax.Array, jnp.dtype]:
-    z = validate.float_outputs(outputs, where="Binomial outputs (logits)")
-    (z,), dtype = numerics.upcast(z)
-    return z, dtype
+_NAMES = ("logits",)
 
 
+def _logits(outputs, family: str = "Binomial", upcast: bool = True) -> tuple[jax.Array, np.dtype]:
+    """Validated logits (in the accumulation dtype unless ``upcast=False``), and the result dtype."""
+    p = unpack.unpack(outputs, family=family, names=_NAMES, upcast=upcast)
+    return p.logits, p.dtype
+
+
+def _score(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
+    """``d log p / dz = y sigmoid(-z) - (n - y) sigmoid(z)`` (= y - n sigmoid(z); see the class)."""
+    return y * jax.nn.sigmoid(-z) - (n - y) * jax.nn.sigmoid(z)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def binomial_log_pmf(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
-    """``log C(n, y) + y log_sigmoid(z) + (n - y) log_sigmoid(-z)`` for valid counts 0 <= y <= n."""
+    """``log C(n, y) + y log_sigmoid(z) + (n - y) log_sigmoid(-z)`` for valid counts 0 <= y <= n.
+
+    A ``custom_jvp`` (``jacfwd`` and ``hessian`` keep working) whose tangent is the closed-form score
+    ``(y sigmoid(-z) - (n - y) sigmoid(z)) dz``: autodiff would differentiate every branch of
+    Loader's form, and its Hessian compiles to several times the size. The counts ``y`` are not
+    differentiable (their tangent is ignored).
+    """
     log_p, log_q = numerics.log_sigmoid(z), numerics.log_sigmoid(-z)
     return numerics.binomial_log_pmf(y, n, log_p, log_q, jax.nn.sigmoid(z), jax.nn.sigmoid(-z))
+
+
+@binomial_log_pmf.defjvp
+def _binomial_log_pmf_jvp(n, primals, tangents):
+    z, y = primals
+    dz, _ = tangents
+    return binomial_log_pmf(z, y, n), _score(z, y, n) * dz
 
 
 def _log_binomial_coefficient(y: jax.Array, n: int) -> jax.Array:
@@ -59,7 +83,8 @@ class Binomial:
     Gradient. ``d/dz log_sigmoid(z) = sigmoid(-z)`` and ``d/dz log_sigmoid(-z) = -sigmoid(z)``, so
     ``d(-log p)/dz = -y sigmoid(-z) + (n - y) sigmoid(z) = n sigmoid(z) - y``.
     It is evaluated as ``(n - y) sigmoid(z) - y sigmoid(-z)`` (as Bernoulli's), which keeps its
-    relative accuracy near p = 1: z = 20, y = n gives ``-n sigmoid(-20)``, not 0.
+    relative accuracy near p = 1: z = 20, y = n gives ``-n sigmoid(-20)``, not 0. ``log_prob``
+    differentiates to exactly this closed form (a ``custom_jvp``).
 
     Fisher information: the second derivative ``n sigmoid(z) sigmoid(-z) = n p (1 - p)`` does not
     depend on y, so it is the Fisher information in z.
@@ -70,11 +95,11 @@ class Binomial:
     def __post_init__(self):
         object.__setattr__(self, "total_count", numerics.check_total_count("Binomial", self.total_count))
 
-    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
-        z, dtype = _logits(outputs)
-        y = validate.numeric_targets(targets, where="Binomial targets")
-        shape = validate.broadcast_shapes("Binomial", [("outputs", z.shape), ("targets", y.shape)])
-        return jnp.broadcast_to(z, shape), jnp.broadcast_to(y.astype(z.dtype), shape), dtype
+    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
+        """Validated ``(logits, counts)`` in the accumulation dtype, broadcast, and the result dtype."""
+        p, y = unpack.with_targets(unpack.unpack(outputs, family="Binomial", names=_NAMES), targets,
+                                   family="Binomial")
+        return p.logits, y, p.dtype
 
     def _valid(self, y: jax.Array) -> jax.Array:
         return numerics.is_count(y) & (y <= self.total_count)
@@ -90,7 +115,7 @@ class Binomial:
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``n sigmoid(z) - y`` of d(-log_prob)/dz (NaN where the target is invalid)."""
         z, y, dtype = self._prepare(outputs, targets)
-        g = (self.total_count - y) * jax.nn.sigmoid(z) - y * jax.nn.sigmoid(-z)
+        g = -_score(z, y, self.total_count)  # (n - y) sigmoid(z) - y sigmoid(-z)
         return jnp.where(self._valid(y), g, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
@@ -132,11 +157,11 @@ class Binomial:
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = ``n KL_Bernoulli(p || q)``, accurate when the two logits are close."""
-        zp = validate.float_outputs(outputs_p, where="Binomial.kl outputs_p (logits)")
-        zq = validate.float_outputs(outputs_q, where="Binomial.kl outputs_q (logits)")
+        zp, _ = _logits(outputs_p, "Binomial.kl p", upcast=False)
+        zq, _ = _logits(outputs_q, "Binomial.kl q", upcast=False)
         shape = validate.broadcast_shapes("Binomial.kl", [("outputs_p", zp.shape), ("outputs_q", zq.shape)])
-        (zp, zq), dtype = numerics.upcast(zp, zq)
-        kl = numerics.bernoulli_kl(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
+        (zp, zq), dtype = numerics.upcast(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
+        kl = numerics.bernoulli_kl(zp, zq)
         return (self.total_count * kl).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
@@ -170,3 +195,47 @@ class Binomial:
         y = validate.numeric_targets(targets, where="Binomial.mle targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         return jnp.log(jnp.sum(y, axis=axis)) - jnp.log(jnp.sum(self.total_count - y, axis=axis))
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: n = 10 (the Fisher check enumerates all n + 1 outcomes),
+        logits up to ±3e38, counts at and away from the mode."""
+        n = _CHECK_TOTAL_COUNT
+        return (
+            Case(f"Binomial(n={n})", cls(total_count=n), _random, _extreme,
+                 scipy=ScipyReference(lambda z: _scipy_binom(n, z), discrete=True),
+                 plain_log_prob=lambda z, y: _plain_log_prob(n, z, y)),
+        )
+
+
+# -- check cases: every count 0..n, logits up to ±3e38 -----------------------------------------------
+
+_CHECK_TOTAL_COUNT = 10
+
+
+def _plain_log_prob(n: int, z, y):
+    """``log C(n, y) + y log p + (n - y) log(1 - p)``, ``p = 1 / (1 + exp(-z))``: the textbook formula."""
+    p = 1 / (1 + jnp.exp(-z))
+    lgamma = jax.scipy.special.gammaln
+    return lgamma(n + 1.0) - lgamma(y + 1) - lgamma(n - y + 1) + y * jnp.log(p) + (n - y) * jnp.log(1 - p)
+
+
+def _scipy_binom(n: int, z):
+    import scipy.special
+    import scipy.stats
+
+    return scipy.stats.binom(n, scipy.special.expit(z))
+
+
+def _random(key, dtype, n):
+    """Logits ``3 N(0, 1)`` and counts uniform on 0..n, from one draw of uniforms."""
+    u = jax.random.uniform(key, (3, n), dtype)
+    # Box-Muller: sqrt(-2 log(1 - u0)) cos(2 pi u1) is a standard normal.
+    z = 3 * jnp.sqrt(-2 * jnp.log1p(-u[0])) * jnp.cos(2 * jnp.pi * u[1])
+    return z, jnp.floor((_CHECK_TOTAL_COUNT + 1) * u[2])
+
+
+def _extreme(dtype):
+    z = jnp.array([20.0, -20.0, 80.0, -80.0, 1e4, -1e4, 3e38, -3e38, 0.0, 30.0], dtype)
+    y = jnp.array([10.0, 0.0, 10.0, 3.0, 3.0, 10.0, 10.0, 0.0, 5.0, 0.0], dtype)
+    return z, y

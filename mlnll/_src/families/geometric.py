@@ -7,25 +7,30 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify.case import Case, ScipyReference
 
 # Truncated support for expectation_nodes: the counts 0..2047. They hold all but
 # (1 - p)^2048 <= 1e-16 of the mass when p >= 0.0180, i.e. logits >= -4.0.
 NUM_NODES = 2048
 
 
-def _logits(outputs) -> tuple[jax.Array, jnp.dtype]:
-    z = validate.float_outputs(outputs, where="Geometric outputs (logits)")
-    (z,), dtype = numerics.upcast(z)
-    return z, dtype
+_NAMES = ("logits",)
 
 
-def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
-    z, dtype = _logits(outputs)
-    y = validate.numeric_targets(targets, where="Geometric targets")
-    shape = validate.broadcast_shapes("Geometric", [("outputs", z.shape), ("targets", y.shape)])
-    return jnp.broadcast_to(z, shape), jnp.broadcast_to(y.astype(z.dtype), shape), dtype
+def _logits(outputs, family: str = "Geometric", upcast: bool = True) -> tuple[jax.Array, np.dtype]:
+    """Validated logits (in the accumulation dtype unless ``upcast=False``), and the result dtype."""
+    p = unpack.unpack(outputs, family=family, names=_NAMES, upcast=upcast)
+    return p.logits, p.dtype
+
+
+def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
+    """Validated ``(logits, counts)`` in the accumulation dtype, broadcast, and the result dtype."""
+    p, y = unpack.with_targets(unpack.unpack(outputs, family="Geometric", names=_NAMES), targets,
+                               family="Geometric")
+    return p.logits, y, p.dtype
 
 
 def _log_pmf(z: jax.Array, y: jax.Array) -> jax.Array:
@@ -105,11 +110,11 @@ class Geometric:
         Evaluated by ``numerics.geometric_kl``: accurate for nearly equal logits, and finite
         as p -> 0 (where it tends to ``exp(d) - 1 - d``, d = zq - zp).
         """
-        zp = validate.float_outputs(outputs_p, where="Geometric.kl outputs_p (logits)")
-        zq = validate.float_outputs(outputs_q, where="Geometric.kl outputs_q (logits)")
+        zp, _ = _logits(outputs_p, "Geometric.kl p", upcast=False)
+        zq, _ = _logits(outputs_q, "Geometric.kl q", upcast=False)
         shape = validate.broadcast_shapes("Geometric.kl", [("outputs_p", zp.shape), ("outputs_q", zq.shape)])
-        (zp, zq), dtype = numerics.upcast(zp, zq)
-        return numerics.geometric_kl(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape)).astype(dtype)
+        (zp, zq), dtype = numerics.upcast(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
+        return numerics.geometric_kl(zp, zq).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``1 - p = sigmoid(-z)``, per example."""
@@ -137,3 +142,41 @@ class Geometric:
         y = validate.numeric_targets(targets, where="Geometric.mle targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         return -jnp.log(jnp.mean(y, axis=axis))
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: logits >= -4 at random (where the Fisher check's 2048 nodes
+        hold all the mass), up to 3e38 among the extremes, counts of 1e6."""
+        return (
+            Case("Geometric", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_geom, discrete=True), plain_log_prob=_plain_log_prob),
+        )
+
+
+# -- check cases: logits from -4 to 3e38, counts up to 1e6 -------------------------------------------
+
+
+def _plain_log_prob(z, y):
+    """``y log(1 - p) + log p``, ``p = 1 / (1 + exp(-z))``: the textbook formula."""
+    p = 1 / (1 + jnp.exp(-z))
+    return y * jnp.log(1 - p) + jnp.log(p)
+
+
+def _scipy_geom(z):
+    """scipy's geom counts trials (1, 2, ...); ``loc=-1`` makes it count failures (0, 1, ...)."""
+    import scipy.special
+    import scipy.stats
+
+    return scipy.stats.geom(scipy.special.expit(z), loc=-1)
+
+
+def _random(key, dtype, n):
+    """Logits uniform on [-4, 6) and counts uniform on 0..29, from one draw of uniforms."""
+    u = jax.random.uniform(key, (2, n), dtype)
+    return -4 + 10 * u[0], jnp.floor(30 * u[1])
+
+
+def _extreme(dtype):
+    z = jnp.array([80.0, 30.0, 1e4, 3e38, -4.0, 20.0, 0.0], dtype)
+    y = jnp.array([0.0, 5.0, 0.0, 0.0, 2000.0, 1e6, 1e6], dtype)
+    return z, y

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -11,15 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlnll._src import info, numerics, validate
+from mlnll._src import info, numerics, unpack, validate
+from mlnll._src.verify.case import Case, ScipyReference
+
+_NAMES = ("logits",)
 
 
-def _logits(outputs, where: str = "Multinomial outputs (logits)") -> tuple[jax.Array, jnp.dtype]:
-    z = validate.float_outputs(outputs, where=where)
-    if z.ndim == 0:
-        raise ValueError(f"{where} need a class axis, shape [..., C]; got shape ().")
-    (z,), dtype = numerics.upcast(z)
-    return z, dtype
+def _logits(outputs, family: str = "Multinomial") -> tuple[jax.Array, np.dtype]:
+    """Validated logits ``[..., C]`` in the accumulation dtype, and the result dtype."""
+    p = unpack.unpack(outputs, family=family, names=_NAMES, event_ndims={"logits": 1})
+    return p.logits, p.dtype
 
 
 def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -38,6 +40,32 @@ def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.A
     safe_p = jnp.where(is_max, jnp.zeros_like(p), p)
     log_one_minus_p = jnp.where(is_max, jnp.broadcast_to(at_max, p.shape), jnp.log1p(-safe_p))
     return log_p, p, one_minus_p, log_one_minus_p
+
+
+def _score(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
+    """``d log p / dz = y - n softmax(z)``, as ``y (1 - p) - p (n - y)`` (see the class)."""
+    _, p, one_minus_p, _ = _softmax_parts(z)
+    return y * one_minus_p - p * (n - y)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _log_pmf(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
+    """``log n! - sum_c log y_c! + sum_c y_c log p_c`` for valid count vectors y summing to n >= 1.
+
+    A ``custom_jvp`` (``jacfwd`` and ``hessian`` keep working) whose tangent is the closed-form score
+    ``sum_c (y_c (1 - p_c) - p_c (n - y_c)) dz_c``: autodiff would differentiate every branch of
+    Loader's form, and its Hessian compiles to several times the size. The counts ``y`` are not
+    differentiable (their tangent is ignored).
+    """
+    log_p, p, _, _ = _softmax_parts(z)
+    return numerics.multinomial_log_pmf(y, log_p, p, n)
+
+
+@_log_pmf.defjvp
+def _log_pmf_jvp(n, primals, tangents):
+    z, y = primals
+    dz, _ = tangents
+    return _log_pmf(z, y, n), jnp.sum(_score(z, y, n) * dz, axis=-1)
 
 
 def compositions(total_count: int, num_classes: int) -> np.ndarray:
@@ -75,7 +103,8 @@ class Multinomial:
     Gradient. ``d(y_c log p_c)/dz_j = y_c ([c = j] - p_j)`` summed over c is ``y_j - n p_j``
     (``sum_c y_c = n``), so ``d(-log p)/dz = n softmax(z) - y``. It is evaluated as
     ``p (n - y) - y (1 - p)``, with ``1 - p_a`` at the argmax taken from the other classes, so the
-    confident class keeps its relative accuracy.
+    confident class keeps its relative accuracy. ``log_prob`` differentiates to exactly this closed
+    form (a ``custom_jvp``).
 
     Fisher information: the Hessian ``n (diag(p) - p p^T)`` (n times Categorical's) does not
     depend on y, so it is the Fisher information in z, shape ``[..., C, C]``.
@@ -86,17 +115,19 @@ class Multinomial:
     def __post_init__(self):
         object.__setattr__(self, "total_count", numerics.check_total_count("Multinomial", self.total_count))
 
-    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
-        z, dtype = _logits(outputs)
+    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
+        """Validated ``(logits, count vectors)`` in the accumulation dtype, broadcast, and the result
+        dtype."""
+        p = unpack.unpack(outputs, family="Multinomial", names=_NAMES, event_ndims={"logits": 1})
         y = validate.numeric_targets(targets, where="Multinomial targets")
-        num_classes = z.shape[-1]
+        num_classes = p.logits.shape[-1]
         if y.ndim == 0 or y.shape[-1] != num_classes:
             raise ValueError(
                 f"Multinomial: targets are count vectors [..., C] with C = {num_classes} as in outputs "
-                f"shape {z.shape}; got targets shape {y.shape}."
+                f"shape {p.logits.shape}; got targets shape {y.shape}."
             )
-        shape = validate.broadcast_shapes("Multinomial", [("outputs", z.shape), ("targets", y.shape)])
-        return jnp.broadcast_to(z, shape), jnp.broadcast_to(y.astype(z.dtype), shape), dtype
+        p, y = unpack.with_targets(p, y, family="Multinomial", event_ndim=1)
+        return p.logits, y, p.dtype
 
     def _valid(self, y: jax.Array) -> jax.Array:
         return jnp.all(numerics.is_count(y), axis=-1) & (jnp.sum(y, axis=-1) == self.total_count)
@@ -108,15 +139,13 @@ class Multinomial:
         if self.total_count == 0:
             return jnp.where(valid, jnp.zeros(valid.shape, z.dtype), -jnp.inf).astype(dtype)
         ys = jnp.where(valid[..., None], y, jnp.zeros_like(y).at[..., 0].set(self.total_count))
-        log_p, p, _, _ = _softmax_parts(z)
-        lp = numerics.multinomial_log_pmf(ys, log_p, p, self.total_count)
+        lp = _log_pmf(z, ys, self.total_count)
         return jnp.where(valid, lp, -jnp.inf).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``n softmax(z) - y``, shape [..., C] (rows with an invalid target are NaN)."""
         z, y, dtype = self._prepare(outputs, targets)
-        _, p, one_minus_p, _ = _softmax_parts(z)
-        g = p * (self.total_count - y) - y * one_minus_p
+        g = -_score(z, y, self.total_count)  # p (n - y) - y (1 - p)
         return jnp.where(self._valid(y)[..., None], g, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
@@ -175,8 +204,8 @@ class Multinomial:
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = ``n sum_c p_c (log p_c - log q_c)``: n times the categorical KL."""
-        zp, _ = _logits(outputs_p, "Multinomial.kl outputs_p (logits)")
-        zq, _ = _logits(outputs_q, "Multinomial.kl outputs_q (logits)")
+        zp, _ = _logits(outputs_p, "Multinomial.kl p")
+        zq, _ = _logits(outputs_q, "Multinomial.kl q")
         return self.total_count * info.kl_divergence_with_logits(zp, zq)
 
     def fisher(self, outputs) -> jax.Array:
@@ -239,3 +268,57 @@ class Multinomial:
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         totals = jnp.sum(y, axis=axis)
         return jnp.log(totals) - jnp.log(jnp.sum(totals, axis=-1, keepdims=True))
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: n = 4 draws of 3 classes (the Fisher check enumerates all
+        15 count vectors), logits up to ±3e38 and -inf on a class of probability 0."""
+        n = _CHECK_TOTAL_COUNT
+        return (
+            Case(f"Multinomial(n={n})", cls(total_count=n), _random, _extreme,
+                 scipy=ScipyReference(lambda z: _scipy_multinomial(n, z), discrete=True),
+                 plain_log_prob=lambda z, y: _plain_log_prob(n, z, y)),
+        )
+
+
+# -- check cases: every count vector of 4 draws over 3 classes, logits up to ±3e38 ------------------
+
+_CHECK_TOTAL_COUNT = 4
+_CHECK_CLASSES = 3
+
+
+def _plain_log_prob(n: int, z, y):
+    """``log n! - sum_c log y_c! + sum_c y_c log p_c``, ``p = exp(z) / sum exp(z)``: the textbook formula."""
+    lgamma = jax.scipy.special.gammaln
+    log_p = z - jnp.log(jnp.sum(jnp.exp(z), axis=-1, keepdims=True))
+    return lgamma(n + 1.0) - jnp.sum(lgamma(y + 1), axis=-1) + jnp.sum(y * log_p, axis=-1)
+
+
+def _scipy_multinomial(n: int, z):
+    """scipy's multinomial, which broadcasts a batch of probability vectors [N, C]."""
+    import scipy.special
+    import scipy.stats
+
+    return scipy.stats.multinomial(n, scipy.special.softmax(z, axis=-1))
+
+
+def _random(key, dtype, n):
+    """Logits ``2 N(0, 1)`` and a count vector drawn uniformly from all of them, from one draw of
+    uniforms."""
+    u = jax.random.uniform(key, (2 * _CHECK_CLASSES + 1, n), dtype)
+    radius, angle = u[:_CHECK_CLASSES], u[_CHECK_CLASSES:-1]
+    # Box-Muller: sqrt(-2 log(1 - u0)) cos(2 pi u1) is a standard normal.
+    z = 2 * jnp.sqrt(-2 * jnp.log1p(-radius)) * jnp.cos(2 * jnp.pi * angle)
+    table = compositions(_CHECK_TOTAL_COUNT, _CHECK_CLASSES)
+    rows = jnp.floor(table.shape[0] * u[-1]).astype(jnp.int32)
+    return z.T, jnp.asarray(table, dtype)[rows]
+
+
+def _extreme(dtype):
+    z = jnp.array(
+        [[20.0, 0.0, 0.0], [1e4, -1e4, 0.0], [-1e4, 1e4, 0.0], [3e38, -3e38, 0.0], [-jnp.inf, 0.0, 1.0],
+         [0.0, 0.0, 0.0], [80.0, -80.0, 0.0]],
+        dtype,
+    )
+    y = jnp.array([[4, 0, 0], [2, 0, 2], [0, 4, 0], [4, 0, 0], [0, 1, 3], [1, 1, 2], [1, 3, 0]], dtype)
+    return z, y

@@ -9,8 +9,10 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify.case import Case, ScipyReference
 
 # Truncated support for expectation_nodes: 2048 consecutive counts from max(0, floor(mean - 10 sd)),
 # sd = sqrt(mean + mean^2 / concentration). tests/test_counts.py checks with scipy that they hold all
@@ -19,21 +21,17 @@ from mlnll._src import numerics, validate
 NUM_NODES = 2048
 
 
-def _outputs(outputs) -> tuple[jax.Array, jax.Array, jnp.dtype]:
-    """``(log_mean, log_concentration, dtype)`` in the accumulation dtype, broadcast together."""
-    a, b = validate.outputs_tuple(outputs, ("log_mean", "log_concentration"), family="NegativeBinomial")
-    named = [("log_mean", a.shape), ("log_concentration", b.shape)]
-    shape = validate.broadcast_shapes("NegativeBinomial", named)
-    (a, b), dtype = numerics.upcast(a, b)
-    return jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape), dtype
+_NAMES = ("log_mean", "log_concentration")
 
 
-def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, jnp.dtype]:
-    a, b, dtype = _outputs(outputs)
-    y = validate.numeric_targets(targets, where="NegativeBinomial targets")
-    shape = validate.broadcast_shapes("NegativeBinomial", [("outputs", a.shape), ("targets", y.shape)])
-    bc = lambda x: jnp.broadcast_to(x, shape)  # noqa: E731
-    return bc(a), bc(b), bc(y.astype(a.dtype)), dtype
+def _outputs(outputs) -> unpack.Params:
+    """``log_mean`` and ``log_concentration`` by name, in the accumulation dtype, broadcast together."""
+    return unpack.unpack(outputs, family="NegativeBinomial", names=_NAMES)
+
+
+def _prepare(outputs, targets) -> tuple[unpack.Params, jax.Array]:
+    """The outputs and the counts broadcast to one batch shape (the counts in the outputs' dtype)."""
+    return unpack.with_targets(_outputs(outputs), targets, family="NegativeBinomial")
 
 
 def _log_one_plus_y_over_r(y: jax.Array, b: jax.Array) -> jax.Array:
@@ -156,29 +154,31 @@ class NegativeBinomial:
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | outputs)``, equal to scipy.stats.nbinom.logpmf(y, r, r/(r+mu))."""
-        a, b, y, dtype = _prepare(outputs, targets)
+        p, y = _prepare(outputs, targets)
         valid = numerics.is_count(y)
-        lp = nb_log_pmf(a, b, jnp.where(valid, y, jnp.zeros_like(y)))
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        lp = nb_log_pmf(p.log_mean, p.log_concentration, jnp.where(valid, y, jnp.zeros_like(y)))
+        return jnp.where(valid, lp, -jnp.inf).astype(p.dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
         """Closed forms of ``d(-log_prob)/d(log_mean, log_concentration)`` (NaN where y is invalid)."""
-        a, b, y, dtype = _prepare(outputs, targets)
+        p, y = _prepare(outputs, targets)
         valid = numerics.is_count(y)
-        d_log_mean, d_log_concentration = neg_log_pmf_grad(a, b, jnp.where(valid, y, jnp.zeros_like(y)))
+        d_log_mean, d_log_concentration = neg_log_pmf_grad(
+            p.log_mean, p.log_concentration, jnp.where(valid, y, jnp.zeros_like(y)))
         nan = jnp.full_like(y, jnp.nan)
         return (
-            jnp.where(valid, d_log_mean, nan).astype(dtype),
-            jnp.where(valid, d_log_concentration, nan).astype(dtype),
+            jnp.where(valid, d_log_mean, nan).astype(p.dtype),
+            jnp.where(valid, d_log_concentration, nan).astype(p.dtype),
         )
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        a, b, dtype = _outputs(outputs)
-        return {"mean": jnp.exp(a).astype(dtype), "concentration": jnp.exp(b).astype(dtype)}
+        p = _outputs(outputs)
+        mean, concentration = jnp.exp(p.log_mean), jnp.exp(p.log_concentration)
+        return {"mean": mean.astype(p.dtype), "concentration": concentration.astype(p.dtype)}
 
     def mean(self, outputs) -> jax.Array:
-        a, _, dtype = _outputs(outputs)
-        return jnp.exp(a).astype(dtype)
+        p = _outputs(outputs)
+        return jnp.exp(p.log_mean).astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Counts in the outputs' dtype: ``y ~ Poisson(mu / r * g)``, ``g ~ Gamma(r, 1)``.
@@ -186,8 +186,9 @@ class NegativeBinomial:
         ``log g`` comes from ``jax.random.loggamma`` (accurate for tiny r); the Poisson draw has
         ``Poisson.sample``'s range (rates below 2^31 without x64).
         """
-        a, b, dtype = _outputs(outputs)
-        return _gamma_poisson_draws(key, a, b, tuple(sample_shape) + a.shape).astype(dtype)
+        p = _outputs(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        return _gamma_poisson_draws(key, p.log_mean, p.log_concentration, shape).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """Not implemented: the negative binomial entropy has no closed form."""
@@ -232,10 +233,59 @@ class NegativeBinomial:
         where they hold all but < 1e-16 of the mass is stated at ``NUM_NODES``. The weights are not
         renormalised.
         """
-        a, b, _ = _outputs(outputs)
+        p = _outputs(outputs)
+        a, b = p.log_mean, p.log_concentration
         mu = jnp.exp(a)
         sd = jnp.sqrt(mu + mu * jnp.exp(a - b))
         nodes = numerics.window_nodes(mu, sd, NUM_NODES)
         bc = lambda x: jnp.broadcast_to(x[None], nodes.shape)  # noqa: E731
         weights = jnp.exp(_log_pmf_value(bc(a), bc(b), nodes))
         return nodes, weights
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: means e^(1.5 N(0, 1)) and concentrations e^(2 N(0, 1)) at
+        random, means and concentrations of e^(±80) and counts of 1e6 among the extremes."""
+        return (
+            Case("NegativeBinomial", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_nbinom, discrete=True), plain_log_prob=_plain_log_prob),
+        )
+
+
+# -- check cases: means and concentrations of e^(±80), counts up to 1e6 -------------------------------
+
+
+def _plain_log_prob(outputs, y):
+    """``lgamma(y + r) - lgamma(r) - log(y!) + r log(r / (r + mu)) + y log(mu / (r + mu))``: the
+    textbook formula."""
+    log_mean, log_concentration = outputs
+    mu, r = jnp.exp(log_mean), jnp.exp(log_concentration)
+    lgamma = jax.scipy.special.gammaln
+    return lgamma(y + r) - lgamma(r) - lgamma(y + 1) + r * jnp.log(r / (r + mu)) + y * jnp.log(mu / (r + mu))
+
+
+def _scipy_nbinom(outputs):
+    """scipy's ``nbinom(n, p)`` with ``n = r`` and ``p = r / (r + mu)``."""
+    import scipy.stats
+
+    mu, r = np.exp(outputs[0]), np.exp(outputs[1])
+    return scipy.stats.nbinom(r, r / (r + mu))
+
+
+def _random(key, dtype, n):
+    """Log-means ``1.5 N(0, 1)``, log-concentrations ``2 N(0, 1)`` and counts uniform on 0..39,
+    from one draw of uniforms."""
+    u = jax.random.uniform(key, (3, n), dtype)
+    # Box-Muller: with r = sqrt(-2 log(1 - u0)) and theta = 2 pi u1, r cos(theta) and r sin(theta)
+    # are independent standard normals.
+    radius, angle = jnp.sqrt(-2 * jnp.log1p(-u[0])), 2 * jnp.pi * u[1]
+    log_mean = 1.5 * radius * jnp.cos(angle)
+    log_concentration = 2.0 * radius * jnp.sin(angle)
+    return (log_mean, log_concentration), jnp.floor(40 * u[2])
+
+
+def _extreme(dtype):
+    log_mean = jnp.array([80.0, -80.0, 0.0, 0.0, 14.0, 14.0, -80.0, 1.0, 1.0, 5.0], dtype)
+    log_concentration = jnp.array([-80.0, 80.0, 80.0, -80.0, 2.0, 80.0, -80.0, 30.0, -30.0, 12.0], dtype)
+    y = jnp.array([0.0, 0.0, 5.0, 3.0, 1e6, 1e6, 1.0, 7.0, 0.0, 140.0], dtype)
+    return (log_mean, log_concentration), y

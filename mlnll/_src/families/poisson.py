@@ -7,26 +7,30 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify.case import Case, ScipyReference
 
 # Truncated support for expectation_nodes: 2048 consecutive counts from max(0, floor(rate - 10 sd)).
 # They hold all but < 1e-16 of the mass for rate <= 1e4 (tests/test_counts.py checks it with scipy).
 NUM_NODES = 2048
 
 
-def _log_rate(outputs) -> tuple[jax.Array, jnp.dtype]:
-    lr = validate.float_outputs(outputs, where="Poisson outputs (log_rate)")
-    (lr,), dtype = numerics.upcast(lr)
-    return lr, dtype
+_NAMES = ("log_rate",)
 
 
-def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jnp.dtype]:
+def _log_rate(outputs, family: str = "Poisson", upcast: bool = True) -> tuple[jax.Array, np.dtype]:
+    """Validated log-rates (in the accumulation dtype unless ``upcast=False``), and the result dtype."""
+    p = unpack.unpack(outputs, family=family, names=_NAMES, upcast=upcast)
+    return p.log_rate, p.dtype
+
+
+def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
     """Validated ``(log_rate, counts)`` in the accumulation dtype, broadcast, and the result dtype."""
-    lr, dtype = _log_rate(outputs)
-    y = validate.numeric_targets(targets, where="Poisson targets")
-    shape = validate.broadcast_shapes("Poisson", [("outputs", lr.shape), ("targets", y.shape)])
-    return jnp.broadcast_to(lr, shape), jnp.broadcast_to(y.astype(lr.dtype), shape), dtype
+    p, y = unpack.with_targets(unpack.unpack(outputs, family="Poisson", names=_NAMES), targets,
+                               family="Poisson")
+    return p.log_rate, y, p.dtype
 
 
 def _log_pmf_value(log_rate: jax.Array, y: jax.Array) -> jax.Array:
@@ -126,11 +130,10 @@ class Poisson:
         (an ``expm1mx`` series near d = 0), so two nearly equal rates give a KL of d^2 rate / 2
         rather than 0.
         """
-        lp = validate.float_outputs(outputs_p, where="Poisson.kl outputs_p (log_rate)")
-        lq = validate.float_outputs(outputs_q, where="Poisson.kl outputs_q (log_rate)")
+        lp, _ = _log_rate(outputs_p, "Poisson.kl p", upcast=False)
+        lq, _ = _log_rate(outputs_q, "Poisson.kl q", upcast=False)
         shape = validate.broadcast_shapes("Poisson.kl", [("outputs_p", lp.shape), ("outputs_q", lq.shape)])
-        (lp, lq), dtype = numerics.upcast(lp, lq)
-        lp, lq = jnp.broadcast_to(lp, shape), jnp.broadcast_to(lq, shape)
+        (lp, lq), dtype = numerics.upcast(jnp.broadcast_to(lp, shape), jnp.broadcast_to(lq, shape))
         return numerics.bd0(jnp.exp(lp), lp - lq, jnp.exp(lq)).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
@@ -166,3 +169,48 @@ class Poisson:
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         return jnp.log(jnp.mean(y, axis=axis))
 
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: rates e^(1.5 N(0, 1)) at random with counts near and far from
+        them, log-rates of ±80 and counts of 1e6 among the extremes."""
+        return (
+            Case("Poisson", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_poisson, discrete=True), plain_log_prob=_plain_log_prob),
+        )
+
+
+# -- check cases: log-rates of ±80, counts up to 1e6 -------------------------------------------------
+
+
+def _plain_log_prob(log_rate, y):
+    """``y log_rate - exp(log_rate) - log(y!)``: the textbook formula."""
+    return y * log_rate - jnp.exp(log_rate) - jax.scipy.special.gammaln(y + 1)
+
+
+def _scipy_poisson(log_rate):
+    import scipy.stats
+
+    return scipy.stats.poisson(np.exp(log_rate))
+
+
+def _random(key, dtype, n):
+    """Log-rates ``1.5 N(0, 1)``; even examples count near the rate, odd ones uniformly in 0..49.
+
+    The counts near the rate are a discretised normal, ``round(rate + sqrt(rate) N(0, 1))`` clipped
+    at 0: the Poisson's mean and standard deviation without a rejection sampler in the program.
+    """
+    u = jax.random.uniform(key, (3, n), dtype)
+    # Box-Muller: with r = sqrt(-2 log(1 - u0)) and theta = 2 pi u1, r cos(theta) and r sin(theta)
+    # are independent standard normals.
+    radius, angle = jnp.sqrt(-2 * jnp.log1p(-u[0])), 2 * jnp.pi * u[1]
+    log_rate = 1.5 * radius * jnp.cos(angle)
+    rate = jnp.exp(log_rate)
+    near = jnp.maximum(jnp.round(rate + jnp.sqrt(rate) * radius * jnp.sin(angle)), 0)
+    uniform = jnp.floor(50 * u[2])
+    return log_rate, jnp.where(jnp.arange(n) % 2 == 0, near, uniform)
+
+
+def _extreme(dtype):
+    log_rate = jnp.array([-80.0, -80.0, -30.0, 0.0, 9.2, 9.2, 2.0], dtype)
+    y = jnp.array([0.0, 3.0, 1.0, 1e6, 9500.0, 0.0, 1e6], dtype)
+    return log_rate, y
