@@ -1,5 +1,6 @@
-"""Shared pieces of the real-valued location-scale families (Laplace, Cauchy, Logistic, StudentT,
-LogNormal): raw outputs with optional fixed parameters, and the stable scalar functions they share.
+"""Shared pieces of the real-valued location-scale families (Normal, Laplace, Cauchy, Logistic,
+StudentT, LogNormal): raw outputs by name with optional fixed parameters, the pieces of their
+closed forms they share, and the inputs of their check cases.
 
 Plain functions, no base class: each family module calls what it needs.
 """
@@ -16,7 +17,6 @@ import numpy as np
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.unpack import free_names, pack
-
 
 
 # -- options and raw outputs ------------------------------------------------------------------
@@ -45,17 +45,44 @@ def fixed_scale(scale: float | None) -> dict[str, float]:
     return {} if scale is None else {"log_scale": math.log(scale)}
 
 
+def params(outputs, *, family: str, scale: float | None) -> unpack.Params:
+    """``(loc, log_scale)`` of a location-scale family by name (``p.loc``, ``p.log_scale``,
+    ``p.dtype``), validated and broadcast; a fixed ``scale`` fills in ``log_scale``."""
+    return unpack.unpack(outputs, family=family, names=LOC_LOG_SCALE, fixed=fixed_scale(scale))
+
+
+def params_and_targets(outputs, targets, *, family: str,
+                       scale: float | None) -> tuple[unpack.Params, jax.Array]:
+    """``params`` and the targets, validated and broadcast to one batch shape."""
+    return unpack.with_targets(params(outputs, family=family, scale=scale), targets, family=family)
+
+
 def loc_and_log_scale(outputs, *, family: str, scale: float | None) -> tuple[jax.Array, jax.Array, np.dtype]:
     """Validated ``(loc, log_scale, dtype)`` of a ``(loc, log_scale)`` family (``scale`` fixed or None)."""
-    p = unpack.unpack(outputs, family=family, names=LOC_LOG_SCALE, fixed=fixed_scale(scale))
+    p = params(outputs, family=family, scale=scale)
     return p.loc, p.log_scale, p.dtype
 
 
 def loc_log_scale_and_targets(outputs, targets, *, family: str, scale: float | None):
     """``(loc, log_scale, targets, dtype)``, validated and broadcast together."""
-    p = unpack.unpack(outputs, family=family, names=LOC_LOG_SCALE, fixed=fixed_scale(scale))
-    p, y = unpack.with_targets(p, targets, family=family)
+    p, y = params_and_targets(outputs, targets, family=family, scale=scale)
     return p.loc, p.log_scale, y, p.dtype
+
+
+def standardized(p: unpack.Params, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(r, 1/scale)`` with ``r = (y - loc) / scale``.
+
+    ``(y - loc) * exp(-log_scale)`` rather than ``/ exp(log_scale)``: the scale itself never
+    overflows.
+    """
+    inv_scale = jnp.exp(-p.log_scale)
+    return (y - p.loc) * inv_scale, inv_scale
+
+
+def loc_and_scale(p: unpack.Params) -> dict[str, jax.Array]:
+    """``{"loc", "scale"}`` in the result dtype (``params()`` of a location-scale family)."""
+    return {"loc": p.loc.astype(p.dtype), "scale": jnp.exp(p.log_scale).astype(p.dtype)}
+
 
 def fisher_matrix(entries: Mapping[tuple[str, str], jax.Array], names: Sequence[str],
                   fixed: Mapping[str, float], like: jax.Array, dtype) -> jax.Array:
@@ -77,12 +104,14 @@ def fisher_matrix(entries: Mapping[tuple[str, str], jax.Array], names: Sequence[
     return jnp.stack([jnp.stack([entry(a, b) for b in free], -1) for a in free], -2).astype(dtype)
 
 
-def kl_pair(family: str, p: Sequence[jax.Array], q: Sequence[jax.Array]) -> tuple[list[jax.Array], np.dtype]:
-    """The parameters of p and q (e.g. ``(loc_p, ls_p)``, ``(loc_q, ls_q)``) broadcast to one batch
-    shape and upcast together, as one list ``[*p, *q]``, and the result dtype."""
-    shape = validate.broadcast_shapes(f"{family}.kl", [("outputs_p", p[0].shape), ("outputs_q", q[0].shape)])
-    arrays, dtype = numerics.upcast(*(jnp.broadcast_to(a, shape) for a in (*p, *q)))
-    return arrays, dtype
+def kl_pair(family: str, p: unpack.Params, q: unpack.Params) -> tuple[unpack.Params, unpack.Params, np.dtype]:
+    """The parameters of p and q broadcast to one batch shape and upcast together (the arguments
+    of a KL divergence), and the dtype of the result."""
+    shapes = [("outputs_p", p.batch_shape), ("outputs_q", q.batch_shape)]
+    shape = validate.broadcast_shapes(f"{family}.kl", shapes)
+    arrays, dtype = numerics.upcast(*(jnp.broadcast_to(a, shape) for a in (*p.values(), *q.values())))
+    p_arrays, q_arrays = dict(zip(p, arrays[: len(p)])), dict(zip(q, arrays[len(p):]))
+    return unpack.Params(p_arrays, dtype, shape), unpack.Params(q_arrays, dtype, shape), dtype
 
 
 def shift_and_scale(loc: jax.Array, log_scale: jax.Array, eps: jax.Array) -> jax.Array:
@@ -94,3 +123,54 @@ def constant_like(targets, value: float, *, family: str) -> jax.Array:
     """``value`` at the targets' batch shape, in their accumulation dtype (for ``constant_terms``)."""
     y = validate.numeric_targets(targets, where=f"{family} targets")
     return jnp.full(y.shape, value, numerics.accumulation_dtype(numerics.float_dtype(y)))
+
+
+# -- check-case inputs shared by the location-scale rows ------------------------------------------
+
+
+def open_uniforms(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Uniforms in the open interval (0, 1), from one draw: one random-bits program to compile,
+    however many inputs a case transforms them into (each ``jax.random`` call and split costs
+    compile time in the check's programs).
+
+    ``jax.random.uniform`` returns multiples of eps in [0, 1 - eps]; shifted by eps/2 they lie in
+    [eps/2, 1 - eps/2], symmetric about 1/2, so ``log(u)``, ``log1p(-u)`` and ``erfinv(2u - 1)`` are finite.
+    """
+    return jax.random.uniform(key, shape, dtype) + jnp.finfo(dtype).eps / 2
+
+
+def standard_normal(u: jax.Array) -> jax.Array:
+    """The standard normal inverse CDF ``sqrt(2) erfinv(2u - 1)`` (as ``jax.random.normal`` computes it)."""
+    return math.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1)
+
+
+def random_inputs(noise):
+    """A case's ``random(key, dtype, n)``: standard normal ``loc`` and ``log_scale`` (scales from
+    about e^-3 to e^3) and targets ``y = loc + scale * noise(u)``, ``u`` uniform on (0, 1), i.e.
+    drawn from the family itself when ``noise`` is its standard inverse CDF (closed form, no
+    rejection sampler).
+    """
+
+    def random(key, dtype, n):
+        u = open_uniforms(key, (3, n), dtype)
+        loc, log_scale = standard_normal(u[0]), standard_normal(u[1])
+        return (loc, log_scale), loc + jnp.exp(log_scale) * noise(u[2])
+
+    return random
+
+
+def extreme_inputs(dtype) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    """Log-scales of -80 and 80, targets 1e30 away from the location (|r| up to ~1e36, whose square
+    overflows float32), and a target exactly at the location (Laplace's kink), ``[7]``."""
+    loc = jnp.array([0.0, 1e4, 1e30, -5.0, 0.0, 2.0, -1e-30], dtype)
+    log_scale = jnp.array([-80.0, 80.0, 60.0, 0.0, 30.0, 0.5, -60.0], dtype)
+    y = jnp.array([1e-35, -1e4, -1e30, 5.0, 1e13, 2.0, 1e-30], dtype)
+    return (loc, log_scale), y
+
+
+def fixed_scale_extreme(dtype) -> tuple[jax.Array, jax.Array]:
+    """``(loc, y)`` at a fixed scale of about 1, ``[5]``: targets 1e4 and 1e30 away, and at the location.
+
+    ``|loc| <= 1e15``: a quadrature node ``loc + t`` must still differ from loc.
+    """
+    return jnp.array([1e4, -1e4, 1e15, 0.0, 3.0], dtype), jnp.array([-1e4, 1e4, -1e30, 1e-30, 3.0], dtype)

@@ -12,6 +12,8 @@ import numpy as np
 
 from mlnll._src import numerics
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.unpack import Params
+from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
 _LOG_PI = math.log(math.pi)
@@ -68,51 +70,49 @@ class Cauchy:
     def _fixed(self) -> dict[str, float]:
         return ls_.fixed_scale(self.scale)
 
-    def _params(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
-        return ls_.loc_and_log_scale(outputs, family=self._name, scale=self.scale)
+    def _unpack(self, outputs) -> Params:
+        return ls_.params(outputs, family=self._name, scale=self.scale)
 
-    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
-        return ls_.loc_log_scale_and_targets(outputs, targets, family=self._name, scale=self.scale)
+    def _unpack_with(self, outputs, targets) -> tuple[Params, jax.Array]:
+        return ls_.params_and_targets(outputs, targets, family=self._name, scale=self.scale)
 
     # -- the protocol -----------------------------------------------------------------------
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log Cauchy(y; loc, s)``, equal to scipy.stats.cauchy.logpdf."""
-        loc, log_scale, y, dtype = self._prepare(outputs, targets)
-        # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
-        r = (y - loc) * jnp.exp(-log_scale)
-        return (-numerics.log1p_square(r) - log_scale - _LOG_PI).astype(dtype)
+        p, y = self._unpack_with(outputs, targets)
+        r, _ = ls_.standardized(p, y)
+        # log(1 + r^2) without overflow of r^2.
+        return (-numerics.log1p_square(r) - p.log_scale - _LOG_PI).astype(p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(-2 r / ((1 + r^2) s), (1 - r^2) / (1 + r^2))``; loc's alone for a fixed scale."""
-        loc, log_scale, y, dtype = self._prepare(outputs, targets)
-        inv_scale = jnp.exp(-log_scale)
-        r = (y - loc) * inv_scale
+        p, y = self._unpack_with(outputs, targets)
+        r, inv_scale = ls_.standardized(p, y)
         # (1 - r^2) / (1 + r^2), factored to keep relative accuracy near |r| = 1.
         grads = {"loc": -2 * numerics.odd_ratio(r) * inv_scale,
                  "log_scale": numerics.one_minus_square_over(r, jnp.ones_like(r))}
-        return ls_.pack(grads, _NAMES, self._fixed, dtype)
+        return ls_.pack(grads, _NAMES, self._fixed, p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        loc, log_scale, dtype = self._params(outputs)
-        return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype)}
+        return ls_.loc_and_scale(self._unpack(outputs))
 
     def mean(self, outputs) -> jax.Array:
         """NaN everywhere: E|y| is infinite, so the Cauchy distribution has no mean (loc is its median)."""
-        loc, _, dtype = self._params(outputs)
-        return jnp.full(loc.shape, jnp.nan, dtype)
+        p = self._unpack(outputs)
+        return jnp.full(p.batch_shape, jnp.nan, p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + s * e`` with e standard Cauchy, shape ``sample_shape + batch``."""
-        loc, log_scale, dtype = self._params(outputs)
-        shape = tuple(sample_shape) + loc.shape
-        eps = jax.random.cauchy(key, shape, dtype=loc.dtype)
-        return ls_.shift_and_scale(loc, log_scale, eps).astype(dtype)
+        p = self._unpack(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        eps = jax.random.cauchy(key, shape, dtype=p.loc.dtype)
+        return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``log(4 pi) + log_scale``."""
-        _, log_scale, dtype = self._params(outputs)
-        return (log_scale + _LOG_4PI).astype(dtype)
+        p = self._unpack(outputs)
+        return (p.log_scale + _LOG_4PI).astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) in a form that stays accurate when p and q are close.
@@ -123,19 +123,17 @@ class Cauchy:
         ``B = |mu_p - mu_q| / (2 sqrt(s_p s_q))``: a ``log1p`` of a sum of squares, no cancellation
         (KL = 2.5e-15 at d = 1e-7), and scaled so that the squares cannot overflow.
         """
-        loc_p, ls_p, _ = self._params(outputs_p)
-        loc_q, ls_q, _ = self._params(outputs_q)
-        (loc_p, ls_p, loc_q, ls_q), dtype = ls_.kl_pair("Cauchy", (loc_p, ls_p), (loc_q, ls_q))
-        a = jnp.sinh((ls_p - ls_q) / 2)
-        b = 0.5 * (loc_p - loc_q) * jnp.exp(-(ls_p + ls_q) / 2)
+        p, q, dtype = ls_.kl_pair("Cauchy", self._unpack(outputs_p), self._unpack(outputs_q))
+        a = jnp.sinh((p.log_scale - q.log_scale) / 2)
+        b = 0.5 * (p.loc - q.loc) * jnp.exp(-(p.log_scale + q.log_scale) / 2)
         return numerics.log_hypot1(a, b).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``diag(1 / (2 s^2), 1/2)`` per example (shape [..., 2, 2]); ``1 / (2 s^2)`` with a fixed scale."""
-        _, log_scale, dtype = self._params(outputs)
-        entries = {("loc", "loc"): 0.5 * jnp.exp(-2 * log_scale),
-                   ("log_scale", "log_scale"): jnp.full_like(log_scale, 0.5)}
-        return ls_.fisher_matrix(entries, _NAMES, self._fixed, log_scale, dtype)
+        p = self._unpack(outputs)
+        entries = {("loc", "loc"): 0.5 * jnp.exp(-2 * p.log_scale),
+                   ("log_scale", "log_scale"): jnp.full_like(p.log_scale, 0.5)}
+        return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log pi``, and ``-log(scale)`` if fixed."""
@@ -149,6 +147,34 @@ class Cauchy:
         exact for trigonometric polynomials of degree < 16 in theta, and every entry of the Hessian
         of the NLL is one of degree <= 4 (e.g. ``4 r^2 / (1 + r^2)^2 = sin^2(2 theta)``).
         """
-        loc, log_scale, _ = self._params(outputs)
-        nodes = loc[None] + jnp.exp(log_scale)[None] * numerics.batch_nodes(np.tan(_THETA), loc)
-        return nodes, jnp.full(nodes.shape, 1.0 / _K, loc.dtype)
+        p = self._unpack(outputs)
+        nodes = p.loc[None] + jnp.exp(p.log_scale)[None] * numerics.batch_nodes(np.tan(_THETA), p.loc)
+        return nodes, jnp.full(nodes.shape, 1.0 / _K, p.loc.dtype)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: log-scales of ±80, targets 1e30 away (r^2 overflows float32)."""
+        return (
+            Case("Cauchy", cls(), _random, ls_.extreme_inputs,
+                 scipy=ScipyReference(_scipy_cauchy), plain_log_prob=_plain_log_prob),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+
+
+def _plain_log_prob(outputs, y):
+    """``-log(pi) - log(s) - log(1 + ((y - loc) / s)^2)``: the textbook formula."""
+    loc, log_scale = outputs
+    return -jnp.log(jnp.pi) - log_scale - jnp.log(1 + ((y - loc) / jnp.exp(log_scale)) ** 2)
+
+
+def _scipy_cauchy(outputs):
+    import scipy.stats
+
+    loc, log_scale = outputs
+    return scipy.stats.cauchy(loc, np.exp(log_scale))
+
+
+# The inverse CDF of the standard Cauchy: tan(pi (u - 1/2)).
+_random = ls_.random_inputs(lambda u: jnp.tan(math.pi * (u - 0.5)))

@@ -12,6 +12,8 @@ import numpy as np
 
 from mlnll._src import numerics, validate
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.unpack import Params
+from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
 # Gauss-Laguerre rule: sum_k w_k f(t_k) = int_0^inf e^-t f(t) dt exactly for polynomials f of
@@ -68,49 +70,46 @@ class Laplace:
     def _fixed(self) -> dict[str, float]:
         return ls_.fixed_scale(self.scale)
 
-    def _params(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
-        return ls_.loc_and_log_scale(outputs, family=self._name, scale=self.scale)
+    def _unpack(self, outputs) -> Params:
+        return ls_.params(outputs, family=self._name, scale=self.scale)
 
-    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
-        return ls_.loc_log_scale_and_targets(outputs, targets, family=self._name, scale=self.scale)
+    def _unpack_with(self, outputs, targets) -> tuple[Params, jax.Array]:
+        return ls_.params_and_targets(outputs, targets, family=self._name, scale=self.scale)
 
     # -- the protocol -----------------------------------------------------------------------
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log Laplace(y; loc, b)``, equal to scipy.stats.laplace.logpdf."""
-        loc, log_scale, y, dtype = self._prepare(outputs, targets)
-        # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
-        r = (y - loc) * jnp.exp(-log_scale)
+        p, y = self._unpack_with(outputs, targets)
+        r, _ = ls_.standardized(p, y)
         # |r| as r * sign(r): same value, and autodiff takes the subgradient sign(0) = 0 at the kink.
-        return (-r * jnp.sign(r) - log_scale - numerics.LOG_2).astype(dtype)
+        return (-r * jnp.sign(r) - p.log_scale - numerics.LOG_2).astype(p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(-sign(r) / b, 1 - |r|)``, 0 in loc at y = loc; loc's alone if the scale is fixed."""
-        loc, log_scale, y, dtype = self._prepare(outputs, targets)
-        inv_scale = jnp.exp(-log_scale)
-        r = (y - loc) * inv_scale
+        p, y = self._unpack_with(outputs, targets)
+        r, inv_scale = ls_.standardized(p, y)
         grads = {"loc": -jnp.sign(r) * inv_scale, "log_scale": 1 - jnp.abs(r)}
-        return ls_.pack(grads, _NAMES, self._fixed, dtype)
+        return ls_.pack(grads, _NAMES, self._fixed, p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        loc, log_scale, dtype = self._params(outputs)
-        return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype)}
+        return ls_.loc_and_scale(self._unpack(outputs))
 
     def mean(self, outputs) -> jax.Array:
-        loc, _, dtype = self._params(outputs)
-        return loc.astype(dtype)
+        p = self._unpack(outputs)
+        return p.loc.astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + b * e`` with e standard Laplace, shape ``sample_shape + batch``."""
-        loc, log_scale, dtype = self._params(outputs)
-        shape = tuple(sample_shape) + loc.shape
-        eps = jax.random.laplace(key, shape, dtype=loc.dtype)
-        return ls_.shift_and_scale(loc, log_scale, eps).astype(dtype)
+        p = self._unpack(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        eps = jax.random.laplace(key, shape, dtype=p.loc.dtype)
+        return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``1 + log 2 + log_scale``."""
-        _, log_scale, dtype = self._params(outputs)
-        return (log_scale + 1 + numerics.LOG_2).astype(dtype)
+        p = self._unpack(outputs)
+        return (p.log_scale + 1 + numerics.LOG_2).astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) as a sum of non-negative terms, accurate when p and q are close.
@@ -122,26 +121,24 @@ class Laplace:
         cancellation. For v > 1 the second form is rearranged to ``delta/b_q - 1 - d + e^(d - v)``,
         which cannot overflow through ``e^d`` when b_q is tiny relative to delta.
         """
-        loc_p, ls_p, _ = self._params(outputs_p)
-        loc_q, ls_q, _ = self._params(outputs_q)
-        (loc_p, ls_p, loc_q, ls_q), dtype = ls_.kl_pair("Laplace", (loc_p, ls_p), (loc_q, ls_q))
-        d = ls_p - ls_q
-        delta = jnp.abs(loc_p - loc_q)
-        v = delta * jnp.exp(-ls_p)
+        p, q, dtype = ls_.kl_pair("Laplace", self._unpack(outputs_p), self._unpack(outputs_q))
+        d = p.log_scale - q.log_scale
+        delta = jnp.abs(p.loc - q.loc)
+        v = delta * jnp.exp(-p.log_scale)
         near = v <= 1
         vs = jnp.where(near, v, jnp.zeros_like(v))
         # e^d (e^-v - 1 + v): the product is taken as 0 where expm1mx(-v) = 0 even if e^d overflowed.
         exp_d = jnp.exp(jnp.where(near, d, jnp.zeros_like(d)))
         close = numerics.expm1mx(d) + numerics.mul_nonzero(numerics.expm1mx(-vs), exp_d)
-        far = delta * jnp.exp(-ls_q) - 1 - d + jnp.exp(d - jnp.where(near, jnp.ones_like(v), v))
+        far = delta * jnp.exp(-q.log_scale) - 1 - d + jnp.exp(d - jnp.where(near, jnp.ones_like(v), v))
         return jnp.where(near, close, far).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``diag(1/b^2, 1)`` per example (shape [..., 2, 2]); ``1/b^2`` with a fixed scale."""
-        _, log_scale, dtype = self._params(outputs)
-        entries = {("loc", "loc"): jnp.exp(-2 * log_scale),
-                   ("log_scale", "log_scale"): jnp.ones_like(log_scale)}
-        return ls_.fisher_matrix(entries, _NAMES, self._fixed, log_scale, dtype)
+        p = self._unpack(outputs)
+        entries = {("loc", "loc"): jnp.exp(-2 * p.log_scale),
+                   ("log_scale", "log_scale"): jnp.ones_like(p.log_scale)}
+        return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log 2``, and ``-log(scale)`` if fixed.
@@ -162,10 +159,10 @@ class Laplace:
         the expected autodiff Hessian over those, and autodiff misses the point mass of the
         Hessian of ``|y - loc|`` at ``y = loc`` (it would give 0 instead of ``1/b^2`` in loc).
         """
-        loc, log_scale, _ = self._params(outputs)
-        t = numerics.batch_nodes(np.concatenate([-_GL_NODES, _GL_NODES]), loc)
-        w = numerics.batch_nodes(np.concatenate([_GL_WEIGHTS, _GL_WEIGHTS]) / 2, loc)
-        nodes = loc[None] + jnp.exp(log_scale)[None] * t
+        p = self._unpack(outputs)
+        t = numerics.batch_nodes(np.concatenate([-_GL_NODES, _GL_NODES]), p.loc)
+        w = numerics.batch_nodes(np.concatenate([_GL_WEIGHTS, _GL_WEIGHTS]) / 2, p.loc)
+        nodes = p.loc[None] + jnp.exp(p.log_scale)[None] * t
         return nodes, jnp.broadcast_to(w, nodes.shape)
 
     def mle(self, targets, *, axis: int = 0):
@@ -182,3 +179,55 @@ class Laplace:
             return loc
         mad = jnp.mean(jnp.abs(y - jnp.expand_dims(loc, axis)), axis=axis)
         return loc, jnp.log(mad)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """Rows of the check table: free scale, and ``scale=1`` (the L1 loss); log-scales of ±80,
+        targets 1e30 away, and targets exactly at the kink y = loc."""
+        return (
+            Case("Laplace", cls(), _random, ls_.extreme_inputs,
+                 scipy=ScipyReference(lambda o: _scipy_laplace(o[0], np.exp(o[1]))),
+                 plain_log_prob=_plain_log_prob),
+            Case("Laplace(scale=1.0)", cls(scale=1.0), _fixed_random, ls_.fixed_scale_extreme,
+                 scipy=ScipyReference(lambda loc: _scipy_laplace(loc, 1.0)),
+                 plain_log_prob=lambda loc, y: _plain_log_prob((loc, jnp.zeros_like(loc)), y)),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+
+
+def _plain_log_prob(outputs, y):
+    """``-|y - loc| / b - log(b) - log 2``: the textbook formula."""
+    loc, log_scale = outputs
+    return -jnp.abs(y - loc) / jnp.exp(log_scale) - log_scale - jnp.log(2.0)
+
+
+def _scipy_laplace(loc, scale):
+    import scipy.stats
+
+    return scipy.stats.laplace(loc, scale)
+
+
+# The check's finite differences move loc by 2h d (h = 1e-3, d a standard normal direction) and
+# must not straddle the kink at y = loc, so the random targets are Laplace draws conditioned on
+# |y - loc| >= 1e-2 (the kink itself is among the extreme inputs). |y - loc| is Exponential with mean b, which is memoryless: given
+# |y - loc| >= g it is g + b E with E standard exponential, E = -log(1 - 2|v|) for v uniform on
+# (-1/2, 1/2), and sign(v) picks the side.
+_KINK_GAP = 1e-2
+
+
+def _random_away_from_kink(scale: float | None):
+    def random(key, dtype, n):
+        u = ls_.open_uniforms(key, (3, n), dtype)
+        loc, log_scale = ls_.standard_normal(u[0]), ls_.standard_normal(u[1])
+        b = jnp.exp(log_scale) if scale is None else scale
+        v = u[2] - 0.5
+        y = loc + jnp.sign(v) * (_KINK_GAP - b * jnp.log1p(-2 * jnp.abs(v)))
+        return ((loc, log_scale) if scale is None else loc), y
+
+    return random
+
+
+_random = _random_away_from_kink(None)
+_fixed_random = _random_away_from_kink(1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +13,22 @@ import numpy as np
 
 from mlnll._src import numerics, validate
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.unpack import Params
+from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
 # Gauss-Hermite rule in log y: exact for polynomials of degree < 16 under exp(-x^2), so exact for
 # the expected Hessian of the NLL, which is quadratic in log y.
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(8)
+
+
+class _InLogs(NamedTuple):
+    """The parameters and the targets in log space, broadcast together."""
+
+    p: Params
+    log_y: jax.Array  # log y where y > 0, else 0 (the double-where idiom: no log of y <= 0)
+    r: jax.Array  # (log y - loc) / scale
+    positive: jax.Array  # y > 0, the support
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,58 +71,54 @@ class LogNormal:
     def _fixed(self) -> dict[str, float]:
         return ls_.fixed_scale(self.scale)
 
-    def _params(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
-        return ls_.loc_and_log_scale(outputs, family=self._name, scale=self.scale)
+    def _unpack(self, outputs) -> Params:
+        return ls_.params(outputs, family=self._name, scale=self.scale)
 
-    def _prepare(self, outputs, targets):
-        """``(loc, log_scale, log y, r, in_support, dtype)``; log y is 0 where y <= 0 (double where)."""
-        loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(
-            outputs, targets, family=self._name, scale=self.scale
-        )
+    def _in_logs(self, outputs, targets) -> _InLogs:
+        """The parameters, ``log y`` (0 where y <= 0: a double where), ``r`` and the support mask."""
+        p, y = ls_.params_and_targets(outputs, targets, family=self._name, scale=self.scale)
         positive = y > 0
         log_y = jnp.log(jnp.where(positive, y, jnp.ones_like(y)))
-        # (log y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale.
-        r = (log_y - loc) * jnp.exp(-log_scale)
-        return loc, log_scale, log_y, r, positive, dtype
+        r, _ = ls_.standardized(p, log_y)
+        return _InLogs(p, log_y, r, positive)
 
     # -- the protocol -----------------------------------------------------------------------
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log LogNormal(y; loc, s)``, equal to scipy.stats.lognorm.logpdf; -inf at y <= 0."""
-        _, log_scale, log_y, r, positive, dtype = self._prepare(outputs, targets)
-        lp = -0.5 * jnp.square(r) - log_scale - numerics.HALF_LOG_2PI - log_y
-        return jnp.where(positive, lp, -jnp.inf).astype(dtype)
+        x = self._in_logs(outputs, targets)
+        lp = -0.5 * jnp.square(x.r) - x.p.log_scale - numerics.HALF_LOG_2PI - x.log_y
+        return jnp.where(x.positive, lp, -jnp.inf).astype(x.p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``((loc - log y) / s^2, 1 - r^2)``, NaN where y <= 0; loc's alone if the scale is fixed."""
-        _, log_scale, _, r, positive, dtype = self._prepare(outputs, targets)
-        nan = jnp.full_like(r, jnp.nan)
+        x = self._in_logs(outputs, targets)
+        nan = jnp.full_like(x.r, jnp.nan)
         # -r * exp(-log_scale) instead of (loc - log y) / s^2: s^2 overflows long before the product.
-        grads = {"loc": jnp.where(positive, -r * jnp.exp(-log_scale), nan),
-                 "log_scale": jnp.where(positive, 1 - jnp.square(r), nan)}
-        return ls_.pack(grads, _NAMES, self._fixed, dtype)
+        grads = {"loc": jnp.where(x.positive, -x.r * jnp.exp(-x.p.log_scale), nan),
+                 "log_scale": jnp.where(x.positive, 1 - jnp.square(x.r), nan)}
+        return ls_.pack(grads, _NAMES, self._fixed, x.p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         """``{"loc", "scale"}`` of ``log y`` (scipy's ``s = scale`` and ``scale = exp(loc)``)."""
-        loc, log_scale, dtype = self._params(outputs)
-        return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype)}
+        return ls_.loc_and_scale(self._unpack(outputs))
 
     def mean(self, outputs) -> jax.Array:
         """``exp(loc + s^2 / 2)``, exponentiated once (no product of two overflowing factors)."""
-        loc, log_scale, dtype = self._params(outputs)
-        return jnp.exp(loc + 0.5 * jnp.exp(2 * log_scale)).astype(dtype)
+        p = self._unpack(outputs)
+        return jnp.exp(p.loc + 0.5 * jnp.exp(2 * p.log_scale)).astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``exp(loc + s * e)`` with e standard normal, shape ``sample_shape + batch``."""
-        loc, log_scale, dtype = self._params(outputs)
-        shape = tuple(sample_shape) + loc.shape
-        eps = jax.random.normal(key, shape, dtype=loc.dtype)
-        return jnp.exp(ls_.shift_and_scale(loc, log_scale, eps)).astype(dtype)
+        p = self._unpack(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        eps = jax.random.normal(key, shape, dtype=p.loc.dtype)
+        return jnp.exp(ls_.shift_and_scale(p.loc, p.log_scale, eps)).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``loc + log_scale + (1 + log(2 pi)) / 2``: Normal's entropy plus ``E[log y] = loc``."""
-        loc, log_scale, dtype = self._params(outputs)
-        return (loc + log_scale + 0.5 + numerics.HALF_LOG_2PI).astype(dtype)
+        p = self._unpack(outputs)
+        return (p.loc + p.log_scale + 0.5 + numerics.HALF_LOG_2PI).astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q), equal to Normal's KL between the laws of ``log y`` (KL is invariant under y -> log y).
@@ -118,18 +126,16 @@ class LogNormal:
         With ``d = log_scale_p - log_scale_q``: ``KL = (e^{2d} - 1 - 2d) / 2 + ((mu_p - mu_q) / s_q)^2 / 2``,
         the first term by ``expm1mx`` so that nearly equal scales keep their relative accuracy.
         """
-        loc_p, ls_p, _ = self._params(outputs_p)
-        loc_q, ls_q, _ = self._params(outputs_q)
-        (loc_p, ls_p, loc_q, ls_q), dtype = ls_.kl_pair("LogNormal", (loc_p, ls_p), (loc_q, ls_q))
-        gap = (loc_p - loc_q) * jnp.exp(-ls_q)
-        return (0.5 * numerics.expm1mx(2 * (ls_p - ls_q)) + 0.5 * jnp.square(gap)).astype(dtype)
+        p, q, dtype = ls_.kl_pair("LogNormal", self._unpack(outputs_p), self._unpack(outputs_q))
+        gap = (p.loc - q.loc) * jnp.exp(-q.log_scale)
+        return (0.5 * numerics.expm1mx(2 * (p.log_scale - q.log_scale)) + 0.5 * jnp.square(gap)).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """``diag(1/s^2, 2)`` per example (shape [..., 2, 2]); ``1/s^2`` with a fixed scale."""
-        _, log_scale, dtype = self._params(outputs)
-        entries = {("loc", "loc"): jnp.exp(-2 * log_scale),
-                   ("log_scale", "log_scale"): jnp.full_like(log_scale, 2.0)}
-        return ls_.fisher_matrix(entries, _NAMES, self._fixed, log_scale, dtype)
+        p = self._unpack(outputs)
+        entries = {("loc", "loc"): jnp.exp(-2 * p.log_scale),
+                   ("log_scale", "log_scale"): jnp.full_like(p.log_scale, 2.0)}
+        return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log y - log(2 pi)/2`` (and ``-log(scale)`` if fixed).
@@ -146,10 +152,10 @@ class LogNormal:
 
     def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
         """Gauss-Hermite in log y: nodes ``exp(loc + sqrt(2) s x_k)``, weights ``w_k / sqrt(pi)``, [8, ...]."""
-        loc, log_scale, _ = self._params(outputs)
-        x = numerics.batch_nodes(_GH_NODES, loc)
-        nodes = jnp.exp(loc[None] + math.sqrt(2.0) * jnp.exp(log_scale)[None] * x)
-        w = numerics.batch_nodes(_GH_WEIGHTS / math.sqrt(math.pi), loc)
+        p = self._unpack(outputs)
+        x = numerics.batch_nodes(_GH_NODES, p.loc)
+        nodes = jnp.exp(p.loc[None] + math.sqrt(2.0) * jnp.exp(p.log_scale)[None] * x)
+        w = numerics.batch_nodes(_GH_WEIGHTS / math.sqrt(math.pi), p.loc)
         return nodes, jnp.broadcast_to(w, nodes.shape)
 
     def mle(self, targets, *, axis: int = 0):
@@ -164,3 +170,44 @@ class LogNormal:
             return loc
         var = jnp.mean(jnp.square(log_y - jnp.expand_dims(loc, axis)), axis=axis)
         return loc, 0.5 * jnp.log(var)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: log y from -86 to 80, targets near 1, tiny and huge."""
+        return (
+            Case("LogNormal", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_lognorm), plain_log_prob=_plain_log_prob),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+
+
+def _plain_log_prob(outputs, y):
+    """``-log y - log(s) - log(2 pi)/2 - ((log y - loc) / s)^2 / 2``: the textbook formula."""
+    loc, log_scale = outputs
+    return (-jnp.log(y) - log_scale - 0.5 * jnp.log(2 * jnp.pi)
+            - 0.5 * ((jnp.log(y) - loc) / jnp.exp(log_scale)) ** 2)
+
+
+def _scipy_lognorm(outputs):
+    import scipy.stats
+
+    loc, log_scale = outputs
+    return scipy.stats.lognorm(np.exp(log_scale), scale=np.exp(loc))
+
+
+def _random(key, dtype, n):
+    """``log y ~ Normal(loc, scale)`` at standard normal ``loc`` and ``log_scale``."""
+    (loc, log_scale), log_y = ls_.random_inputs(ls_.standard_normal)(key, dtype, n)
+    return (loc, log_scale), jnp.exp(log_y)
+
+
+def _extreme(dtype):
+    # log y from -86 to 80. The scales stay within e^-3 .. e^3: the check's quadrature works in y, and
+    # at log_scale = -80 the nodes exp(loc + s x_k) would all round to exp(loc) (log_prob at
+    # log_scale = -80, 80 and 700 is tested against mpmath in tests/test_reals.py instead).
+    loc = jnp.array([0.0, 50.0, -50.0, 0.0, 80.0], dtype)
+    log_scale = jnp.array([-3.0, 3.0, 0.0, 2.0, -2.5], dtype)
+    y = jnp.array([1.0 + 1e-6, 1e-30, 1e30, 3e-38, 1e35], dtype)
+    return (loc, log_scale), y

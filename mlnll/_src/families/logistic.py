@@ -12,6 +12,8 @@ import numpy as np
 
 from mlnll._src import numerics
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.unpack import Params
+from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
 _LOG_4 = math.log(4.0)
@@ -76,50 +78,47 @@ class Logistic:
     def _fixed(self) -> dict[str, float]:
         return ls_.fixed_scale(self.scale)
 
-    def _params(self, outputs) -> tuple[jax.Array, jax.Array, np.dtype]:
-        return ls_.loc_and_log_scale(outputs, family=self._name, scale=self.scale)
+    def _unpack(self, outputs) -> Params:
+        return ls_.params(outputs, family=self._name, scale=self.scale)
 
-    def _prepare(self, outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
-        return ls_.loc_log_scale_and_targets(outputs, targets, family=self._name, scale=self.scale)
+    def _unpack_with(self, outputs, targets) -> tuple[Params, jax.Array]:
+        return ls_.params_and_targets(outputs, targets, family=self._name, scale=self.scale)
 
     # -- the protocol -----------------------------------------------------------------------
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log Logistic(y; loc, s)``, equal to scipy.stats.logistic.logpdf."""
-        loc, log_scale, y, dtype = self._prepare(outputs, targets)
-        # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
-        r = (y - loc) * jnp.exp(-log_scale)
+        p, y = self._unpack_with(outputs, targets)
+        r, _ = ls_.standardized(p, y)
         # log(sigmoid(r) sigmoid(-r)) = -log(4 cosh^2(r/2)).
-        return (-2 * numerics.log_cosh(r / 2) - _LOG_4 - log_scale).astype(dtype)
+        return (-2 * numerics.log_cosh(r / 2) - _LOG_4 - p.log_scale).astype(p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(-tanh(r/2) / s, 1 - r tanh(r/2))``; loc's alone if the scale is fixed."""
-        loc, log_scale, y, dtype = self._prepare(outputs, targets)
-        inv_scale = jnp.exp(-log_scale)
-        r = (y - loc) * inv_scale
+        p, y = self._unpack_with(outputs, targets)
+        r, inv_scale = ls_.standardized(p, y)
         t = jnp.tanh(r / 2)
         grads = {"loc": -t * inv_scale, "log_scale": 1 - r * t}
-        return ls_.pack(grads, _NAMES, self._fixed, dtype)
+        return ls_.pack(grads, _NAMES, self._fixed, p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        loc, log_scale, dtype = self._params(outputs)
-        return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype)}
+        return ls_.loc_and_scale(self._unpack(outputs))
 
     def mean(self, outputs) -> jax.Array:
-        loc, _, dtype = self._params(outputs)
-        return loc.astype(dtype)
+        p = self._unpack(outputs)
+        return p.loc.astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + s * e`` with e standard logistic, shape ``sample_shape + batch``."""
-        loc, log_scale, dtype = self._params(outputs)
-        shape = tuple(sample_shape) + loc.shape
-        eps = jax.random.logistic(key, shape, dtype=loc.dtype)
-        return ls_.shift_and_scale(loc, log_scale, eps).astype(dtype)
+        p = self._unpack(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        eps = jax.random.logistic(key, shape, dtype=p.loc.dtype)
+        return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``log_scale + 2``."""
-        _, log_scale, dtype = self._params(outputs)
-        return (log_scale + 2).astype(dtype)
+        p = self._unpack(outputs)
+        return (p.log_scale + 2).astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """Not available: the KL divergence between two logistic distributions has no closed form."""
@@ -130,10 +129,10 @@ class Logistic:
 
     def fisher(self, outputs) -> jax.Array:
         """``diag(1 / (3 s^2), (pi^2 + 3) / 9)`` per example ([..., 2, 2]); ``1 / (3 s^2)`` for a fixed scale."""
-        _, log_scale, dtype = self._params(outputs)
-        entries = {("loc", "loc"): jnp.exp(-2 * log_scale) / 3,
-                   ("log_scale", "log_scale"): jnp.full_like(log_scale, (_PI2 + 3) / 9)}
-        return ls_.fisher_matrix(entries, _NAMES, self._fixed, log_scale, dtype)
+        p = self._unpack(outputs)
+        entries = {("loc", "loc"): jnp.exp(-2 * p.log_scale) / 3,
+                   ("log_scale", "log_scale"): jnp.full_like(p.log_scale, (_PI2 + 3) / 9)}
+        return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log 4``, and ``-log(scale)`` if fixed."""
@@ -147,7 +146,35 @@ class Logistic:
         here is analytic in the strip |Im r| < pi, where the trapezoid rule converges
         geometrically: the expected Hessian comes out to ~1e-16 relative.
         """
-        loc, log_scale, _ = self._params(outputs)
-        nodes = loc[None] + jnp.exp(log_scale)[None] * numerics.batch_nodes(_R, loc)
-        return nodes, jnp.broadcast_to(numerics.batch_nodes(_W, loc), nodes.shape)
+        p = self._unpack(outputs)
+        nodes = p.loc[None] + jnp.exp(p.log_scale)[None] * numerics.batch_nodes(_R, p.loc)
+        return nodes, jnp.broadcast_to(numerics.batch_nodes(_W, p.loc), nodes.shape)
 
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: log-scales of ±80, targets 1e30 away from the location."""
+        return (
+            Case("Logistic", cls(), _random, ls_.extreme_inputs,
+                 scipy=ScipyReference(_scipy_logistic), plain_log_prob=_plain_log_prob),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+
+
+def _plain_log_prob(outputs, y):
+    """``-r - log(s) - 2 log(1 + exp(-r))``, ``r = (y - loc) / s``: the textbook formula."""
+    loc, log_scale = outputs
+    r = (y - loc) / jnp.exp(log_scale)
+    return -r - log_scale - 2 * jnp.log(1 + jnp.exp(-r))
+
+
+def _scipy_logistic(outputs):
+    import scipy.stats
+
+    loc, log_scale = outputs
+    return scipy.stats.logistic(loc, np.exp(log_scale))
+
+
+# The inverse CDF of the standard logistic: logit(u) = log(u) - log(1 - u).
+_random = ls_.random_inputs(lambda u: jnp.log(u) - jnp.log1p(-u))

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,8 @@ import numpy as np
 
 from mlnll._src import numerics, unpack
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.unpack import Params
+from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ("loc", "log_scale", "log_df")
 
@@ -131,6 +134,14 @@ def _log1p_over(w: jax.Array) -> jax.Array:
     return 2 / (2 + w) * numerics.horner(_ATANH, v * v)
 
 
+class _Standardized(NamedTuple):
+    """The parameters and targets at one batch shape, standardised."""
+
+    p: Params  # loc, log_scale, log_df, nu, inv_sqrt_nu
+    r: jax.Array  # (y - loc) / scale
+    z: jax.Array  # r / sqrt(nu)
+
+
 @dataclasses.dataclass(frozen=True)
 class StudentT:
     r"""Student's t distribution of a real target.
@@ -200,33 +211,33 @@ class StudentT:
             fixed["log_df"] = math.log(self.df)
         return fixed
 
-    def _nu(self, log_df: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(nu, 1/sqrt(nu))``: the fixed df exactly as given, else from log_df."""
+    def _with_nu(self, p: Params) -> Params:
+        """``p`` with ``nu`` and ``inv_sqrt_nu = 1/sqrt(nu)``: a fixed df as given, else exp(log_df)."""
         if self.df is not None:
-            return jnp.full_like(log_df, self.df), jnp.full_like(log_df, 1 / math.sqrt(self.df))
-        return jnp.exp(log_df), jnp.exp(-0.5 * log_df)
+            nu = jnp.full_like(p.log_df, self.df)
+            inv_sqrt_nu = jnp.full_like(p.log_df, 1 / math.sqrt(self.df))
+        else:
+            nu, inv_sqrt_nu = jnp.exp(p.log_df), jnp.exp(-0.5 * p.log_df)
+        return p.replace(nu=nu, inv_sqrt_nu=inv_sqrt_nu)
 
-    def _params(self, outputs) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, np.dtype]:
-        """``(loc, log_scale, nu, 1/sqrt(nu), dtype)`` broadcast together."""
-        p = unpack.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        dtype = p.dtype
-        return p["loc"], p["log_scale"], *self._nu(p["log_df"]), dtype
+    def _unpack(self, outputs) -> Params:
+        """``loc``, ``log_scale``, ``log_df`` (fixed ones filled in), ``nu`` and ``inv_sqrt_nu``, by name."""
+        return self._with_nu(unpack.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed))
 
-    def _prepare(self, outputs, targets):
-        """``(log_scale, nu, 1/sqrt(nu), r, z, dtype)`` at the broadcast batch shape."""
+    def _standardized(self, outputs, targets) -> _Standardized:
+        """The parameters with the targets, ``r = (y - loc) / scale`` and ``z = r / sqrt(nu)``."""
         p = unpack.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        dtype = p.dtype
         p, y = unpack.with_targets(p, targets, family=self._name)
-        nu, inv_sqrt_nu = self._nu(p["log_df"])
-        # (y - loc) * exp(-log_scale) rather than / exp(log_scale): no overflow of the scale itself.
-        r = (y - p["loc"]) * jnp.exp(-p["log_scale"])
-        return p["log_scale"], nu, inv_sqrt_nu, r, r * inv_sqrt_nu, dtype
+        p = self._with_nu(p)
+        r, _ = ls_.standardized(p, y)
+        return _Standardized(p, r, r * p.inv_sqrt_nu)
 
     # -- the protocol -----------------------------------------------------------------------
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log t(y; nu, loc, s)``, equal to scipy.stats.t.logpdf (nu = 1e6 included)."""
-        log_scale, nu, _, r, z, dtype = self._prepare(outputs, targets)
+        x = self._standardized(outputs, targets)
+        nu, r, z = x.p.nu, x.r, x.z
         small = jnp.abs(z) <= _SMALL_Z
         zs = jnp.where(small, z, jnp.zeros_like(z))
         rs = jnp.where(small, r, jnp.zeros_like(r))
@@ -236,14 +247,15 @@ class StudentT:
         abs_z = jnp.abs(jnp.where(small, jnp.ones_like(z), z))
         far = 0.5 * (nu + 1) * (2 * jnp.log(abs_z) + jnp.log1p(jnp.square(1 / abs_z)))
         data = jnp.where(small, near, far)
-        return (-gamma_ratio_gap(nu / 2) - numerics.HALF_LOG_2PI - log_scale - data).astype(dtype)
+        return (-gamma_ratio_gap(nu / 2) - numerics.HALF_LOG_2PI - x.p.log_scale - data).astype(x.p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form (see the class docstring) for the free outputs, in table order."""
-        log_scale, nu, inv_sqrt_nu, r, z, dtype = self._prepare(outputs, targets)
+        x = self._standardized(outputs, targets)
+        nu, inv_sqrt_nu, r, z = x.p.nu, x.p.inv_sqrt_nu, x.r, x.z
         u = numerics.square_ratio(z)
         # z / (1 + z^2) and z^2 / (1 + z^2) without overflow of z^2.
-        d_loc = -(nu + 1) * numerics.odd_ratio(z) * inv_sqrt_nu * jnp.exp(-log_scale)
+        d_loc = -(nu + 1) * numerics.odd_ratio(z) * inv_sqrt_nu * jnp.exp(-x.p.log_scale)
         # 1 - (nu + 1) u = (1 - r^2) / (1 + w), factored to keep relative accuracy near |r| = 1.
         d_log_scale = numerics.one_minus_square_over(r, jnp.square(inv_sqrt_nu))
         small = jnp.abs(z) <= _SMALL_Z
@@ -253,23 +265,23 @@ class StudentT:
         big_l = jnp.where(small, -numerics.log1pmx(-us), numerics.log1p_square(zl) - u)
         d_log_df = x_gamma_ratio_gap_prime(nu / 2) + 0.5 * nu * big_l - 0.5 * u
         grads = {"loc": d_loc, "log_scale": d_log_scale, "log_df": d_log_df}
-        return ls_.pack(grads, _NAMES, self._fixed, dtype)
+        return ls_.pack(grads, _NAMES, self._fixed, x.p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        loc, log_scale, nu, _, dtype = self._params(outputs)
-        return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype), "df": nu.astype(dtype)}
+        p = self._unpack(outputs)
+        return {**ls_.loc_and_scale(p), "df": p.nu.astype(p.dtype)}
 
     def mean(self, outputs) -> jax.Array:
         """``loc`` where nu > 1; NaN where nu <= 1 (E|y| is infinite there)."""
-        loc, _, nu, _, dtype = self._params(outputs)
-        return jnp.where(nu > 1, loc, jnp.full_like(loc, jnp.nan)).astype(dtype)
+        p = self._unpack(outputs)
+        return jnp.where(p.nu > 1, p.loc, jnp.full_like(p.loc, jnp.nan)).astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + s * e`` with e standard t(nu), shape ``sample_shape + batch``."""
-        loc, log_scale, nu, _, dtype = self._params(outputs)
-        shape = tuple(sample_shape) + loc.shape
-        eps = jax.random.t(key, jnp.broadcast_to(nu, shape), shape, dtype=loc.dtype)
-        return ls_.shift_and_scale(loc, log_scale, eps).astype(dtype)
+        p = self._unpack(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        eps = jax.random.t(key, jnp.broadcast_to(p.nu, shape), shape, dtype=p.loc.dtype)
+        return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``log_scale + (nu+1)/2 (digamma((nu+1)/2) - digamma(nu/2)) + log(sqrt(nu) B(nu/2, 1/2))``.
@@ -277,10 +289,10 @@ class StudentT:
         In terms of A: ``log_scale + log(2 pi)/2 + 1/2 + A(x) + 1/(4x) - (1 + 1/(2x)) x A'(x)``, a sum
         of positive terms beyond the normal entropy (their total ~ 1/nu), accurate at any nu.
         """
-        _, log_scale, nu, _, dtype = self._params(outputs)
-        x = nu / 2
+        p = self._unpack(outputs)
+        x = p.nu / 2
         excess = gamma_ratio_gap(x) + 0.25 / x - (1 + 0.5 / x) * x_gamma_ratio_gap_prime(x)
-        return (log_scale + numerics.HALF_LOG_2PI + 0.5 + excess).astype(dtype)
+        return (p.log_scale + numerics.HALF_LOG_2PI + 0.5 + excess).astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """Not available: the KL divergence between two t distributions has no closed form."""
@@ -291,14 +303,15 @@ class StudentT:
 
     def fisher(self, outputs) -> jax.Array:
         """The 3 x 3 information of the class docstring (shape [..., P, P]; fixed parameters dropped)."""
-        _, log_scale, nu, _, dtype = self._params(outputs)
+        p = self._unpack(outputs)
+        nu = p.nu
         entries = {
-            ("loc", "loc"): (nu + 1) / (nu + 3) * jnp.exp(-2 * log_scale),
+            ("loc", "loc"): (nu + 1) / (nu + 3) * jnp.exp(-2 * p.log_scale),
             ("log_scale", "log_scale"): 2 * nu / (nu + 3),
             ("log_scale", "log_df"): -2 * nu / ((nu + 1) * (nu + 3)),
             ("log_df", "log_df"): df_information(nu / 2),
         }
-        return ls_.fisher_matrix(entries, _NAMES, self._fixed, log_scale, dtype)
+        return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs.
@@ -324,10 +337,74 @@ class StudentT:
         Gaussian core of width 1 in xi at large nu, and the exp(-sqrt(nu) |xi|) tails at small nu).
         Weights are ``cosh(tau_k)^-nu``, normalised to sum to 1.
         """
-        loc, log_scale, nu, inv_sqrt_nu, _ = self._params(outputs)
-        xi = numerics.batch_nodes(_XI, loc)
-        tau = xi * inv_sqrt_nu[None]
-        nodes = loc[None] + (jnp.exp(log_scale) * jnp.sqrt(nu))[None] * jnp.sinh(tau)
-        log_w = -nu[None] * numerics.log_cosh(tau)
+        p = self._unpack(outputs)
+        xi = numerics.batch_nodes(_XI, p.loc)
+        tau = xi * p.inv_sqrt_nu[None]
+        nodes = p.loc[None] + (jnp.exp(p.log_scale) * jnp.sqrt(p.nu))[None] * jnp.sinh(tau)
+        log_w = -p.nu[None] * numerics.log_cosh(tau)
         w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))
         return nodes, w / jnp.sum(w, axis=0, keepdims=True)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: df from 0.5 to 200 at random, and 0.5 to 1e3 among the
+        extremes (log-scales of ±80, targets 1e30 away from the location)."""
+        return (
+            Case("StudentT", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_t), plain_log_prob=_plain_log_prob),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+#
+# At nu = 1e6 the closed forms stay exact, but the check's oracle for ``fisher``, the quadrature of
+# autodiff Hessians, cancels to ~2e-11 there; tests/test_reals.py checks that corner against mpmath.
+# Fixed-parameter variants are left to the tests: every row costs compile time.
+
+
+def _plain_log_prob(outputs, y):
+    """``log Gamma((nu+1)/2) - log Gamma(nu/2) - log(nu pi)/2 - log(s) - (nu+1)/2 log(1 + r^2/nu)``,
+    ``r = (y - loc) / s``: the textbook formula.
+
+    As an oracle it is good to about nu = 100 in float64: its log_df derivative is a difference of
+    digammas of size log(nu) scaled by nu/2, so it carries ~nu log(nu) eps of rounding against a
+    natural scale sqrt(I_ldf,ldf) ~ 1.9/nu (~1.5e-11 relative at nu = 200, where the closed form
+    is within 1e-15 of mpmath); tests/test_reals.py checks large df against mpmath.
+    """
+    loc, log_scale, log_df = outputs
+    nu, r = jnp.exp(log_df), (y - loc) / jnp.exp(log_scale)
+    gammaln = jax.scipy.special.gammaln
+    return (gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * jnp.log(nu * jnp.pi) - log_scale
+            - (nu + 1) / 2 * jnp.log(1 + r**2 / nu))
+
+
+def _scipy_t(outputs):
+    import scipy.stats
+
+    loc, log_scale, log_df = outputs
+    return scipy.stats.t(np.exp(log_df), loc, np.exp(log_scale))
+
+
+def _standard_t(nu: jax.Array, w: jax.Array, u: jax.Array) -> jax.Array:
+    """Exact standard t(nu) draws in closed form: ``cos(2 pi u) sqrt(nu (w^(-2/nu) - 1))``, u, w uniform.
+
+    Bailey's polar method (Math. Comp. 62, 1994) takes a point uniform in the unit disk, of
+    squared radius w and angle theta, to ``t = cos(theta) sqrt(nu (w^(-2/nu) - 1))``; w is itself
+    uniform on (0, 1), so no rejection step is needed (``jax.random.t`` draws a gamma variate by
+    rejection, a loop that compiles slowly). ``w^(-2/nu) - 1 = expm1(-2 log(w) / nu)``.
+    """
+    return jnp.cos(2 * math.pi * u) * jnp.sqrt(nu * jnp.expm1(-2 * jnp.log(w) / nu))
+
+
+def _random(key, dtype, n):
+    """Standard normal ``loc`` and ``log_scale``, ``df`` log-uniform on [0.5, 200], ``y`` from the family."""
+    u = ls_.open_uniforms(key, (5, n), dtype)
+    loc, log_scale = ls_.standard_normal(u[0]), ls_.standard_normal(u[1])
+    log_df = math.log(0.5) + (math.log(200.0) - math.log(0.5)) * u[2]
+    return (loc, log_scale, log_df), loc + jnp.exp(log_scale) * _standard_t(jnp.exp(log_df), u[3], u[4])
+
+
+def _extreme(dtype):
+    (loc, log_scale), y = ls_.extreme_inputs(dtype)
+    log_df = jnp.log(jnp.array([0.5, 1e3, 1.0, 0.5, 1e3, 30.0, 4.0], dtype))
+    return (loc, log_scale, log_df), y
