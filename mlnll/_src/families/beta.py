@@ -3,38 +3,44 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify import draws
+from mlnll._src.verify.case import Case, ScipyReference
 
 # The expectation rule: N trapezoid nodes in s, where logit(y) = log(a/b) + c sinh(s) (a sinc
 # rule); c = min(1, sqrt(1/a + 1/b)) is the spread of logit(y), and s spans the logits whose weight
 # exceeds about e^-45 of the peak (tails decay like e^(a x) on the left and e^(-b x) on the right).
 _N_NODES = 192
 _TAIL = 45.0
+_NAMES = ("log_concentration1", "log_concentration0")
 
 
-def _outputs(outputs, family: str = "Beta") -> tuple[jax.Array, jax.Array, jnp.dtype]:
-    """``(log_concentration1, log_concentration0, dtype)`` broadcast, in the accumulation dtype."""
-    log_a, log_b = validate.outputs_tuple(outputs, ("log_concentration1", "log_concentration0"), family=family)
-    named = [("log_concentration1", log_a.shape), ("log_concentration0", log_b.shape)]
-    shape = validate.broadcast_shapes(family, named)
-    (log_a, log_b), dtype = numerics.upcast(log_a, log_b)
-    return jnp.broadcast_to(log_a, shape), jnp.broadcast_to(log_b, shape), dtype
+def _params(outputs, family: str = "Beta", upcast: bool = True) -> unpack.Params:
+    """The raw outputs by name (``p.log_concentration1``, the log of a, the weight of y, and
+    ``p.log_concentration0``, the log of b; ``p.dtype``), broadcast."""
+    return unpack.unpack(outputs, family=family, names=_NAMES, upcast=upcast)
 
 
-def _prepare(outputs, targets):
-    """``(log_a, log_b, y, valid, dtype)``; targets outside (0, 1) replaced by 1/2 (double where)."""
-    log_a, log_b, dtype = _outputs(outputs)
-    y = validate.numeric_targets(targets, where="Beta targets")
-    shape = validate.broadcast_shapes("Beta", [("outputs", log_a.shape), ("targets", y.shape)])
-    y = jnp.broadcast_to(y.astype(log_a.dtype), shape)
+class _Inputs(NamedTuple):
+    """Outputs and targets broadcast together; targets outside (0, 1) replaced by 1/2 (double where)."""
+
+    params: unpack.Params
+    y: jax.Array
+    valid: jax.Array  # 0 < y < 1
+
+
+def _prepare(outputs, targets) -> _Inputs:
+    p, y = unpack.with_targets(_params(outputs), targets, family="Beta")
     valid = (y > 0) & (y < 1)
-    b = lambda x: jnp.broadcast_to(x, shape)  # noqa: E731
-    return b(log_a), b(log_b), jnp.where(valid, y, jnp.full_like(y, 0.5)), valid, dtype
+    return _Inputs(p, jnp.where(valid, y, jnp.full_like(y, 0.5)), valid)
 
 
 def _log1m(y: jax.Array) -> jax.Array:
@@ -98,30 +104,33 @@ class Beta:
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example log-density, equal to scipy.stats.beta.logpdf(y, a, b)."""
-        log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
+        p, y, valid = _prepare(outputs, targets)
+        log_a, log_b = p.log_concentration1, p.log_concentration0
         log_y, log_1my = jnp.log(y), _log1m(y)
         a, b, n, _, log_q, u1, u2 = _saddle_terms(log_a, log_b, log_y, log_1my)
         lp = _log_density(log_a, a, b, n, log_q, u1, u2, y, 1 - y, log_y, log_1my)
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        return jnp.where(valid, lp, -jnp.inf).astype(p.dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
         """Closed form ``(-a u1 - q/2 + a (delta'(a) - delta'(n)), -b u2 - p/2 + b (delta'(b) - delta'(n)))``."""
-        log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
-        a, b, n, log_p, log_q, u1, u2 = _saddle_terms(log_a, log_b, jnp.log(y), _log1m(y))
+        p, y, valid = _prepare(outputs, targets)
+        a, b, n, log_p, log_q, u1, u2 = _saddle_terms(p.log_concentration1, p.log_concentration0,
+                                                      jnp.log(y), _log1m(y))
         dn = numerics.stirling_remainder_grad(n)
         d_log_a = -a * u1 - 0.5 * jnp.exp(log_q) + a * (numerics.stirling_remainder_grad(a) - dn)
         d_log_b = -b * u2 - 0.5 * jnp.exp(log_p) + b * (numerics.stirling_remainder_grad(b) - dn)
         nan = jnp.full_like(u1, jnp.nan)
-        return jnp.where(valid, d_log_a, nan).astype(dtype), jnp.where(valid, d_log_b, nan).astype(dtype)
+        return jnp.where(valid, d_log_a, nan).astype(p.dtype), jnp.where(valid, d_log_b, nan).astype(p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        log_a, log_b, dtype = _outputs(outputs)
-        return {"concentration1": jnp.exp(log_a).astype(dtype), "concentration0": jnp.exp(log_b).astype(dtype)}
+        p = _params(outputs)
+        return {"concentration1": jnp.exp(p.log_concentration1).astype(p.dtype),
+                "concentration0": jnp.exp(p.log_concentration0).astype(p.dtype)}
 
     def mean(self, outputs) -> jax.Array:
         """``a / (a + b) = sigmoid(log_concentration1 - log_concentration0)``."""
-        log_a, log_b, dtype = _outputs(outputs)
-        return jax.nn.sigmoid(log_a - log_b).astype(dtype)
+        p = _params(outputs)
+        return jax.nn.sigmoid(p.log_concentration1 - p.log_concentration0).astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``G_a / (G_a + G_b) = sigmoid(log G_a - log G_b)`` from two log-gamma draws.
@@ -129,12 +138,13 @@ class Beta:
         Working with log G keeps tiny concentrations exact until the final sigmoid; a draw closer to
         0 or 1 than the float type resolves rounds to exactly 0 or 1.
         """
-        log_a, log_b, dtype = _outputs(outputs)
-        shape = tuple(sample_shape) + log_a.shape
+        p = _params(outputs)
+        log_a, log_b = p.log_concentration1, p.log_concentration0
+        shape = tuple(sample_shape) + p.batch_shape
         ka, kb = jax.random.split(key)
         ga = jax.random.loggamma(ka, jnp.broadcast_to(jnp.exp(log_a), shape), shape, dtype=log_a.dtype)
         gb = jax.random.loggamma(kb, jnp.broadcast_to(jnp.exp(log_b), shape), shape, dtype=log_a.dtype)
-        return jax.nn.sigmoid(ga - gb).astype(dtype)
+        return jax.nn.sigmoid(ga - gb).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``log B(a, b) - (a - 1) digamma(a) - (b - 1) digamma(b) + (n - 2) digamma(n)``, Stirling form.
@@ -143,13 +153,14 @@ class Beta:
         ``H = log(2 pi)/2 + (log a + log b)/2 - 3 log(n)/2 + 1/2 - 1/(2a) - 1/(2b) + 1/n
              + delta(a) + delta(b) - delta(n) - (a-1) delta'(a) - (b-1) delta'(b) + (n-2) delta'(n)``.
         """
-        log_a, log_b, dtype = _outputs(outputs)
+        p = _params(outputs)
+        log_a, log_b = p.log_concentration1, p.log_concentration0
         a, b = jnp.exp(log_a), jnp.exp(log_b)
         n = a + b
         s, ds = numerics.stirling_remainder, numerics.stirling_remainder_grad
         h = (numerics.HALF_LOG_2PI + 0.5 * (log_a + log_b) - 1.5 * jnp.logaddexp(log_a, log_b) + 0.5
              - 0.5 / a - 0.5 / b + 1 / n + s(a) + s(b) - s(n) - (a - 1) * ds(a) - (b - 1) * ds(b) + (n - 2) * ds(n))
-        return h.astype(dtype)
+        return h.astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q): the Bregman divergence of log B, ``G(a) + G(b) - G(n)`` with G = gammaln.
@@ -157,10 +168,12 @@ class Beta:
         ``KL = log B(a_q, b_q) - log B(a_p, b_p) + (a_p - a_q) digamma(a_p) + (b_p - b_q) digamma(b_p)
         + (n_q - n_p) digamma(n_p)``, evaluated as ``B_G(a) + B_G(b) - B_G(n)`` (``gammaln_bregman``).
         """
-        la_p, lb_p, _ = _outputs(outputs_p, "Beta.kl outputs_p")
-        la_q, lb_q, _ = _outputs(outputs_q, "Beta.kl outputs_q")
-        shape = validate.broadcast_shapes("Beta.kl", [("outputs_p", la_p.shape), ("outputs_q", la_q.shape)])
-        broadcast = (jnp.broadcast_to(x, shape) for x in (la_p, lb_p, la_q, lb_q))
+        p = _params(outputs_p, "Beta.kl p", upcast=False)
+        q = _params(outputs_q, "Beta.kl q", upcast=False)
+        shape = validate.broadcast_shapes("Beta.kl", [("outputs_p", p.batch_shape),
+                                                      ("outputs_q", q.batch_shape)])
+        pairs = (p.log_concentration1, p.log_concentration0, q.log_concentration1, q.log_concentration0)
+        broadcast = (jnp.broadcast_to(x, shape) for x in pairs)
         (la_p, lb_p, la_q, lb_q), dtype = numerics.upcast(*broadcast)
         breg = numerics.gammaln_bregman
         kl = breg(la_q, la_p) + breg(lb_q, lb_p) - breg(jnp.logaddexp(la_q, lb_q), jnp.logaddexp(la_p, lb_p))
@@ -172,13 +185,14 @@ class Beta:
         The diagonal uses ``scaled_trigamma_difference`` (no cancellation when one concentration
         dominates), the off-diagonal ``p q n^2 trigamma(n)`` (no overflow of a b).
         """
-        log_a, log_b, dtype = _outputs(outputs)
+        p = _params(outputs)
+        log_a, log_b = p.log_concentration1, p.log_concentration0
         a, b = jnp.exp(log_a), jnp.exp(log_b)
         n = a + b
         off = -jax.nn.sigmoid(log_a - log_b) * jax.nn.sigmoid(log_b - log_a) * numerics.scaled_trigamma(n)
         f_aa = numerics.scaled_trigamma_difference(a, b)
         f_bb = numerics.scaled_trigamma_difference(b, a)
-        return jnp.stack([jnp.stack([f_aa, off], -1), jnp.stack([off, f_bb], -1)], -2).astype(dtype)
+        return jnp.stack([jnp.stack([f_aa, off], -1), jnp.stack([off, f_bb], -1)], -2).astype(p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log y - log(1 - y)`` (0 outside (0, 1))."""
@@ -197,7 +211,8 @@ class Beta:
         be represented: nodes that round to 0 or 1 get weight 0, and near y = 1 a float resolves
         1 - y only to 1.1e-16, so the rule needs b >~ 1 and b / (a + b) >~ 1e-3 for 1e-12.
         """
-        log_a, log_b, _ = _outputs(outputs)
+        p = _params(outputs)
+        log_a, log_b = p.log_concentration1, p.log_concentration0
         a, b = jnp.exp(log_a), jnp.exp(log_b)
         c = jnp.minimum(1.0, jnp.sqrt(1 / a + 1 / b))
         s_min = jnp.arcsinh(-(_TAIL / a + 10 * c) / c)
@@ -213,3 +228,56 @@ class Beta:
         log_w = jnp.where((y > 0) & (y < 1), log_w, -jnp.inf)
         w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))
         return y, w / jnp.sum(w, axis=0, keepdims=True)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: concentrations e^-2 to e^4 (e^3 in float32; the second at least
+        1) at random; concentrations of 1e6 and targets 1e-30 or 1e-4 from the ends among the extremes."""
+        return (
+            Case("Beta", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_beta), plain_log_prob=_textbook_log_prob),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+# Random targets: logit y normal with the mean and variance of logit y under Beta(a, b), a
+# plausible stand-in that compiles no rejection sampler (tests/test_positive.py checks ``sample``).
+# Every draw is kept: a score that crosses 0 is judged against its natural scale sqrt(F_ii). The
+# Fisher check integrates over targets a float64 can hold, so the concentrations stay inside the
+# expectation rule's domain (``expectation_nodes``): a >= 0.1, b >= 1 and b / (a + b) >~ 1e-3;
+# tests/test_positive.py covers concentrations below 1 against scipy and autodiff.
+
+
+def _textbook_log_prob(outputs, y):
+    """``(a - 1) log y + (b - 1) log(1 - y) - (gammaln(a) + gammaln(b) - gammaln(a + b))``."""
+    a, b = jnp.exp(outputs[0]), jnp.exp(outputs[1])
+    gammaln = jax.scipy.special.gammaln
+    return (a - 1) * jnp.log(y) + (b - 1) * jnp.log1p(-y) - (gammaln(a) + gammaln(b) - gammaln(a + b))
+
+
+def _scipy_beta(outputs):
+    import scipy.stats
+
+    return scipy.stats.beta(np.exp(outputs[0]), np.exp(outputs[1]))
+
+
+def _random(key, dtype, n):
+    u = draws.uniform_rows(key, (3, n))
+    top = 3.0 if np.dtype(dtype) == np.float32 else 4.0
+    log_a = -2.0 + (top + 2.0) * u[0]
+    log_b = top * u[1]
+    a, b = jnp.exp(log_a), jnp.exp(log_b)
+    # logit y ~ normal with E = digamma(a) - digamma(b), Var = trigamma(a) + trigamma(b).
+    digamma, trigamma = jax.scipy.special.digamma, lambda x: jax.scipy.special.polygamma(1, x)
+    mean, spread = digamma(a) - digamma(b), jnp.sqrt(trigamma(a) + trigamma(b))
+    y = jax.nn.sigmoid(mean + spread * draws.standard_normal(u[2]))
+    y = jnp.minimum(draws.positive(y, dtype), jnp.asarray(1 - np.finfo(dtype).epsneg, dtype))
+    return (log_a.astype(dtype), log_b.astype(dtype)), y
+
+
+def _extreme(dtype):
+    log_a = [math.log(1e6), math.log(2.0), math.log(0.1), math.log(1e4), math.log(50.0), 0.0]
+    log_b = [math.log(1e6), math.log(1e6), math.log(2.0), math.log(30.0), math.log(1.5), 0.0]
+    y = [0.5003, 3e-6, 1e-30, 0.997, 0.9999, 0.3]
+    log_a, log_b, y = (jnp.asarray(np.asarray(x, np.float64), dtype) for x in (log_a, log_b, y))
+    return (log_a, log_b), y

@@ -3,44 +3,57 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify import draws
+from mlnll._src.verify.case import Case, ScipyReference
 
 # A target is on the simplex when |sum(y) - 1| <= _SUM_ULPS * K * eps of the targets' float type:
 # a vector normalised in that type (y / sum(y)) is within ~K/2 ulp of summing to 1.
 _SUM_ULPS = 2
+_NAMES = ("log_concentration",)
 
 
-def _log_concentration(outputs, where: str = "Dirichlet outputs (log_concentration)") -> tuple[jax.Array, jnp.dtype]:
-    x = validate.float_outputs(outputs, where=where)
-    if x.ndim == 0 or x.shape[-1] < 2:
-        raise ValueError(f"{where} need a category axis of size K >= 2, shape [..., K]; got shape {x.shape}.")
-    (x,), dtype = numerics.upcast(x)
-    return x, dtype
+def _params(outputs, family: str = "Dirichlet", upcast: bool = True) -> unpack.Params:
+    """The raw output by name (``p.log_concentration``, shape ``[..., K]`` with K >= 2; ``p.dtype``)."""
+    p = unpack.unpack(outputs, family=family, names=_NAMES, event_ndims={"log_concentration": 1},
+                      upcast=upcast)
+    k = p.log_concentration.shape[-1]
+    if k < 2:
+        raise ValueError(f"{family} outputs (log_concentration) need a category axis of size K >= 2, shape "
+                         f"[..., K]; got shape {p.log_concentration.shape}.")
+    return p
 
 
-def _prepare(outputs, targets):
-    """``(log_a, y, valid, dtype)`` broadcast to ``batch + (K,)``; invalid rows replaced by 1/K."""
-    log_a, dtype = _log_concentration(outputs)
+class _Inputs(NamedTuple):
+    """Outputs and targets broadcast to ``batch + (K,)``; rows off the simplex replaced by 1/K."""
+
+    params: unpack.Params
+    y: jax.Array
+    valid: jax.Array  # [...]: every entry > 0 and finite, and |sum - 1| <= 2 K eps
+
+
+def _prepare(outputs, targets) -> _Inputs:
+    p = _params(outputs)
+    k = p.log_concentration.shape[-1]
     y = validate.numeric_targets(targets, where="Dirichlet targets")
-    k = log_a.shape[-1]
     if y.ndim == 0 or y.shape[-1] != k:
         raise ValueError(
             f"Dirichlet: targets are probability vectors [..., K] with K = {k} as in outputs shape "
-            f"{log_a.shape}; got targets shape {y.shape}."
+            f"{p.log_concentration.shape}; got targets shape {y.shape}."
         )
-    shape = validate.broadcast_shapes("Dirichlet", [("outputs", log_a.shape), ("targets", y.shape)])
-    eps = np.finfo(y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else log_a.dtype).eps
-    y = jnp.broadcast_to(y.astype(log_a.dtype), shape)
+    eps = np.finfo(y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else p.log_concentration.dtype).eps
+    p, y = unpack.with_targets(p, y, family="Dirichlet", event_ndim=1)
     gap = jnp.sum(y, axis=-1) - 1
     valid = jnp.all((y > 0) & jnp.isfinite(y), axis=-1) & (jnp.abs(gap) <= _SUM_ULPS * k * float(eps))
-    y = jnp.where(valid[..., None], y, jnp.full_like(y, 1.0 / k))
-    return jnp.broadcast_to(log_a, shape), y, valid, dtype
+    return _Inputs(p, jnp.where(valid[..., None], y, jnp.full_like(y, 1.0 / k)), valid)
 
 
 def _gap_from_one(y: jax.Array) -> jax.Array:
@@ -99,7 +112,8 @@ class Dirichlet:
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example log-density (shape = batch), equal to scipy.stats.dirichlet.logpdf."""
-        log_a, y, valid, dtype = _prepare(outputs, targets)
+        p, y, valid = _prepare(outputs, targets)
+        log_a = p.log_concentration
         log_y = jnp.log(y)
         a, n, log_n, _, u = _saddle_terms(log_a, log_y)
         deviance = jnp.sum(numerics.scaled_expm1mx(a, u, n[..., None] * y), axis=-1)
@@ -110,32 +124,33 @@ class Dirichlet:
         stirling = jnp.sum(numerics.stirling_remainder(a), axis=-1) - numerics.stirling_remainder(n)
         lp = (-deviance + n * gap - jnp.sum(log_y, axis=-1) + 0.5 * jnp.sum(log_a, axis=-1) - 0.5 * log_n
               - (k - 1) * numerics.HALF_LOG_2PI - stirling)
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        return jnp.where(valid, lp, -jnp.inf).astype(p.dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``-a u - (1 - p)/2 + a (delta'(a) - delta'(n))``, shape [..., K] (NaN rows if invalid)."""
-        log_a, y, valid, dtype = _prepare(outputs, targets)
-        a, n, _, log_p, u = _saddle_terms(log_a, jnp.log(y))
+        p, y, valid = _prepare(outputs, targets)
+        a, n, _, log_p, u = _saddle_terms(p.log_concentration, jnp.log(y))
         dn = numerics.stirling_remainder_grad(n)[..., None]
         g = -a * u - 0.5 * (1 - jnp.exp(log_p)) + a * (numerics.stirling_remainder_grad(a) - dn)
-        return jnp.where(valid[..., None], g, jnp.nan).astype(dtype)
+        return jnp.where(valid[..., None], g, jnp.nan).astype(p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        log_a, dtype = _log_concentration(outputs)
-        return {"concentration": jnp.exp(log_a).astype(dtype)}
+        p = _params(outputs)
+        return {"concentration": jnp.exp(p.log_concentration).astype(p.dtype)}
 
     def mean(self, outputs) -> jax.Array:
         """``a / sum(a) = softmax(log_concentration)``, shape [..., K]."""
-        log_a, dtype = _log_concentration(outputs)
-        return jax.nn.softmax(log_a, axis=-1).astype(dtype)
+        p = _params(outputs)
+        return jax.nn.softmax(p.log_concentration, axis=-1).astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``softmax(log G)`` with ``G_k ~ Gamma(a_k, 1)`` drawn in log space; shape
         ``sample_shape + log_concentration.shape``. Entries below the float type's range are 0."""
-        log_a, dtype = _log_concentration(outputs)
+        p = _params(outputs)
+        log_a = p.log_concentration
         shape = tuple(sample_shape) + log_a.shape
         log_g = jax.random.loggamma(key, jnp.broadcast_to(jnp.exp(log_a), shape), shape, dtype=log_a.dtype)
-        return jax.nn.softmax(log_g, axis=-1).astype(dtype)
+        return jax.nn.softmax(log_g, axis=-1).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``log B(a) + (n - K) digamma(n) - sum_j (a_j - 1) digamma(a_j)``, in the Stirling form.
@@ -144,7 +159,8 @@ class Dirichlet:
         ``H = (K-1) log(2 pi)/2 + sum_j log(a_j)/2 + (1/2 - K) log n + (K - 1)/2 + K/(2n)
              - sum_j 1/(2 a_j) + sum_j delta(a_j) - delta(n) + (n - K) delta'(n) - sum_j (a_j - 1) delta'(a_j)``.
         """
-        log_a, dtype = _log_concentration(outputs)
+        p = _params(outputs)
+        log_a = p.log_concentration
         k = log_a.shape[-1]
         a = jnp.exp(log_a)
         log_n = numerics.logsumexp(log_a, axis=-1)
@@ -153,7 +169,7 @@ class Dirichlet:
         per_category = 0.5 * log_a - 0.5 / a + s(a) - (a - 1) * ds(a)
         h = ((k - 1) * numerics.HALF_LOG_2PI + (0.5 - k) * log_n + 0.5 * (k - 1) + 0.5 * k / n
              + jnp.sum(per_category, axis=-1) - s(n) + (n - k) * ds(n))
-        return h.astype(dtype)
+        return h.astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q): the Bregman divergence of log B, ``sum_j B_G(a_j) - B_G(n)`` with G = gammaln.
@@ -161,8 +177,8 @@ class Dirichlet:
         ``KL = log B(a_q) - log B(a_p) + sum_j (a_pj - a_qj) (digamma(a_pj) - digamma(n_p))``,
         each Bregman term from ``gammaln_bregman`` (no term of the size of gammaln itself).
         """
-        la_p, _ = _log_concentration(outputs_p, "Dirichlet.kl outputs_p (log_concentration)")
-        la_q, _ = _log_concentration(outputs_q, "Dirichlet.kl outputs_q (log_concentration)")
+        la_p = _params(outputs_p, "Dirichlet.kl p", upcast=False).log_concentration
+        la_q = _params(outputs_q, "Dirichlet.kl q", upcast=False).log_concentration
         shape = validate.broadcast_shapes("Dirichlet.kl", [("outputs_p", la_p.shape), ("outputs_q", la_q.shape)])
         (la_p, la_q), dtype = numerics.upcast(jnp.broadcast_to(la_p, shape), jnp.broadcast_to(la_q, shape))
         breg = numerics.gammaln_bregman
@@ -176,7 +192,8 @@ class Dirichlet:
         Diagonal ``a_j^2 (trigamma(a_j) - trigamma(n))`` from ``scaled_trigamma_difference`` (no
         cancellation when one concentration dominates); off-diagonal ``-p_i p_j n^2 trigamma(n)``.
         """
-        log_a, dtype = _log_concentration(outputs)
+        p = _params(outputs)
+        log_a = p.log_concentration
         a = jnp.exp(log_a)
         n = jnp.exp(numerics.logsumexp(log_a, axis=-1))
         p = jax.nn.softmax(log_a, axis=-1)
@@ -185,7 +202,7 @@ class Dirichlet:
         # n - a_j as the sum of the other concentrations: no cancellation when a_j dominates.
         rest = jnp.sum(jnp.where(eye, jnp.zeros_like(outer), a[..., None, :]), axis=-1)
         diagonal = numerics.scaled_trigamma_difference(a, rest)
-        return jnp.where(eye, diagonal[..., :, None], outer).astype(dtype)
+        return jnp.where(eye, diagonal[..., :, None], outer).astype(p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-sum_k log y_k`` (0 where a row has an
@@ -197,3 +214,80 @@ class Dirichlet:
         valid = jnp.all(y > 0, axis=-1, keepdims=True)
         logs = jnp.log(jnp.where(valid, y, jnp.ones_like(y)))
         return -jnp.sum(logs, axis=-1)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: K = 4 log-concentrations 1.5 N(0, 1) (0.7 N(0, 1) in float32)
+        at random; concentrations of e^-80 to 1e6 and entries of 1e-30 among the extremes."""
+        return (
+            Case("Dirichlet", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_dirichlet, targets=_on_the_simplex, per_example=True),
+                 plain_log_prob=_textbook_log_prob),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+# K = 4 in the random and the extreme rows. Random targets: softmax(log G) with log G_k normal, the
+# mean and variance of log Gamma(a_k, 1), a plausible stand-in that compiles no rejection sampler
+# (tests/test_positive.py checks ``sample``), then the first of ``draws.CANDIDATES`` whose gradient
+# the dtype resolves: the check has no Fisher information for Dirichlet (no expectation rule) and
+# judges each component by its own size. Float32 rows keep concentrations moderate (the terms grow
+# like a, the score like sqrt(a)).
+
+_K = 4
+
+
+def _textbook_log_prob(log_concentration, y):
+    """``sum_k (a_k - 1) log y_k - (sum_k gammaln(a_k) - gammaln(sum_k a_k))``."""
+    a = jnp.exp(log_concentration)
+    gammaln = jax.scipy.special.gammaln
+    log_beta = jnp.sum(gammaln(a), axis=-1) - gammaln(jnp.sum(a, axis=-1))
+    return jnp.sum((a - 1) * jnp.log(y), axis=-1) - log_beta
+
+
+def _textbook_score(log_concentration, y):
+    """``d(-log p)/d log a`` by autodiff of the textbook formula, per example (for ``_random``)."""
+    return jax.grad(lambda la: -jnp.sum(_textbook_log_prob(la, y)))(log_concentration)
+
+
+def _scipy_dirichlet(log_concentration):
+    import scipy.stats
+
+    return scipy.stats.dirichlet(np.exp(log_concentration))
+
+
+def _on_the_simplex(y):
+    """Targets renormalised in float64: scipy wants |sum - 1| <= 1e-9, and a row normalised in
+    float32 sums to 1 within a few float32 ulp (which moves log p by about (n - K) ulp, inside the
+    float32 tolerance)."""
+    return y / np.sum(y, axis=-1, keepdims=True)
+
+
+def _simplex(y, dtype):
+    """Rows of ``y`` in ``dtype``, entries at least 1e-30, renormalised in that dtype."""
+    y = jnp.maximum(jnp.asarray(y, dtype), jnp.asarray(1e-30, dtype))
+    return y / jnp.sum(y, axis=-1, keepdims=True)
+
+
+def _random(key, dtype, n):
+    u = draws.uniform_rows(key, (1 + draws.CANDIDATES, n, _K))
+    log_a = (0.7 if np.dtype(dtype) == np.float32 else 1.5) * draws.standard_normal(u[0])
+    a = jnp.exp(log_a)
+    # log G_k ~ normal with the mean and variance of log Gamma(a_k, 1); y = softmax(log G).
+    spread = jnp.sqrt(jax.scipy.special.polygamma(1, a))
+    log_g = jax.scipy.special.digamma(a)[None] + spread[None] * draws.standard_normal(u[1:])
+    candidates = _simplex(jax.nn.softmax(log_g, axis=-1), jnp.float64)
+    alternate = jnp.where(jnp.arange(_K) % 2 == 0, 1.0, -1.0)[None, :]
+    move = lambda y, s: _simplex(y * (1 + s * draws.DELTA * alternate), jnp.float64)  # noqa: E731
+    y = draws.well_conditioned(_textbook_score, log_a, candidates, dtype, move)
+    return log_a.astype(dtype), _simplex(y, dtype)
+
+
+def _extreme(dtype):
+    # Huge concentrations only in float64: float32 cannot resolve their gradients (~sqrt(a) from
+    # terms ~a) to 1e-5. Near-mode targets keep every component's gradient of one size.
+    big = math.log(1e6) if np.dtype(dtype) == np.float64 else math.log(30.0)
+    log_a = [[big] * 4, [math.log(1e-3), 0.0, 3.0, 1.0], [-80.0, 2.0, 1.0, 0.5],
+             [big, math.log(2.0), math.log(0.5), 0.0]]
+    y = [[0.4, 0.3, 0.2, 0.1], [1e-20, 0.2, 0.5, 0.3], [1e-30, 0.5, 0.3, 0.2], [0.99, 5e-3, 2e-3, 3e-3]]
+    return jnp.asarray(np.asarray(log_a), dtype), _simplex(np.asarray(y), dtype)

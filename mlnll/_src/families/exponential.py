@@ -4,32 +4,39 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify import draws
+from mlnll._src.verify.case import Case, ScipyReference
 
 # Gauss-Laguerre rule (weight e^-x on [0, inf)): exact for polynomials of degree < 16, so exact for
 # the expected Hessian of the Exponential NLL, which is linear in y.
 _GL_NODES, _GL_WEIGHTS = np.polynomial.laguerre.laggauss(8)
+_NAMES = ("log_rate",)
 
 
-def _log_rate(outputs, where: str = "Exponential outputs (log_rate)") -> tuple[jax.Array, jnp.dtype]:
-    eta = validate.float_outputs(outputs, where=where)
-    (eta,), dtype = numerics.upcast(eta)
-    return eta, dtype
+def _params(outputs, family: str = "Exponential", upcast: bool = True) -> unpack.Params:
+    """The raw output by name (``p.log_rate``, ``p.dtype``), validated."""
+    return unpack.unpack(outputs, family=family, names=_NAMES, upcast=upcast)
 
 
-def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, jnp.dtype]:
-    """``(log_rate, y, valid, dtype)``: broadcast, in the accumulation dtype; invalid y replaced by 1."""
-    eta, dtype = _log_rate(outputs)
-    y = validate.numeric_targets(targets, where="Exponential targets")
-    shape = validate.broadcast_shapes("Exponential", [("outputs", eta.shape), ("targets", y.shape)])
-    y = jnp.broadcast_to(y.astype(eta.dtype), shape)
+class _Inputs(NamedTuple):
+    """Outputs and targets broadcast together; targets outside the support replaced by 1."""
+
+    params: unpack.Params
+    y: jax.Array
+    valid: jax.Array  # y >= 0
+
+
+def _prepare(outputs, targets) -> _Inputs:
+    p, y = unpack.with_targets(_params(outputs), targets, family="Exponential")
     valid = y >= 0
-    return jnp.broadcast_to(eta, shape), jnp.where(valid, y, jnp.ones_like(y)), valid, dtype
+    return _Inputs(p, jnp.where(valid, y, jnp.ones_like(y)), valid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,50 +58,51 @@ class Exponential:
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log_rate - rate y``, equal to scipy.stats.expon.logpdf(y, scale=1/rate)."""
-        eta, y, valid, dtype = _prepare(outputs, targets)
-        return jnp.where(valid, eta - jnp.exp(eta) * y, -jnp.inf).astype(dtype)
+        p, y, valid = _prepare(outputs, targets)
+        eta = p.log_rate
+        return jnp.where(valid, eta - jnp.exp(eta) * y, -jnp.inf).astype(p.dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``rate y - 1`` of d(-log_prob)/d log_rate (NaN where the target is invalid)."""
-        eta, y, valid, dtype = _prepare(outputs, targets)
-        return jnp.where(valid, jnp.exp(eta) * y - 1, jnp.nan).astype(dtype)
+        p, y, valid = _prepare(outputs, targets)
+        return jnp.where(valid, jnp.exp(p.log_rate) * y - 1, jnp.nan).astype(p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        eta, dtype = _log_rate(outputs)
-        return {"rate": jnp.exp(eta).astype(dtype)}
+        p = _params(outputs)
+        return {"rate": jnp.exp(p.log_rate).astype(p.dtype)}
 
     def mean(self, outputs) -> jax.Array:
         """``1 / rate = exp(-log_rate)``."""
-        eta, dtype = _log_rate(outputs)
-        return jnp.exp(-eta).astype(dtype)
+        p = _params(outputs)
+        return jnp.exp(-p.log_rate).astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``E / rate`` with E a standard exponential; shape ``sample_shape + log_rate.shape``."""
-        eta, dtype = _log_rate(outputs)
-        shape = tuple(sample_shape) + eta.shape
-        e = jax.random.exponential(key, shape, dtype=eta.dtype)
-        return (e * jnp.broadcast_to(jnp.exp(-eta), shape)).astype(dtype)
+        p = _params(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        e = jax.random.exponential(key, shape, dtype=p.log_rate.dtype)
+        return (e * jnp.broadcast_to(jnp.exp(-p.log_rate), shape)).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``1 - log_rate``."""
-        eta, dtype = _log_rate(outputs)
-        return (1 - eta).astype(dtype)
+        p = _params(outputs)
+        return (1 - p.log_rate).astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = ``log(r_p / r_q) + r_q / r_p - 1 = exp(d) - 1 - d``, d = log_rate_q - log_rate_p.
 
         ``exp(d) - 1 - d`` is ``expm1mx(d)``, a series near 0, so a KL of 1e-14 keeps its digits.
         """
-        eta_p, _ = _log_rate(outputs_p, "Exponential.kl outputs_p (log_rate)")
-        eta_q, _ = _log_rate(outputs_q, "Exponential.kl outputs_q (log_rate)")
+        eta_p = _params(outputs_p, "Exponential.kl p", upcast=False).log_rate
+        eta_q = _params(outputs_q, "Exponential.kl q", upcast=False).log_rate
         shape = validate.broadcast_shapes("Exponential.kl", [("outputs_p", eta_p.shape), ("outputs_q", eta_q.shape)])
         (eta_p, eta_q), dtype = numerics.upcast(jnp.broadcast_to(eta_p, shape), jnp.broadcast_to(eta_q, shape))
         return numerics.expm1mx(eta_q - eta_p).astype(dtype)
 
     def fisher(self, outputs) -> jax.Array:
         """1 per example (shape = batch): ``E[rate y] = 1``."""
-        eta, dtype = _log_rate(outputs)
-        return jnp.ones_like(eta).astype(dtype)
+        p = _params(outputs)
+        return jnp.ones_like(p.log_rate).astype(p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: none, so 0."""
@@ -104,7 +112,7 @@ class Exponential:
     def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
         """Gauss-Laguerre nodes ``x_k / rate`` and weights ``w_k``, shape [8, *batch]; exact for
         polynomials in y of degree < 16."""
-        eta, _ = _log_rate(outputs)
+        eta = _params(outputs).log_rate
         x = jnp.asarray(_GL_NODES, eta.dtype).reshape((-1,) + (1,) * eta.ndim)
         w = jnp.asarray(_GL_WEIGHTS, eta.dtype).reshape((-1,) + (1,) * eta.ndim)
         nodes = x * jnp.exp(-eta)[None]
@@ -118,3 +126,46 @@ class Exponential:
         y = validate.numeric_targets(targets, where="Exponential.mle targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         return -jnp.log(jnp.mean(y, axis=axis))
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: rates e^(2 N(0, 1)) with targets drawn from the family,
+        rates of e^±80 and e^±30, and a target of 0 (in the support) among the extremes."""
+        return (
+            Case("Exponential", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_expon), plain_log_prob=_textbook_log_prob),
+        )
+
+
+# -- check cases: rate y from 0 to 1e7, log-rates of ±80 ----------------------------------------------
+
+
+def _textbook_log_prob(log_rate, y):
+    """``log(rate) - rate y``: the textbook formula."""
+    rate = jnp.exp(log_rate)
+    return jnp.log(rate) - rate * y
+
+
+def _scipy_expon(log_rate):
+    import scipy.stats
+
+    return scipy.stats.expon(scale=np.exp(-log_rate))
+
+
+def _random(key, dtype, n):
+    """Log-rates ``2 N(0, 1)`` and targets from the family, ``-log(u) / rate`` (its inverse CDF).
+
+    Every target is kept, also where the score ``rate y - 1`` crosses 0: the check judges it
+    against its natural scale ``sqrt(F) = 1``.
+    """
+    u = draws.uniform_rows(key, (2, n))
+    log_rate = 2 * draws.standard_normal(u[0])
+    y = -jnp.log(u[1]) * jnp.exp(-log_rate)
+    return log_rate.astype(dtype), y.astype(dtype)
+
+
+def _extreme(dtype):
+    # rate * y = 0.55, 1.8e-5, 0 (y = 0 is in the support), 1.07e-0, 1e7.
+    log_rate = np.array([80.0, -80.0, 0.0, 30.0, -30.0])
+    y = np.array([1e-35, 1e30, 0.0, 1e-13, 1e20])
+    return jnp.asarray(log_rate, dtype), jnp.asarray(y, dtype)

@@ -3,37 +3,43 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify import draws
+from mlnll._src.verify.case import Case, ScipyReference
 
 # The expectation rule: N trapezoid nodes in s, where u = log(rate y / a) = c sinh(s) (a sinc rule,
 # spectrally accurate for the analytic, doubly-exponentially decaying integrand). c = 1/sqrt(a) for
 # a >= 1 (u's spread), else 1; s covers where a (e^u - 1 - u) < 45 (relative weight e^-45).
 _N_NODES = 192
 _TAIL = 45.0
+_NAMES = ("log_concentration", "log_rate")
 
 
-def _outputs(outputs, family: str = "Gamma") -> tuple[jax.Array, jax.Array, jnp.dtype]:
-    """``(log_concentration, log_rate, dtype)`` broadcast together, in the accumulation dtype."""
-    log_a, log_b = validate.outputs_tuple(outputs, ("log_concentration", "log_rate"), family=family)
-    shape = validate.broadcast_shapes(family, [("log_concentration", log_a.shape), ("log_rate", log_b.shape)])
-    (log_a, log_b), dtype = numerics.upcast(log_a, log_b)
-    return jnp.broadcast_to(log_a, shape), jnp.broadcast_to(log_b, shape), dtype
+def _params(outputs, family: str = "Gamma", upcast: bool = True) -> unpack.Params:
+    """The raw outputs by name (``p.log_concentration``, ``p.log_rate``, ``p.dtype``), broadcast."""
+    return unpack.unpack(outputs, family=family, names=_NAMES, upcast=upcast)
 
 
-def _prepare(outputs, targets):
-    """``(log_a, log_b, y, valid, dtype)``: broadcast; invalid targets replaced by 1 (double where)."""
-    log_a, log_b, dtype = _outputs(outputs)
-    y = validate.numeric_targets(targets, where="Gamma targets")
-    shape = validate.broadcast_shapes("Gamma", [("outputs", log_a.shape), ("targets", y.shape)])
-    y = jnp.broadcast_to(y.astype(log_a.dtype), shape)
+class _Inputs(NamedTuple):
+    """Outputs and targets broadcast together; targets outside the support replaced by 1 (double where)."""
+
+    params: unpack.Params
+    y: jax.Array
+    valid: jax.Array  # 0 < y < inf
+
+
+def _prepare(outputs, targets) -> _Inputs:
+    p, y = unpack.with_targets(_params(outputs), targets, family="Gamma")
     valid = (y > 0) & jnp.isfinite(y)
-    b = lambda x: jnp.broadcast_to(x, shape)  # noqa: E731
-    return b(log_a), b(log_b), jnp.where(valid, y, jnp.ones_like(y)), valid, dtype
+    return _Inputs(p, jnp.where(valid, y, jnp.ones_like(y)), valid)
 
 
 def _saddle_terms(log_a, log_b, y):
@@ -100,33 +106,35 @@ class Gamma:
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example log-density, equal to scipy.stats.gamma.logpdf(y, a, scale=1/b)."""
-        log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
+        p, y, valid = _prepare(outputs, targets)
+        log_a, log_b = p.log_concentration, p.log_rate
         a, u, z = _saddle_terms(log_a, log_b, y)
         lp = (-numerics.scaled_expm1mx(a, u, z) + 0.5 * log_a - jnp.log(y)
               - numerics.HALF_LOG_2PI - numerics.stirling_remainder(a))
         far = _far_below_the_mode(log_a, u)
         lp = jnp.where(far, _plain_log_pdf(log_a, log_b, y, far), lp)
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        return jnp.where(valid, lp, -jnp.inf).astype(p.dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
         """Closed form ``(a (delta'(a) - u) - 1/2, z - a)`` (NaN where the target is invalid)."""
-        log_a, log_b, y, valid, dtype = _prepare(outputs, targets)
-        a, u, z = _saddle_terms(log_a, log_b, y)
+        p, y, valid = _prepare(outputs, targets)
+        a, u, z = _saddle_terms(p.log_concentration, p.log_rate, y)
         d_log_a = a * (numerics.stirling_remainder_grad(a) - u) - 0.5
         # z - a = a (e^u - 1): a expm1(u) keeps the digits that z - a cancels near the mode.
         small = jnp.abs(u) <= 1
         d_log_b = jnp.where(small, a * jnp.expm1(jnp.where(small, u, jnp.zeros_like(u))), z - a)
         nan = jnp.full_like(u, jnp.nan)
-        return jnp.where(valid, d_log_a, nan).astype(dtype), jnp.where(valid, d_log_b, nan).astype(dtype)
+        return jnp.where(valid, d_log_a, nan).astype(p.dtype), jnp.where(valid, d_log_b, nan).astype(p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        log_a, log_b, dtype = _outputs(outputs)
-        return {"concentration": jnp.exp(log_a).astype(dtype), "rate": jnp.exp(log_b).astype(dtype)}
+        p = _params(outputs)
+        return {"concentration": jnp.exp(p.log_concentration).astype(p.dtype),
+                "rate": jnp.exp(p.log_rate).astype(p.dtype)}
 
     def mean(self, outputs) -> jax.Array:
         """``a / b = exp(log_concentration - log_rate)``."""
-        log_a, log_b, dtype = _outputs(outputs)
-        return jnp.exp(log_a - log_b).astype(dtype)
+        p = _params(outputs)
+        return jnp.exp(p.log_concentration - p.log_rate).astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``exp(log G - log_rate)``, G ~ Gamma(a, 1) drawn in log space (``jax.random.loggamma``).
@@ -134,10 +142,11 @@ class Gamma:
         Drawing log G keeps small-concentration draws (a = 1e-3 puts half its mass below 1e-300)
         exact until the final exp, which underflows to 0 only where the float type must.
         """
-        log_a, log_b, dtype = _outputs(outputs)
-        shape = tuple(sample_shape) + log_a.shape
-        log_g = jax.random.loggamma(key, jnp.broadcast_to(jnp.exp(log_a), shape), shape, dtype=log_a.dtype)
-        return jnp.exp(log_g - jnp.broadcast_to(log_b, shape)).astype(dtype)
+        p = _params(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        a = jnp.broadcast_to(jnp.exp(p.log_concentration), shape)
+        log_g = jax.random.loggamma(key, a, shape, dtype=a.dtype)
+        return jnp.exp(log_g - jnp.broadcast_to(p.log_rate, shape)).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``a - log b + gammaln(a) + (1 - a) digamma(a)``, in the Stirling form.
@@ -145,11 +154,12 @@ class Gamma:
         Substituting gammaln and digamma by their Stirling forms, the ``a log a`` terms cancel
         exactly: ``H = log(a)/2 - log b + (1 + log(2 pi))/2 - 1/(2a) + delta(a) + (1 - a) delta'(a)``.
         """
-        log_a, log_b, dtype = _outputs(outputs)
+        p = _params(outputs)
+        log_a, log_b = p.log_concentration, p.log_rate
         a = jnp.exp(log_a)
         h = (0.5 * log_a - log_b + 0.5 + numerics.HALF_LOG_2PI - 0.5 / a
              + numerics.stirling_remainder(a) + (1 - a) * numerics.stirling_remainder_grad(a))
-        return h.astype(dtype)
+        return h.astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = ``(a_p - a_q) digamma(a_p) - gammaln(a_p) + gammaln(a_q)
@@ -159,10 +169,12 @@ class Gamma:
         plus ``-a_q d + a_p expm1(d)`` with d = log_rate_q - log_rate_p, written as
         ``a_p expm1mx(d) - (a_q - a_p) d``; both vanish to second order as q -> p.
         """
-        la_p, lb_p, _ = _outputs(outputs_p, "Gamma.kl outputs_p")
-        la_q, lb_q, _ = _outputs(outputs_q, "Gamma.kl outputs_q")
-        shape = validate.broadcast_shapes("Gamma.kl", [("outputs_p", la_p.shape), ("outputs_q", la_q.shape)])
-        broadcast = (jnp.broadcast_to(x, shape) for x in (la_p, lb_p, la_q, lb_q))
+        p = _params(outputs_p, "Gamma.kl p", upcast=False)
+        q = _params(outputs_q, "Gamma.kl q", upcast=False)
+        shape = validate.broadcast_shapes("Gamma.kl", [("outputs_p", p.batch_shape),
+                                                       ("outputs_q", q.batch_shape)])
+        pairs = (p.log_concentration, p.log_rate, q.log_concentration, q.log_rate)
+        broadcast = (jnp.broadcast_to(x, shape) for x in pairs)
         (la_p, lb_p, la_q, lb_q), dtype = numerics.upcast(*broadcast)
         a_p = jnp.exp(la_p)
         d = lb_q - lb_p
@@ -177,10 +189,10 @@ class Gamma:
         ``a^2 trigamma(a)`` is ``scaled_trigamma``: finite for every a (-> 1 as a -> 0, ~ a + 1/2
         as a -> inf), where forming a^2 or trigamma(a) alone can overflow.
         """
-        log_a, _, dtype = _outputs(outputs)
-        a = jnp.exp(log_a)
+        p = _params(outputs)
+        a = jnp.exp(p.log_concentration)
         rows = [jnp.stack([numerics.scaled_trigamma(a), -a], -1), jnp.stack([-a, a], -1)]
-        return jnp.stack(rows, -2).astype(dtype)
+        return jnp.stack(rows, -2).astype(p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log y`` (0 outside the support)."""
@@ -200,7 +212,8 @@ class Gamma:
         mass under the smallest float64 (1e-300^a of it) is no longer negligible and the rule
         degrades (no float can hold those targets); run it in float64.
         """
-        log_a, log_b, _ = _outputs(outputs)
+        p = _params(outputs)
+        log_a, log_b = p.log_concentration, p.log_rate
         a = jnp.exp(log_a)
         c = jax.lax.rsqrt(jnp.maximum(a, 1.0))
         u_min = -(_TAIL / a + jnp.sqrt(2 * _TAIL / a))
@@ -214,3 +227,55 @@ class Gamma:
         log_w = jnp.where(y > 0, log_w, -jnp.inf)
         w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))
         return y, w / jnp.sum(w, axis=0, keepdims=True)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: concentrations 0.1 to 1e3 (60 in float32) and rates e^(3 N(0, 1))
+        at random; concentrations up to e^80, rates e^±80 and targets 1e-36 to 1e30 among the extremes."""
+        return (
+            Case("Gamma", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_gamma), plain_log_prob=_textbook_log_prob),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+# Random targets: log y normal with Gamma's mean and variance of log y, a plausible stand-in that
+# compiles no rejection sampler (tests/test_positive.py checks ``sample``). Every draw is kept: a
+# score that crosses 0 is judged against its natural scale sqrt(F_ii). Float32 rows keep
+# concentrations moderate (the terms grow like a, the score like sqrt(a)). The Fisher check
+# integrates over targets a float64 can hold, so a >= 0.1 stays inside the expectation rule's
+# domain (``expectation_nodes``); tinier concentrations (1e-3, e^-80) are covered, for log_prob
+# and grad, in tests/test_positive.py.
+
+
+def _textbook_log_prob(outputs, y):
+    """``a log b - gammaln(a) + (a - 1) log y - b y``: the textbook formula."""
+    a, b = jnp.exp(outputs[0]), jnp.exp(outputs[1])
+    return a * jnp.log(b) - jax.scipy.special.gammaln(a) + (a - 1) * jnp.log(y) - b * y
+
+
+def _scipy_gamma(outputs):
+    import scipy.stats
+
+    return scipy.stats.gamma(np.exp(outputs[0]), scale=np.exp(-outputs[1]))
+
+
+def _random(key, dtype, n):
+    u = draws.uniform_rows(key, (3, n))
+    top = math.log(60.0 if np.dtype(dtype) == np.float32 else 1e3)
+    log_a = math.log(0.1) + (top - math.log(0.1)) * u[0]
+    log_b = 3 * draws.standard_normal(u[1])
+    a = jnp.exp(log_a)
+    # log y ~ normal with E[log y] = digamma(a) - log b and Var[log y] = trigamma(a).
+    mean = jax.scipy.special.digamma(a) - log_b
+    spread = jnp.sqrt(jax.scipy.special.polygamma(1, a))
+    y = jnp.exp(mean + spread * draws.standard_normal(u[2]))
+    return (log_a.astype(dtype), log_b.astype(dtype)), draws.positive(y, dtype)
+
+
+def _extreme(dtype):
+    log_a = [math.log(0.1), math.log(1e6), 80.0, 0.0, math.log(1e4), 2.0]
+    log_b = [80.0, math.log(1e6), 80.0, -80.0, -40.0, 0.0]
+    y = [1e-36, 1.0003, 1.5, 1e30, 1e4 * math.exp(40.0) * 1.02, 1e-30]
+    log_a, log_b, y = (jnp.asarray(np.asarray(x, np.float64), dtype) for x in (log_a, log_b, y))
+    return (log_a, log_b), y

@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify import draws
+from mlnll._src.verify.case import Case, ScipyReference
 
 LOG_2PI = 2 * numerics.HALF_LOG_2PI
 # The expectation rule: the trapezoid rule in theta = y - loc on [-t, t), with t = pi when the
@@ -21,23 +25,26 @@ _TAIL = 45.0
 _MAX_ROUNDS = 64
 
 
-def _outputs(outputs, family: str = "VonMises") -> tuple[jax.Array, jax.Array, jnp.dtype]:
-    """``(loc, log_concentration, dtype)`` broadcast together, in the accumulation dtype."""
-    loc, log_k = validate.outputs_tuple(outputs, ("loc", "log_concentration"), family=family)
-    shape = validate.broadcast_shapes(family, [("loc", loc.shape), ("log_concentration", log_k.shape)])
-    (loc, log_k), dtype = numerics.upcast(loc, log_k)
-    return jnp.broadcast_to(loc, shape), jnp.broadcast_to(log_k, shape), dtype
+_NAMES = ("loc", "log_concentration")
 
 
-def _prepare(outputs, targets):
-    """``(loc, log_k, theta, valid, dtype)`` with ``theta = y - loc``; non-finite angles are invalid."""
-    loc, log_k, dtype = _outputs(outputs)
-    y = validate.numeric_targets(targets, where="VonMises targets")
-    shape = validate.broadcast_shapes("VonMises", [("outputs", loc.shape), ("targets", y.shape)])
-    y = jnp.broadcast_to(y.astype(loc.dtype), shape)
+def _params(outputs, family: str = "VonMises", upcast: bool = True) -> unpack.Params:
+    """The raw outputs by name (``p.loc``, ``p.log_concentration``, ``p.dtype``), broadcast."""
+    return unpack.unpack(outputs, family=family, names=_NAMES, upcast=upcast)
+
+
+class _Inputs(NamedTuple):
+    """Outputs and targets broadcast together, and ``theta = y - loc`` (0 - loc where y is invalid)."""
+
+    params: unpack.Params
+    theta: jax.Array
+    valid: jax.Array  # y finite
+
+
+def _prepare(outputs, targets) -> _Inputs:
+    p, y = unpack.with_targets(_params(outputs), targets, family="VonMises")
     valid = jnp.isfinite(y)
-    theta = jnp.where(valid, y, jnp.zeros_like(y)) - jnp.broadcast_to(loc, shape)
-    return loc, jnp.broadcast_to(log_k, shape), theta, valid, dtype
+    return _Inputs(p, jnp.where(valid, y, jnp.zeros_like(y)) - p.loc, valid)
 
 
 def _one_minus_cos(theta: jax.Array) -> jax.Array:
@@ -126,23 +133,23 @@ class VonMises:
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example log-density, equal to scipy.stats.vonmises.logpdf(y, k, loc=loc)."""
-        _, log_k, theta, valid, dtype = _prepare(outputs, targets)
-        k = jnp.exp(log_k)
+        p, theta, valid = _prepare(outputs, targets)
+        k = jnp.exp(p.log_concentration)
         lp = -k * _one_minus_cos(theta) - LOG_2PI - numerics.log_i0e(k)
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        return jnp.where(valid, lp, -jnp.inf).astype(p.dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
         """Closed form ``(-k sin(theta), k (2 sin^2(theta/2) - (1 - A(k))))`` (NaN for invalid targets)."""
-        _, log_k, theta, valid, dtype = _prepare(outputs, targets)
-        k = jnp.exp(log_k)
+        p, theta, valid = _prepare(outputs, targets)
+        k = jnp.exp(p.log_concentration)
         d_loc = -k * jnp.sin(theta)
         d_log_k = k * (_one_minus_cos(theta) - numerics.bessel_ratio_complement(k))
         nan = jnp.full_like(theta, jnp.nan)
-        return jnp.where(valid, d_loc, nan).astype(dtype), jnp.where(valid, d_log_k, nan).astype(dtype)
+        return jnp.where(valid, d_loc, nan).astype(p.dtype), jnp.where(valid, d_log_k, nan).astype(p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
-        loc, log_k, dtype = _outputs(outputs)
-        return {"loc": loc.astype(dtype), "concentration": jnp.exp(log_k).astype(dtype)}
+        p = _params(outputs)
+        return {"loc": p.loc.astype(p.dtype), "concentration": jnp.exp(p.log_concentration).astype(p.dtype)}
 
     def mean(self, outputs) -> jax.Array:
         """The mean direction ``loc`` (as given, not wrapped).
@@ -150,26 +157,26 @@ class VonMises:
         An angle has no linear mean; the circular mean ``E[exp(i y)] = A(k) exp(i loc)`` points along
         loc, with mean resultant length ``A(k) = I1(k)/I0(k)``.
         """
-        loc, _, dtype = _outputs(outputs)
-        return loc.astype(dtype)
+        p = _params(outputs)
+        return p.loc.astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Angles wrapped into [-pi, pi) (as scipy's rvs), shape ``sample_shape + loc.shape``.
 
         ``loc + theta`` with theta from Best and Fisher's rejection sampler (``_sample_centered``).
         """
-        loc, log_k, dtype = _outputs(outputs)
-        shape = tuple(sample_shape) + loc.shape
-        theta = _sample_centered(key, jnp.broadcast_to(jnp.exp(log_k), shape))
-        y = jnp.broadcast_to(loc, shape) + theta
-        return (jnp.remainder(y + math.pi, 2 * math.pi) - math.pi).astype(dtype)
+        p = _params(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        theta = _sample_centered(key, jnp.broadcast_to(jnp.exp(p.log_concentration), shape))
+        y = jnp.broadcast_to(p.loc, shape) + theta
+        return (jnp.remainder(y + math.pi, 2 * math.pi) - math.pi).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``log(2 pi I0(k)) - k A(k) = log(2 pi) + log_i0e(k) + k (1 - A(k))``."""
-        _, log_k, dtype = _outputs(outputs)
-        k = jnp.exp(log_k)
+        p = _params(outputs)
+        k = jnp.exp(p.log_concentration)
         h = LOG_2PI + numerics.log_i0e(k) + k * numerics.bessel_ratio_complement(k)
-        return h.astype(dtype)
+        return h.astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) = ``k_p A_p - k_q A_p cos(d) + log I0(k_q) - log I0(k_p)``, d = loc_p - loc_q.
@@ -178,10 +185,12 @@ class VonMises:
         terms of size k cancel exactly:
         ``KL = 2 k_q sin^2(d/2) + B_p (k_q cos(d) - k_p) + log_i0e(k_q) - log_i0e(k_p)``.
         """
-        loc_p, lk_p, _ = _outputs(outputs_p, "VonMises.kl outputs_p")
-        loc_q, lk_q, _ = _outputs(outputs_q, "VonMises.kl outputs_q")
-        shape = validate.broadcast_shapes("VonMises.kl", [("outputs_p", loc_p.shape), ("outputs_q", loc_q.shape)])
-        broadcast = (jnp.broadcast_to(x, shape) for x in (loc_p, lk_p, loc_q, lk_q))
+        p = _params(outputs_p, "VonMises.kl p", upcast=False)
+        q = _params(outputs_q, "VonMises.kl q", upcast=False)
+        shape = validate.broadcast_shapes("VonMises.kl", [("outputs_p", p.batch_shape),
+                                                          ("outputs_q", q.batch_shape)])
+        pairs = (p.loc, p.log_concentration, q.loc, q.log_concentration)
+        broadcast = (jnp.broadcast_to(x, shape) for x in pairs)
         (loc_p, lk_p, loc_q, lk_q), dtype = numerics.upcast(*broadcast)
         k_p, k_q = jnp.exp(lk_p), jnp.exp(lk_q)
         d = loc_p - loc_q
@@ -192,12 +201,12 @@ class VonMises:
 
     def fisher(self, outputs) -> jax.Array:
         """``diag(k A(k), k^2 A'(k))`` per example, shape [..., 2, 2]."""
-        _, log_k, dtype = _outputs(outputs)
-        k = jnp.exp(log_k)
+        p = _params(outputs)
+        k = jnp.exp(p.log_concentration)
         f_loc = k * numerics.bessel_ratio(k)
         f_log_k = numerics.scaled_bessel_ratio_grad(k)
         zero = jnp.zeros_like(k)
-        return jnp.stack([jnp.stack([f_loc, zero], -1), jnp.stack([zero, f_log_k], -1)], -2).astype(dtype)
+        return jnp.stack([jnp.stack([f_loc, zero], -1), jnp.stack([zero, f_log_k], -1)], -2).astype(p.dtype)
 
     def constant_terms(self, targets) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log(2 pi)``."""
@@ -213,8 +222,8 @@ class VonMises:
         accurate for this Gaussian-like peak). Integrates cos and sin(theta)^2 to ~1e-16 at every k;
         nodes are not wrapped, so ``y - loc`` recovers theta exactly when |loc| is small.
         """
-        loc, log_k, _ = _outputs(outputs)
-        k = jnp.exp(log_k)
+        p = _params(outputs)
+        loc, k = p.loc, jnp.exp(p.log_concentration)
         half_width = 2 * jnp.arcsin(jnp.sqrt(jnp.minimum(0.5 * _TAIL / k, 1.0)))
         frac = jnp.asarray([2 * j / _N_NODES - 1 for j in range(_N_NODES)], loc.dtype)
         frac = frac.reshape((-1,) + (1,) * loc.ndim)
@@ -222,3 +231,53 @@ class VonMises:
         log_w = -k[None] * _one_minus_cos(theta)
         w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))
         return loc[None] + theta, w / jnp.sum(w, axis=0, keepdims=True)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: concentrations e^(2 N(0, 1)) (e^(1.5 N(0, 1)) in float32) at
+        random; concentrations 1e-3 to 1e10, near the series switch at 25, and loc = 100 among the
+        extremes."""
+        return (
+            Case("VonMises", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_vonmises), plain_log_prob=_textbook_log_prob),
+        )
+
+
+# -- check cases ------------------------------------------------------------------------------------
+# Random targets: the wrapped Cauchy with VonMises' mean resultant length, by its inverse CDF (a
+# plausible stand-in that compiles no rejection sampler; tests/test_positive.py checks ``sample``).
+# Every draw is kept: a score that crosses 0 is judged against its natural scale sqrt(F_ii). The
+# Fisher check's rule needs k >= 1e-3, with |loc| small when k is huge (``expectation_nodes``).
+
+
+def _textbook_log_prob(outputs, y):
+    """``k cos(y - loc) - log(2 pi I0(k))``, with ``log I0(k) = log(i0e(k)) + k`` (I0 overflows past 700)."""
+    loc, k = outputs[0], jnp.exp(outputs[1])
+    return k * jnp.cos(y - loc) - jnp.log(2 * jnp.pi) - (jnp.log(jax.scipy.special.i0e(k)) + k)
+
+
+def _scipy_vonmises(outputs):
+    import scipy.stats
+
+    return scipy.stats.vonmises(np.exp(outputs[1]), loc=outputs[0])
+
+
+def _random(key, dtype, n):
+    u = draws.uniform_rows(key, (3, n))
+    loc = draws.standard_normal(u[0])
+    log_k = (1.5 if np.dtype(dtype) == np.float32 else 2.0) * draws.standard_normal(u[1])
+    # The wrapped Cauchy with rho = I1(k)/I0(k): theta = 2 arctan(c tan(pi v / 2)), v uniform on
+    # (-1, 1), c = (1 - rho)/(1 + rho) = b / (2 - b) with b = 1 - rho.
+    b = numerics.bessel_ratio_complement(jnp.exp(log_k))
+    theta = 2 * jnp.arctan(b / (2 - b) * jnp.tan(0.5 * math.pi * (2 * u[2] - 1)))
+    return (loc.astype(dtype), log_k.astype(dtype)), (loc + theta).astype(dtype)
+
+
+def _extreme(dtype):
+    # k theta^2 is 9 or 10 at the huge concentrations, away from the gradient's zero at 1.
+    loc = [0.3, 0.0, 0.0, -1.0, 0.5, 0.0, 100.0]
+    log_k = [math.log(1e6), math.log(1e-3), math.log(1e10), math.log(25.0), math.log(24.99), math.log(1e3),
+             0.0]
+    y = [0.303, 3.0, 3e-5, -0.8, 2.0, -0.1, 101.0]
+    loc, log_k, y = (jnp.asarray(np.asarray(x, np.float64), dtype) for x in (loc, log_k, y))
+    return (loc, log_k), y
