@@ -38,15 +38,31 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy import special
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify import draws
+from mlnll._src.verify.case import Case, ScipyReference
 
 __all__ = ["ExponentialFamily", "bernoulli", "categorical", "exponential", "gamma", "normal", "poisson"]
+
+
+class _Prepared(NamedTuple):
+    """Outputs, natural parameter and statistics at the full batch shape (``ExponentialFamily._prepare``)."""
+
+    outputs: Any  # the raw outputs, each leaf broadcast per example
+    eta: jax.Array  # [*batch, *E]
+    statistic: jax.Array  # T(y), [*batch, *E], 0 outside the support
+    log_base: jax.Array  # log h(y), [*batch], 0 outside the support
+    valid: jax.Array  # y in the support, [*batch]
+    event_ndim: int  # len(E)
+    dtype: np.dtype  # the result dtype
 
 
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
@@ -65,6 +81,12 @@ class ExponentialFamily:
       ``log_prob`` is ``-inf`` and ``grad`` NaN (as in the hand-written families).
     * ``mean(eta) -> E[T(y)]`` (optional): the closed form of ``grad A``; else ``jax.grad`` of A.
     * ``expected_log_base_measure(eta) -> E[log h(y)]`` (optional): needed by ``entropy`` only.
+    * ``sampler(key, eta, shape) -> y`` (optional): draws of shape ``shape + event of y`` at the natural
+      parameter ``eta`` (broadcast to ``shape + E``); needed by ``sample`` only.
+    * ``output_names`` (optional): the names of the raw outputs, in order (``("log_rate",)``). With
+      names, the outputs go through the one unpacking layer: one name takes an array alone (a tuple
+      is a ``TypeError``), several take a tuple of arrays broadcast to one batch shape, and errors
+      name the output. Without, any pytree of floating arrays is taken as it is.
     * ``name``: shown by ``repr``.
 
     Methods (the derivations are in the module docstring):
@@ -74,7 +96,8 @@ class ExponentialFamily:
     ``kl`` the Bregman divergence of A; ``entropy = A - <eta, mean> - E[log h]``;
     ``mean(outputs)`` and ``params(outputs)["mean_params"]`` are the mean parameter ``E[T(y)]``
     (the mean of y when ``T(y) = y``). ``constant_terms(y)`` is ``log h(y)``. There is no generic
-    sampler: ``sample`` raises ``NotImplementedError``.
+    sampler: ``sample`` calls ``sampler`` and raises ``NotImplementedError`` without one (every
+    builder below has one).
 
     Output leaves are taken as ``[*batch, *event]``; a leaf with fewer axes than the batch of
     ``A(eta)`` has no event axes (a parameter shared by every example).
@@ -96,24 +119,39 @@ class ExponentialFamily:
     log_base_measure: Callable
     mean_params: Callable | None
     expected_log_base_measure: Callable | None
+    sampler: Callable | None
+    output_names: tuple[str, ...] | None
     name: str
 
     def __init__(self, *, natural_params: Callable, sufficient_statistic: Callable, log_partition: Callable,
                  log_base_measure: Callable, mean: Callable | None = None,
-                 expected_log_base_measure: Callable | None = None, name: str = "ExponentialFamily"):
+                 expected_log_base_measure: Callable | None = None, sampler: Callable | None = None,
+                 output_names: Sequence[str] | None = None, name: str = "ExponentialFamily",
+                 mean_params: Callable | None = None):
+        # ``mean_params`` is the field's name, so that ``dataclasses.replace`` (which passes every
+        # field by name) works; ``mean`` is the same argument, as documented.
+        if mean is not None and mean_params is not None:
+            raise TypeError("ExponentialFamily: pass mean=... or mean_params=..., not both.")
+        mean = mean if mean is not None else mean_params
         required = {"natural_params": natural_params, "sufficient_statistic": sufficient_statistic,
                     "log_partition": log_partition, "log_base_measure": log_base_measure}
-        optional = {"mean": mean, "expected_log_base_measure": expected_log_base_measure}
+        optional = {"mean": mean, "expected_log_base_measure": expected_log_base_measure, "sampler": sampler}
         for arg, fn in required.items():
             if not callable(fn):
                 raise TypeError(f"ExponentialFamily({arg}=...) must be callable; got {fn!r}.")
         for arg, fn in optional.items():
             if fn is not None and not callable(fn):
                 raise TypeError(f"ExponentialFamily({arg}=...) must be callable or None; got {fn!r}.")
+        if output_names is not None:
+            output_names = tuple(output_names)
+            if not output_names or not all(isinstance(n, str) for n in output_names):
+                raise TypeError("ExponentialFamily(output_names=...) must be a non-empty sequence of "
+                                f"strings or None; got {output_names!r}.")
         if not isinstance(name, str):
             raise TypeError(f"ExponentialFamily(name=...) must be a string; got {name!r}.")
         for field, value in [*required.items(), ("mean_params", mean),
-                             ("expected_log_base_measure", expected_log_base_measure), ("name", name)]:
+                             ("expected_log_base_measure", expected_log_base_measure), ("sampler", sampler),
+                             ("output_names", output_names), ("name", name)]:
             object.__setattr__(self, field, value)
 
     def __repr__(self) -> str:
@@ -122,7 +160,16 @@ class ExponentialFamily:
     # -- the pieces --------------------------------------------------------------------------
 
     def _outputs(self, outputs, where: str = "outputs"):
-        """Outputs validated as floating and cast to the accumulation dtype; and the result dtype."""
+        """Outputs validated as floating and cast to the accumulation dtype; and the result dtype.
+
+        With ``output_names``, through the unpacking layer (by name, broadcast to one batch shape),
+        returned in the layout ``natural_params`` takes: the array alone for one name, else a tuple.
+        """
+        if self.output_names is not None:
+            family = repr(self) if where == "outputs" else f"{self!r}.{where}"
+            p = unpack.unpack(outputs, family=family, names=self.output_names)
+            arrays = tuple(p[n] for n in self.output_names)
+            return (arrays[0] if len(arrays) == 1 else arrays), p.dtype
         leaves, treedef = jax.tree.flatten(outputs)
         if not leaves:
             raise TypeError(f"{self!r} {where} must contain at least one array; got {outputs!r}.")
@@ -168,8 +215,8 @@ class ExponentialFamily:
         stat = jnp.where(numerics.expand_to(valid, stat.ndim), stat, jnp.zeros_like(stat))
         return stat, jnp.where(valid, log_h, jnp.zeros_like(log_h)), valid
 
-    def _prepare(self, outputs, targets):
-        """Everything at the full batch shape: ``(outputs, eta, T, log h, valid, event axes, dtype)``."""
+    def _prepare(self, outputs, targets) -> _Prepared:
+        """Everything at the full batch shape (see ``_Prepared``)."""
         outputs, dtype = self._outputs(outputs)
         eta, batch_o = self._eta(outputs)
         event = eta.shape[len(batch_o):]
@@ -180,7 +227,7 @@ class ExponentialFamily:
         outputs = self._broadcast_outputs(outputs, batch_o, batch)
         eta = jnp.asarray(self.natural_params(outputs))
         b = lambda a, extra=(): jnp.broadcast_to(a, batch + extra)  # noqa: E731
-        return outputs, eta, b(stat, event), b(log_h), b(valid), len(event), dtype
+        return _Prepared(outputs, eta, b(stat, event), b(log_h), b(valid), len(event), dtype)
 
     @staticmethod
     def _inner(a: jax.Array, b: jax.Array, event_ndim: int) -> jax.Array:
@@ -190,16 +237,17 @@ class ExponentialFamily:
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """``<eta, T(y)> - A(eta) + log h(y)`` per example; ``-inf`` outside the support."""
-        _, eta, stat, log_h, valid, k, dtype = self._prepare(outputs, targets)
-        lp = self._inner(eta, stat, k) - self.log_partition(eta) + log_h
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        x = self._prepare(outputs, targets)
+        lp = self._inner(x.eta, x.statistic, x.event_ndim) - self.log_partition(x.eta) + x.log_base
+        return jnp.where(x.valid, lp, -jnp.inf).astype(x.dtype)
 
     def grad(self, outputs, targets):
         """``J^T (mean(eta) - T(y))`` per example, same tree as the outputs (NaN outside the support)."""
-        outputs, eta, stat, _, valid, _, dtype = self._prepare(outputs, targets)
-        eta_again, pullback = jax.vjp(lambda o: jnp.asarray(self.natural_params(o)), outputs)
-        (g,) = pullback((self._mean(eta_again) - stat).astype(eta_again.dtype))
-        return jax.tree.map(lambda x: jnp.where(numerics.expand_to(valid, x.ndim), x, jnp.nan).astype(dtype), g)
+        x = self._prepare(outputs, targets)
+        eta, pullback = jax.vjp(lambda o: jnp.asarray(self.natural_params(o)), x.outputs)
+        (g,) = pullback((self._mean(eta) - x.statistic).astype(eta.dtype))
+        nan_outside = lambda a: jnp.where(numerics.expand_to(x.valid, a.ndim), a, jnp.nan)  # noqa: E731
+        return jax.tree.map(lambda a: nan_outside(a).astype(x.dtype), g)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         """``{"natural_params": eta, "mean_params": E[T(y)]}``."""
@@ -214,7 +262,16 @@ class ExponentialFamily:
         return self._mean(eta).astype(dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
-        raise NotImplementedError(f"{self!r} has no generic sampler: draw from the hand-written family.")
+        """``sampler(key, eta, sample_shape + batch)``, floating draws in the outputs' dtype."""
+        if self.sampler is None:
+            raise NotImplementedError(f"{self!r} has no generic sampler: pass sampler=... or draw from the "
+                                      "hand-written family.")
+        outputs, dtype = self._outputs(outputs)
+        eta, batch = self._eta(outputs)
+        shape = tuple(sample_shape) + batch
+        eta = jnp.broadcast_to(eta, shape + eta.shape[len(batch):])
+        y = jnp.asarray(self.sampler(key, eta, shape))
+        return y.astype(dtype) if jnp.issubdtype(y.dtype, jnp.floating) else y
 
     def entropy(self, outputs) -> jax.Array:
         """``A(eta) - <eta, mean(eta)> - E[log h(y)]``; needs ``expected_log_base_measure``."""
@@ -281,6 +338,15 @@ class ExponentialFamily:
         log_h = jnp.asarray(self.log_base_measure(y)).astype(y.dtype)
         return jnp.where(log_h > -jnp.inf, log_h, jnp.zeros_like(log_h))
 
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: the ``poisson()`` builder, log-rates 2 N(0, 1) at random, ±80
+        and counts up to 4.85e8 among the extremes, against scipy and the textbook formula."""
+        return (
+            Case("ExpFamily(poisson)", poisson(), _poisson_random, _poisson_extreme,
+                 scipy=ScipyReference(_scipy_poisson, discrete=True), plain_log_prob=_plain_poisson),
+        )
+
 
 # -- ready-made builders ---------------------------------------------------------------------------
 # Each is cached, so repeated calls return the same (equal, hashable) family, and jit caches hit.
@@ -298,6 +364,10 @@ def _in_unit_interval_log_h(y):
     return jnp.where((y >= 0) & (y <= 1), jnp.zeros_like(y), -jnp.inf)
 
 
+def _bernoulli_draws(key, eta, shape):
+    return jax.random.bernoulli(key, jax.nn.sigmoid(eta), shape).astype(eta.dtype)
+
+
 @functools.cache
 def bernoulli() -> ExponentialFamily:
     """Bernoulli in its logit: ``eta = z``, ``T(y) = y``, ``A = softplus(eta)``, ``mean = sigmoid``;
@@ -305,7 +375,12 @@ def bernoulli() -> ExponentialFamily:
     return ExponentialFamily(
         natural_params=_identity, sufficient_statistic=_identity, log_partition=jax.nn.softplus,
         log_base_measure=_in_unit_interval_log_h, mean=jax.nn.sigmoid,
-        expected_log_base_measure=_zeros_like_batch, name="bernoulli")
+        expected_log_base_measure=_zeros_like_batch, sampler=_bernoulli_draws, output_names=("logits",),
+        name="bernoulli")
+
+
+def _categorical_draws(key, eta, shape):
+    return jax.random.categorical(key, eta, axis=-1, shape=shape)
 
 
 @functools.cache
@@ -327,7 +402,7 @@ def categorical(num_classes: int) -> ExponentialFamily:
         natural_params=_identity, sufficient_statistic=one_hot, log_partition=numerics.logsumexp,
         log_base_measure=log_h, mean=lambda eta: jax.nn.softmax(eta, axis=-1),
         expected_log_base_measure=lambda eta: jnp.zeros(eta.shape[:-1], eta.dtype),
-        name=f"categorical({num_classes})")
+        sampler=_categorical_draws, output_names=("logits",), name=f"categorical({num_classes})")
 
 
 def _count_log_h(y):
@@ -339,6 +414,10 @@ def _count_log_h(y):
     return jnp.where(valid, -special.gammaln(safe + 1), -jnp.inf)
 
 
+def _poisson_draws(key, eta, shape):
+    return jax.random.poisson(key, jnp.exp(eta), shape).astype(eta.dtype)
+
+
 @functools.cache
 def poisson() -> ExponentialFamily:
     """Poisson in its log-rate: ``eta = log_rate``, ``T(y) = y``, ``A = e^eta``, ``h(y) = 1/y!``.
@@ -347,7 +426,8 @@ def poisson() -> ExponentialFamily:
     """
     return ExponentialFamily(
         natural_params=_identity, sufficient_statistic=_identity, log_partition=jnp.exp,
-        log_base_measure=_count_log_h, mean=jnp.exp, name="poisson")
+        log_base_measure=_count_log_h, mean=jnp.exp, sampler=_poisson_draws, output_names=("log_rate",),
+        name="poisson")
 
 
 def _minus_rate(log_rate):
@@ -358,6 +438,10 @@ def _non_negative_log_h(y):
     return jnp.where(y >= 0, jnp.zeros_like(y), -jnp.inf)
 
 
+def _exponential_draws(key, eta, shape):
+    return jax.random.exponential(key, shape, eta.dtype) / -eta  # eta = -rate
+
+
 @functools.cache
 def exponential() -> ExponentialFamily:
     """Exponential from its log-rate: ``eta = -rate`` (J = -rate), ``T(y) = y``, ``A = -log(-eta)``,
@@ -365,7 +449,8 @@ def exponential() -> ExponentialFamily:
     return ExponentialFamily(
         natural_params=_minus_rate, sufficient_statistic=_identity, log_partition=lambda eta: -jnp.log(-eta),
         log_base_measure=_non_negative_log_h, mean=lambda eta: -1 / eta,
-        expected_log_base_measure=_zeros_like_batch, name="exponential")
+        expected_log_base_measure=_zeros_like_batch, sampler=_exponential_draws, output_names=("log_rate",),
+        name="exponential")
 
 
 def _gamma_natural(outputs):
@@ -395,6 +480,11 @@ def _gamma_log_h(y):
     return jnp.where(positive, -jnp.log(jnp.where(positive, y, jnp.ones_like(y))), -jnp.inf)
 
 
+def _gamma_draws(key, eta, shape):
+    """``Gamma(a) / b`` with ``(a, b) = (eta_0, -eta_1)``."""
+    return jax.random.gamma(key, eta[..., 0], shape, eta.dtype) / -eta[..., 1]
+
+
 @functools.cache
 def gamma() -> ExponentialFamily:
     """Gamma from ``(log_concentration, log_rate)``: ``eta = (a, -b)``, ``T(y) = (log y, y)``,
@@ -403,7 +493,8 @@ def gamma() -> ExponentialFamily:
         natural_params=_gamma_natural, sufficient_statistic=_gamma_statistic,
         log_partition=_gamma_log_partition,
         log_base_measure=_gamma_log_h, mean=_gamma_mean,
-        expected_log_base_measure=lambda eta: -_gamma_mean(eta)[..., 0], name="gamma")
+        expected_log_base_measure=lambda eta: -_gamma_mean(eta)[..., 0], sampler=_gamma_draws,
+        output_names=("log_concentration", "log_rate"), name="gamma")
 
 
 def _normal_natural(outputs):
@@ -432,6 +523,12 @@ def _normal_log_h(y):
     return jnp.full(y.shape, -numerics.HALF_LOG_2PI, y.dtype)
 
 
+def _normal_draws(key, eta, shape):
+    """``loc + scale N(0, 1)`` with ``loc = -eta_0 / (2 eta_1)``, ``scale^2 = -1 / (2 eta_1)``."""
+    loc = -eta[..., 0] / (2 * eta[..., 1])
+    return loc + jnp.sqrt(-0.5 / eta[..., 1]) * jax.random.normal(key, shape, eta.dtype)
+
+
 @functools.cache
 def normal() -> ExponentialFamily:
     """Normal from ``(loc, log_scale)``: ``eta = (loc / scale^2, -1 / (2 scale^2))``, ``T(y) = (y, y^2)``,
@@ -441,4 +538,33 @@ def normal() -> ExponentialFamily:
         log_partition=_normal_log_partition,
         log_base_measure=_normal_log_h, mean=_normal_mean,
         expected_log_base_measure=lambda eta: jnp.full(eta.shape[:-1], -numerics.HALF_LOG_2PI, eta.dtype),
-        name="normal")
+        sampler=_normal_draws, output_names=("loc", "log_scale"), name="normal")
+
+
+# -- check cases: the poisson() builder -------------------------------------------------------------
+
+
+def _plain_poisson(log_rate, y):
+    """``y log_rate - exp(log_rate) - log(y!)``: the textbook formula."""
+    return y * log_rate - jnp.exp(log_rate) - special.gammaln(y + 1)
+
+
+def _scipy_poisson(log_rate):
+    import scipy.stats
+
+    return scipy.stats.poisson(np.exp(log_rate))
+
+
+def _poisson_random(key, dtype, n):
+    """Log-rates 2 N(0, 1); counts a discretised normal, ``round(rate + sqrt(rate) N(0, 1))`` clipped at 0:
+    the Poisson's mean and standard deviation without a rejection sampler in the program."""
+    z = draws.box_muller(draws.uniform_rows(key, (n, 2))).astype(dtype)
+    log_rate = 2 * z[:, 0]
+    rate = jnp.exp(log_rate)
+    return log_rate, jnp.maximum(jnp.round(rate + jnp.sqrt(rate) * z[:, 1]), 0)
+
+
+def _poisson_extreme(dtype):
+    log_rate = jnp.array([-80.0, 80.0, 0.0, 20.0, -20.0, 13.8], dtype)
+    y = jnp.array([0.0, 0.0, 7.0, 4.85e8, 1.0, 1e6], dtype)
+    return log_rate, y

@@ -5,15 +5,29 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.families.normal import Normal
 from mlnll._src.family import Family
+from mlnll._src.verify import draws
+from mlnll._src.verify.case import Case
 
 _NEEDED = ("log_prob", "grad", "params", "mean", "sample")
+
+
+class _Outputs(NamedTuple):
+    """The mixture's outputs, validated: ``mixture_logits [..., K]`` and the component's outputs (both in
+    the accumulation dtype), and ``dtype``, the dtype results are returned in."""
+
+    mixture_logits: jax.Array
+    component_outputs: Any
+    dtype: np.dtype
 
 
 def _joint(component: Family, logits: jax.Array, component_outputs, y: jax.Array
@@ -148,25 +162,27 @@ class MixtureSameFamily:
 
     # -- unpacking ---------------------------------------------------------------------------
 
-    def _split(self, outputs) -> tuple[jax.Array, object, jnp.dtype]:
-        """``(mixture_logits, component_outputs, dtype)``: every floating leaf cast to the accumulation
-        dtype (so the component's log-likelihoods reach the logsumexp unrounded), and the result dtype."""
+    def _split(self, outputs) -> _Outputs:
+        """``mixture_logits`` (through the unpacking layer) and ``component_outputs``, every floating
+        leaf cast to the accumulation dtype (so the component's log-likelihoods reach the logsumexp
+        unrounded), and the result dtype. The component validates its own outputs."""
         if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
             kind = type(outputs).__name__
             is_sequence = isinstance(outputs, (tuple, list))
             got = f"a {kind} of length {len(outputs)}" if is_sequence else f"a single {kind}"
             raise TypeError("MixtureSameFamily outputs must be a tuple (mixture_logits, component_outputs); "
                             f"got {got}.")
-        logits = validate.float_outputs(outputs[0], where="MixtureSameFamily outputs[0] (mixture_logits)")
-        if logits.ndim == 0:
+        if jnp.ndim(outputs[0]) == 0:
             raise ValueError("MixtureSameFamily outputs[0] (mixture_logits) need a component axis, "
                              "shape [..., K]; got shape ().")
+        p = unpack.unpack(outputs[0], family="MixtureSameFamily", names=("mixture_logits",),
+                          event_ndims={"mixture_logits": 1}, upcast=False)
         leaves, treedef = jax.tree.flatten(outputs[1])
         leaves = [jnp.asarray(x) for x in leaves]
-        dtype = numerics.float_dtype(logits, *leaves)
+        dtype = numerics.float_dtype(p.mixture_logits, *leaves)
         acc = numerics.accumulation_dtype(dtype)
         cast = lambda x: x.astype(acc) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
-        return logits.astype(acc), treedef.unflatten([cast(x) for x in leaves]), dtype
+        return _Outputs(p.mixture_logits.astype(acc), treedef.unflatten([cast(x) for x in leaves]), dtype)
 
     def _component_targets(self, targets) -> jax.Array:
         """``targets`` with a unit K axis inserted before the event axes, to broadcast over components."""
@@ -184,58 +200,59 @@ class MixtureSameFamily:
 
         Its derivative in the outputs is the closed form ``grad`` (a ``custom_jvp``).
         """
-        logits, component_outputs, dtype = self._split(outputs)
-        return _mixture_log_prob(self, logits, component_outputs, targets).astype(dtype)
+        o = self._split(outputs)
+        return _mixture_log_prob(self, o.mixture_logits, o.component_outputs, targets).astype(o.dtype)
 
     def responsibilities(self, outputs, targets) -> jax.Array:
         """``r_k = p(component k | y) = softmax_k(log pi + log p_k(y))``, shape [..., K]."""
-        logits, component_outputs, dtype = self._split(outputs)
-        joint, _, _ = _joint(self.component, logits, component_outputs, self._component_targets(targets))
-        return jax.nn.softmax(joint, axis=-1).astype(dtype)
+        o = self._split(outputs)
+        y = self._component_targets(targets)
+        joint, _, _ = _joint(self.component, o.mixture_logits, o.component_outputs, y)
+        return jax.nn.softmax(joint, axis=-1).astype(o.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(softmax(mixture_logits) - r, r_k * component.grad)``.
 
         Where every component gives ``-inf`` the responsibilities, and so the gradient, are NaN.
         """
-        logits, component_outputs, dtype = self._split(outputs)
+        o = self._split(outputs)
         y = self._component_targets(targets)
-        joint, logits, lp_ndim = _joint(self.component, logits, component_outputs, y)
+        joint, logits, lp_ndim = _joint(self.component, o.mixture_logits, o.component_outputs, y)
         r = jax.nn.softmax(joint, axis=-1)
         d_logits = jax.nn.softmax(logits, axis=-1) - r
-        d_component = jax.tree.map(lambda g: _weighted(r, g, lp_ndim).astype(dtype),
-                                   self.component.grad(component_outputs, y))
-        return d_logits.astype(dtype), d_component
+        d_component = jax.tree.map(lambda g: _weighted(r, g, lp_ndim).astype(o.dtype),
+                                   self.component.grad(o.component_outputs, y))
+        return d_logits.astype(o.dtype), d_component
 
     def params(self, outputs) -> dict[str, jax.Array]:
         """``mixture_logits``, ``mixture_probs`` and the component's parameters prefixed ``component_``."""
-        logits, component_outputs, dtype = self._split(outputs)
-        out = {"mixture_logits": logits, "mixture_probs": jax.nn.softmax(logits, axis=-1)}
-        out.update({f"component_{k}": v for k, v in self.component.params(component_outputs).items()})
-        return {k: v.astype(dtype) for k, v in out.items()}
+        o = self._split(outputs)
+        out = {"mixture_logits": o.mixture_logits, "mixture_probs": jax.nn.softmax(o.mixture_logits, axis=-1)}
+        out.update({f"component_{k}": v for k, v in self.component.params(o.component_outputs).items()})
+        return {k: v.astype(o.dtype) for k, v in out.items()}
 
     def mean(self, outputs) -> jax.Array:
         """``sum_k pi_k mean_k``, shape batch (+ the component's event axes)."""
-        logits, component_outputs, dtype = self._split(outputs)
-        means = jnp.asarray(self.component.mean(component_outputs))
-        pi = jax.nn.softmax(logits, axis=-1)
+        o = self._split(outputs)
+        means = jnp.asarray(self.component.mean(o.component_outputs))
+        pi = jax.nn.softmax(o.mixture_logits, axis=-1)
         pi = numerics.expand_to(pi, pi.ndim + self.event_ndim)  # [..., K, 1 per event axis]
         pi = pi.reshape((1,) * (means.ndim - pi.ndim) + pi.shape)
         means = means.reshape((1,) * (pi.ndim - means.ndim) + means.shape)
-        return jnp.sum(pi * means.astype(pi.dtype), axis=-1 - self.event_ndim).astype(dtype)
+        return jnp.sum(pi * means.astype(pi.dtype), axis=-1 - self.event_ndim).astype(o.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Pick ``k ~ Categorical(pi)``, then draw from component k; ``sample_shape + batch (+ event)``."""
-        logits, component_outputs, dtype = self._split(outputs)
+        o = self._split(outputs)
         key_pick, key_draw = jax.random.split(key)
-        draws = self.component.sample(key_draw, component_outputs, sample_shape=sample_shape)
-        k_axis = draws.ndim - 1 - self.event_ndim
-        batch = draws.shape[len(tuple(sample_shape)):k_axis]
-        logits = jnp.broadcast_to(logits, batch + (logits.shape[-1],))
+        every = self.component.sample(key_draw, o.component_outputs, sample_shape=sample_shape)  # each k
+        k_axis = every.ndim - 1 - self.event_ndim
+        batch = every.shape[len(tuple(sample_shape)):k_axis]
+        logits = jnp.broadcast_to(o.mixture_logits, batch + (o.mixture_logits.shape[-1],))
         picked = jax.random.categorical(key_pick, logits, shape=tuple(sample_shape) + batch)
-        index = numerics.expand_to(picked[..., None], draws.ndim)
-        drawn = jnp.squeeze(jnp.take_along_axis(draws, index, axis=k_axis), axis=k_axis)
-        return drawn.astype(dtype) if jnp.issubdtype(drawn.dtype, jnp.floating) else drawn
+        index = numerics.expand_to(picked[..., None], every.ndim)
+        drawn = jnp.squeeze(jnp.take_along_axis(every, index, axis=k_axis), axis=k_axis)
+        return drawn.astype(o.dtype) if jnp.issubdtype(drawn.dtype, jnp.floating) else drawn
 
     def entropy(self, outputs) -> jax.Array:
         raise NotImplementedError("MixtureSameFamily has no closed-form entropy (an expected logsumexp).")
@@ -255,3 +272,59 @@ class MixtureSameFamily:
         if method is None:
             raise NotImplementedError(f"{self.component!r} has no constant_terms.")
         return method(targets)
+
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: 3 Normal components, overlapping at random; confident and masked
+        (-inf) mixture logits, scales of e^±80 and targets far in the tails among the extremes."""
+        return (
+            Case("Mixture of 3 Normals", cls(Normal()), _random, _extreme,
+                 plain_log_prob=_plain_normal_mixture),
+        )
+
+
+# -- check cases: a mixture of 3 Normals ------------------------------------------------------------
+
+_K = 3  # components in the check cases
+
+
+def _plain_normal_mixture(outputs, y):
+    """``log sum_k softmax(mixture_logits)_k N(y; loc_k, scale_k^2)``: the textbook formula, every
+    component's density exponentiated (no logsumexp), per example."""
+    logits, (loc, log_scale) = outputs
+    scale = jnp.exp(log_scale)
+    density = jnp.exp(-0.5 * ((y[:, None] - loc) / scale) ** 2) / (scale * jnp.sqrt(2 * jnp.pi))
+    return jnp.log(jnp.sum(jax.nn.softmax(logits, axis=-1) * density, axis=-1))
+
+
+def _random(key, dtype, n):
+    """Overlapping Normal components (logits N(0, 1), locations 2 N(0, 1), log-scales 0.5 N(0, 1)) and
+    targets drawn from the mixture (a component picked by the inverse CDF of the weights, then a
+    normal draw from it): the first of ``draws.CANDIDATES`` such draws whose gradient the dtype
+    resolves. ``pi_k - r_k`` cancels where a component's posterior is close to its weight (and
+    ``r_k (1 - rho_k^2)`` where ``|rho_k| = 1``): no formula resolves it there, in any dtype. One
+    uniform draw for everything."""
+    c = draws.CANDIDATES
+    num_normals = 3 * _K + c + 1  # one spare: Box-Muller makes normals in pairs
+    u = draws.uniform_rows(key, (n, num_normals + c))
+    z = draws.box_muller(u[:, :num_normals])
+    outputs = (z[:, :_K], (2 * z[:, _K:2 * _K], 0.5 * z[:, 2 * _K:3 * _K]))
+    outputs = jax.tree.map(lambda x: x.astype(dtype), outputs)
+    logits, (loc, log_scale) = exact = jax.tree.map(lambda x: x.astype(u.dtype), outputs)  # as rounded
+    below = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)[:, :-1]
+    pick = jnp.sum(u[:, -c:, None] > below[:, None, :], axis=-1)  # [n, C]: k with P(< k) < u <= P(<= k)
+    centre, spread = jnp.take_along_axis(loc, pick, 1), jnp.exp(jnp.take_along_axis(log_scale, pick, 1))
+    candidates = (centre + spread * z[:, 3 * _K:3 * _K + c]).T  # [C, n]
+    y = draws.well_conditioned(MixtureSameFamily(Normal()).grad, exact, candidates, dtype)
+    return outputs, y.astype(dtype)
+
+
+def _extreme(dtype):
+    """Confident and masked (-inf) mixture logits, tiny and huge scales, targets far in the tails."""
+    big = 80.0 if np.dtype(dtype) == np.float64 else 30.0
+    logits = [[1e4, -1e4, 0.0], [-jnp.inf, 0.0, 1.0], [0.0, 0.0, 0.0], [3.0, -jnp.inf, -jnp.inf], [0.0, 1.0, 2.0]]
+    loc = [[0.0, 1.0, -1.0], [0.0, 0.0, 0.0], [-1e4, 0.0, 1e4], [1.0, 2.0, 3.0], [0.0, 1e-30, -1e-30]]
+    log_scale = [[0.0, 0.0, 0.0], [-big, 0.0, big], [0.0, 1.0, 2.0], [-big, 0.0, 0.0], [big, -big, 0.0]]
+    y = [0.5, 1e-36, 30.0, 1.0, 2.0]
+    a = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+    return (a(logits), (a(loc), a(log_scale))), a(y)

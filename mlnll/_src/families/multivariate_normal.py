@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from mlnll._src import numerics, validate
+from mlnll._src import numerics, unpack, validate
+from mlnll._src.verify import draws
+from mlnll._src.verify.case import Case, ScipyReference
 
 # Gauss-Hermite rule per axis: 2 nodes are exact for polynomials of degree < 4 under exp(-x^2); the
 # Hessian of the NLL in the outputs is a polynomial of degree 2 in y, so the product rule is exact.
@@ -45,37 +47,34 @@ def _solve_lower(L: jax.Array, b: jax.Array, *, transpose: bool = False) -> jax.
     return solve_triangular(L, b[..., None], lower=True, trans=1 if transpose else 0)[..., 0]
 
 
-def _split(outputs, family: str) -> tuple[jax.Array, jax.Array, np.dtype]:
-    """Validated ``(loc [..., d], raw scale_tril [..., d, d])`` in the accumulation dtype, broadcast."""
-    loc, raw = validate.outputs_tuple(outputs, ("loc", "scale_tril"), family=family)
-    if loc.ndim < 1:
-        raise ValueError(f"{family} outputs[0] (loc) must have shape [..., d]; got shape {loc.shape}.")
-    d = loc.shape[-1]
-    if raw.ndim < 2 or raw.shape[-2:] != (d, d):
+_NAMES = ("loc", "scale_tril")
+_EVENT_NDIMS = {"loc": 1, "scale_tril": 2}
+
+
+def _params(outputs, family: str = "MultivariateNormal") -> unpack.Params:
+    """``loc [..., d]`` and the raw ``scale_tril [..., d, d]`` by name, in the accumulation dtype and
+    broadcast to one batch shape (``p.batch_shape``); ``p.dtype`` is the result dtype."""
+    p = unpack.unpack(outputs, family=family, names=_NAMES, event_ndims=_EVENT_NDIMS)
+    d = p.loc.shape[-1]
+    if p.scale_tril.shape[-2:] != (d, d):
         raise ValueError(
             f"{family} outputs[1] (scale_tril) must have shape [..., d, d] with d = {d} as in loc shape "
-            f"{loc.shape}; got shape {raw.shape}."
+            f"{jnp.shape(outputs[0])}; got shape {jnp.shape(outputs[1])}."
         )
-    batch = validate.broadcast_shapes(family, [("loc[..., :-1] (batch)", loc.shape[:-1]),
-                                               ("scale_tril[..., :-2] (batch)", raw.shape[:-2])])
-    (loc, raw), dtype = numerics.upcast(loc, raw)
-    return jnp.broadcast_to(loc, batch + (d,)), jnp.broadcast_to(raw, batch + (d, d)), dtype
+    return p
 
 
-def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, jax.Array, np.dtype]:
-    """``(loc, raw scale_tril, y)`` broadcast to one batch shape, and the result dtype."""
-    loc, raw, dtype = _split(outputs, "MultivariateNormal")
+def _params_and_targets(outputs, targets) -> tuple[unpack.Params, jax.Array]:
+    """``_params`` and the target vectors ``y [..., d]``, all broadcast to one batch shape."""
+    p = _params(outputs)
     y = validate.numeric_targets(targets, where="MultivariateNormal targets")
-    d = loc.shape[-1]
+    d = p.loc.shape[-1]
     if y.ndim < 1 or y.shape[-1] != d:
         raise ValueError(
             f"MultivariateNormal targets must have shape [..., d] with d = {d} as in loc shape "
-            f"{loc.shape}; got shape {y.shape}."
+            f"{jnp.shape(outputs[0])}; got shape {y.shape}."
         )
-    batch = validate.broadcast_shapes("MultivariateNormal", [("outputs (batch)", loc.shape[:-1]),
-                                                             ("targets (batch)", y.shape[:-1])])
-    y = jnp.broadcast_to(y.astype(loc.dtype), batch + (d,))
-    return jnp.broadcast_to(loc, batch + (d,)), jnp.broadcast_to(raw, batch + (d, d)), y, dtype
+    return unpack.with_targets(p, y, family="MultivariateNormal", event_ndim=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,54 +118,55 @@ class MultivariateNormal:
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log N(y; loc, L L^T)`` (every constant), equal to scipy's logpdf."""
-        loc, raw, y, dtype = _prepare(outputs, targets)
-        L, log_diag = cholesky_factor(raw)
-        z = _solve_lower(L, y - loc)
-        d = loc.shape[-1]
+        p, y = _params_and_targets(outputs, targets)
+        L, log_diag = cholesky_factor(p.scale_tril)
+        z = _solve_lower(L, y - p.loc)
+        d = p.loc.shape[-1]
         value = -0.5 * jnp.sum(jnp.square(z), axis=-1) - jnp.sum(log_diag, axis=-1)
-        return (value - d * numerics.HALF_LOG_2PI).astype(dtype)
+        return (value - d * numerics.HALF_LOG_2PI).astype(p.dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
         """Closed form ``(-w, tril(-w z^T) with diagonal 1 - L_ii w_i z_i)``, ``w = L^{-T} z``."""
-        loc, raw, y, dtype = _prepare(outputs, targets)
+        p, y = _params_and_targets(outputs, targets)
+        raw = p.scale_tril
         L, _ = cholesky_factor(raw)
-        z = _solve_lower(L, y - loc)
+        z = _solve_lower(L, y - p.loc)
         w = _solve_lower(L, z, transpose=True)
-        d = loc.shape[-1]
+        d = p.loc.shape[-1]
         outer = -w[..., :, None] * z[..., None, :]  # d(-log p)/dL below the diagonal: -w z^T
         # Chain rule through L_ii = exp(raw_ii): (1/L_ii - w_i z_i) L_ii = 1 + (-w_i z_i) L_ii.
         diagonal = 1 + jnp.diagonal(outer, axis1=-2, axis2=-1) * jnp.diagonal(L, axis1=-2, axis2=-1)
         d_raw = jnp.where(_strictly_lower(d, raw.ndim), outer, jnp.zeros_like(outer))
         d_raw = jnp.where(_eye(d, raw.ndim), diagonal[..., None], d_raw)
-        return (-w).astype(dtype), d_raw.astype(dtype)
+        return (-w).astype(p.dtype), d_raw.astype(p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         """``{"loc", "scale_tril" (the Cholesky factor L itself), "covariance" (L L^T)}``."""
-        loc, raw, dtype = _split(outputs, "MultivariateNormal")
-        L, _ = cholesky_factor(raw)
+        p = _params(outputs)
+        L, _ = cholesky_factor(p.scale_tril)
         covariance = jnp.matmul(L, jnp.swapaxes(L, -1, -2))
-        out = {"loc": loc, "scale_tril": L, "covariance": covariance}
-        return {name: value.astype(dtype) for name, value in out.items()}
+        out = {"loc": p.loc, "scale_tril": L, "covariance": covariance}
+        return {name: value.astype(p.dtype) for name, value in out.items()}
 
     def mean(self, outputs) -> jax.Array:
-        loc, _, dtype = _split(outputs, "MultivariateNormal")
-        return loc.astype(dtype)
+        p = _params(outputs)
+        return p.loc.astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + L eps`` with ``eps ~ N(0, I)``, shape ``sample_shape + batch + (d,)``."""
-        loc, raw, dtype = _split(outputs, "MultivariateNormal")
-        L, _ = cholesky_factor(raw)
-        shape = tuple(sample_shape) + loc.shape
-        eps = jax.random.normal(key, shape, dtype=loc.dtype)
-        L = jnp.broadcast_to(L, shape + (loc.shape[-1],))
-        return (jnp.broadcast_to(loc, shape) + jnp.matmul(L, eps[..., None])[..., 0]).astype(dtype)
+        p = _params(outputs)
+        L, _ = cholesky_factor(p.scale_tril)
+        shape = tuple(sample_shape) + p.loc.shape
+        eps = jax.random.normal(key, shape, dtype=p.loc.dtype)
+        L = jnp.broadcast_to(L, shape + (p.loc.shape[-1],))
+        return (jnp.broadcast_to(p.loc, shape) + jnp.matmul(L, eps[..., None])[..., 0]).astype(p.dtype)
 
     def entropy(self, outputs) -> jax.Array:
         """``d (1 + log(2 pi)) / 2 + sum_i log L_ii``."""
-        loc, raw, dtype = _split(outputs, "MultivariateNormal")
-        log_diag = jnp.diagonal(raw, axis1=-2, axis2=-1)
-        entropy = loc.shape[-1] * (0.5 + numerics.HALF_LOG_2PI) + jnp.sum(log_diag, axis=-1)
-        return entropy.astype(dtype)
+        p = _params(outputs)
+        log_diag = jnp.diagonal(p.scale_tril, axis1=-2, axis2=-1)
+        entropy = p.loc.shape[-1] * (0.5 + numerics.HALF_LOG_2PI) + jnp.sum(log_diag, axis=-1)
+        return entropy.astype(p.dtype)
 
     def kl(self, outputs_p, outputs_q) -> jax.Array:
         """KL(p || q) in a form with no cancellation when p and q are close.
@@ -177,14 +177,15 @@ class MultivariateNormal:
              = (sum_{i>j} M_ij^2 + sum_i (exp(2 delta_i) - 1 - 2 delta_i) + m^T m) / 2``,
         because ``tr(M M^T) = sum_ij M_ij^2``; ``exp(x) - 1 - x`` is ``expm1mx`` (a series near 0).
         """
-        loc_p, raw_p, _ = _split(outputs_p, "MultivariateNormal.kl outputs_p")
-        loc_q, raw_q, _ = _split(outputs_q, "MultivariateNormal.kl outputs_q")
-        if loc_p.shape[-1] != loc_q.shape[-1]:
-            raise ValueError(f"MultivariateNormal.kl: outputs_p has d = {loc_p.shape[-1]}, "
-                             f"outputs_q has d = {loc_q.shape[-1]}.")
-        batch = validate.broadcast_shapes("MultivariateNormal.kl", [("outputs_p (batch)", loc_p.shape[:-1]),
-                                                                    ("outputs_q (batch)", loc_q.shape[:-1])])
-        (loc_p, raw_p, loc_q, raw_q), dtype = numerics.upcast(loc_p, raw_p, loc_q, raw_q)
+        p = _params(outputs_p, "MultivariateNormal.kl outputs_p")
+        q = _params(outputs_q, "MultivariateNormal.kl outputs_q")
+        if p.loc.shape[-1] != q.loc.shape[-1]:
+            raise ValueError(f"MultivariateNormal.kl: outputs_p has d = {p.loc.shape[-1]}, "
+                             f"outputs_q has d = {q.loc.shape[-1]}.")
+        batch = validate.broadcast_shapes("MultivariateNormal.kl", [("outputs_p (batch)", p.batch_shape),
+                                                                    ("outputs_q (batch)", q.batch_shape)])
+        dtype = numerics.float_dtype(p, q)  # the wider of the two result dtypes (each has a .dtype)
+        (loc_p, raw_p, loc_q, raw_q), _ = numerics.upcast(p.loc, p.scale_tril, q.loc, q.scale_tril)
         d = loc_p.shape[-1]
         L_p, log_diag_p = cholesky_factor(jnp.broadcast_to(raw_p, batch + (d, d)))
         L_q, log_diag_q = cholesky_factor(jnp.broadcast_to(raw_q, batch + (d, d)))
@@ -197,9 +198,9 @@ class MultivariateNormal:
 
     def fisher(self, outputs) -> jax.Array:
         """The closed form above, shape ``[..., d + d^2, d + d^2]`` (loc, then scale_tril row-major)."""
-        loc, raw, dtype = _split(outputs, "MultivariateNormal")
-        L, _ = cholesky_factor(raw)
-        d, batch = loc.shape[-1], loc.shape[:-1]
+        p = _params(outputs)
+        L, _ = cholesky_factor(p.scale_tril)
+        d, batch, dtype = p.loc.shape[-1], p.batch_shape, p.dtype
         L_inv = solve_triangular(L, jnp.broadcast_to(jnp.eye(d, dtype=L.dtype), L.shape), lower=True)
         precision = jnp.matmul(jnp.swapaxes(L_inv, -1, -2), L_inv)  # Sigma^{-1} = L^{-T} L^{-1}
         scale_block = _scale_tril_information(precision, L)
@@ -222,8 +223,9 @@ class MultivariateNormal:
 
         Exact for polynomials in y of degree < 4 per coordinate, so for the expected Hessian (degree 2).
         """
-        loc, raw, _ = _split(outputs, "MultivariateNormal")
-        L, _ = cholesky_factor(raw)
+        p = _params(outputs)
+        loc = p.loc
+        L, _ = cholesky_factor(p.scale_tril)
         d = loc.shape[-1]
         grid = np.array(list(itertools.product(_GH_NODES, repeat=d)))  # [K, d]
         weights = np.prod(np.array(list(itertools.product(_GH_WEIGHTS, repeat=d))), axis=-1)
@@ -252,6 +254,16 @@ class MultivariateNormal:
         log_diag = jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1))
         return loc, jnp.where(_eye(L.shape[-1], L.ndim), log_diag[..., None], L)
 
+    @classmethod
+    def check_cases(cls) -> tuple[Case, ...]:
+        """The row of the check table: d = 3, Cholesky log-diagonals of ±80 (±30 in float32), tiny,
+        huge and mixed in one factor, against scipy and the textbook formula."""
+        return (
+            Case("MultivariateNormal", cls(), _random, _extreme,
+                 scipy=ScipyReference(_scipy_multivariate_normal, per_example=True),
+                 plain_log_prob=_plain_log_prob),
+        )
+
 
 def _scale_tril_information(precision: jax.Array, L: jax.Array) -> jax.Array:
     """The raw scale_tril block ``[..., d^2, d^2]``: ``[j = l] Sigma^{-1}_ik t_ij t_kl + [i = j = k = l]``.
@@ -271,3 +283,63 @@ def _scale_tril_information(precision: jax.Array, L: jax.Array) -> jax.Array:
         diagonal_only[i, i, i, i] = 1.0
     block = block + jnp.asarray(diagonal_only, L.dtype).reshape(ones + (d, d, d, d))
     return block.reshape(L.shape[:-2] + (d * d, d * d))
+
+
+# -- check cases: d = 3, log-diagonals of ±80, tiny, huge and mixed scales in one factor -------------
+
+_D = 3  # the dimension of the check cases: the Fisher check's product Gauss-Hermite rule has 2^d nodes
+
+
+def _plain_log_pdf(loc, raw, y):
+    """One example: ``-r^T Sigma^{-1} r / 2 - log det(2 pi Sigma) / 2`` with ``Sigma = L L^T``,
+    ``r = y - loc``, and ``L`` the strict lower triangle of ``raw`` plus ``diag(exp(diag(raw)))``."""
+    L = jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diag(raw)))
+    sigma = L @ L.T
+    r = y - loc
+    _, log_det = jnp.linalg.slogdet(2 * jnp.pi * sigma)
+    return -0.5 * r @ jnp.linalg.inv(sigma) @ r - 0.5 * log_det
+
+
+def _plain_log_prob(outputs, y):
+    """The textbook formula (the inverse and log-determinant of the covariance itself), per example."""
+    loc, raw = outputs
+    return jax.vmap(_plain_log_pdf)(loc, raw, y)
+
+
+def _scipy_multivariate_normal(outputs):
+    """scipy's multivariate normal at one example's raw outputs (the covariance from L)."""
+    import scipy.stats
+
+    loc, raw = outputs
+    L = np.tril(raw, -1) + np.diag(np.exp(np.diag(raw)))
+    return scipy.stats.multivariate_normal(loc, L @ L.T)
+
+
+def _random(key, dtype, n):
+    """Locations N(0, 1); raw factors 0.5 N(0, 1) (log-diagonals within about ±2, off-diagonals O(1));
+    targets ``loc + L u``, u ~ N(0, I), drawn from the model. One uniform draw for all three."""
+    z = draws.box_muller(draws.uniform_rows(key, (n, _D * (_D + 2) + 1))).astype(dtype)  # 16 normals
+    loc, raw, noise = z[:, :_D], 0.5 * z[:, _D:_D + _D * _D].reshape(n, _D, _D), z[:, -_D:]
+    L, _ = cholesky_factor(raw)
+    return (loc, raw), loc + jnp.einsum("nij,nj->ni", L, noise)
+
+
+def _extreme(dtype):
+    """Tiny, huge and mixed Cholesky diagonals: log-diagonals of ±80 in float64, ±30 in float32 (the
+    Fisher information holds 1/L_ii^2, finite in that dtype). Row i of L and loc_i are on the scale
+    L_ii, so that targets loc + L u resolve every coordinate's deviation (on a common scale a 1e-35
+    deviation added to an O(1) location is lost to rounding, in any float format). The strict upper
+    triangle holds 7s, which the family ignores."""
+    big = 80.0 if np.dtype(dtype) == np.float64 else 30.0
+    log_diags = np.array([[-big] * _D, [big] * _D, [-big, 0.0, big], [big, 0.0, -big], [0.0] * _D])
+    row_scale = np.exp(log_diags)[:, :, None]  # L_ii, for row i
+    lower = np.tril(np.ones((_D, _D)), -1)[None]
+    raw = lower * row_scale * np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [-0.3, 0.9, 0.0]])[None]
+    raw = raw + np.eye(_D)[None] * log_diags[:, None, :]
+    raw = raw + np.triu(np.full((_D, _D), 7.0), 1)[None]  # the strict upper triangle is ignored
+    loc = row_scale[..., 0] * np.array([[0.0, 1.0, -2.0], [3.0, -1.0, 0.5], [1.0, -1.0, 2.0], [0.0, 5.0, 0.0],
+                                        [1e3, 1e3, 1e3]])
+    u = np.array([[0.3, -1.2, 2.0], [1.0, 0.5, -0.7], [-2.0, 0.1, 1.5], [0.8, -0.4, 0.2], [3.0, -3.0, 0.0]])
+    L = np.where(np.eye(_D, dtype=bool)[None], np.exp(log_diags)[:, None, :] * np.eye(_D)[None], np.tril(raw, -1))
+    y = loc + np.einsum("nij,nj->ni", L, u)
+    return (jnp.asarray(loc, dtype), jnp.asarray(raw, dtype)), jnp.asarray(y, dtype)
