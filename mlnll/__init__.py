@@ -6,6 +6,7 @@ loss. Every family has pure, jittable log-likelihoods and closed-form gradients 
 
 from mlnll._src.verify.check_grad import GradCheck as GradCheck
 from mlnll._src.verify.check_grad import check_grad as check_grad
+from mlnll._src.losses.checked import CheckError as CheckError
 from mlnll._src.losses.checked import checked as checked
 from mlnll._src.families.bernoulli import Bernoulli as Bernoulli
 from mlnll._src.families.categorical import Categorical as Categorical
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Bernoulli",
     "Categorical",
+    "CheckError",
     "Family",
     "GradCheck",
     "Loss",

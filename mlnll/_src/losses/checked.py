@@ -1,28 +1,60 @@
-"""``checked(loss)``: a loss that refuses bad values with an error naming the problem, the first
-offending index and its value, including when it runs jit-compiled (``jax.experimental.checkify``).
+"""``checked(loss)``: a loss that refuses bad values with an error naming the argument, the
+problem, the first offending flat index and its value, wherever the loss runs: eagerly, inside a
+user's ``jax.jit``, under ``grad``, ``vmap``, ``lax.scan`` or ``jax.checkpoint``, on sharded inputs.
 
 Shapes and dtypes are checked at trace time by every loss already; this adds the checks that need
-values: labels out of range, non-finite outputs, soft targets that do not sum to 1, negative
-weights, and targets outside the family's support.
+values (the family's ``value_checks``: labels out of range, non-finite outputs, soft targets off
+the simplex, targets outside the support; and negative weights). Each check reduces its mask to
+three numbers (any bad, the first bad flat index, its value) and hands them to a host callback
+(``jax.debug.callback``, an effect XLA keeps) that raises for the first check that found one. The user writes
+no ``checkify``: the error stops the computation that contains the loss.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import checkify
+import numpy as np
 
 from mlnll._src.losses import checks
 from mlnll._src.losses.nll import Loss
 
 
+class CheckError(ValueError):
+    """A bad value found by ``mlnll.checked``; the message names the argument, the problem, the
+    first offending flat index and its value. Inside a jit-compiled function it reaches the caller
+    wrapped in a ``jax.errors.JaxRuntimeError`` whose message contains this one."""
+
+
+_last_error = threading.local()  # the message of the last check that failed, for the eager path
+
+
 def _first(bad: jax.Array, values: jax.Array):
     """Whether nothing is bad, the flat index of the first bad entry, and its value."""
-    flat = bad.reshape(-1)
+    flat = jnp.reshape(bad, (-1,))
     index = jnp.argmax(flat)
-    return ~jnp.any(flat), index, values.reshape(-1)[index]
+    return ~jnp.any(flat), index, jnp.reshape(values, (-1,))[index]
+
+
+def _show(value) -> str:
+    """A value as its own dtype prints it (float32 1.3 as 1.3, not 1.2999999523162842)."""
+    return str(np.asarray(value)[()])
+
+
+def _raise_first_bad(found, *, messages: tuple[str, ...]) -> None:
+    """The host side of the checks: raise for the first check (in list order) that found a bad
+    value. Under ``vmap`` each check's three numbers arrive batched: the first bad example is shown."""
+    for (ok, index, value), message in zip(found, messages):
+        ok, index, value = (np.asarray(a).reshape(-1) for a in (ok, index, value))
+        if np.all(ok):
+            continue
+        first = int(np.argmin(ok))
+        text = message.format(i=int(index[first]), v=_show(value[first]))
+        _last_error.message = text
+        raise CheckError(text)
 
 
 def value_checks(loss: Loss, outputs, targets, weights) -> list[checks.ValueCheck]:
@@ -36,15 +68,17 @@ def value_checks(loss: Loss, outputs, targets, weights) -> list[checks.ValueChec
 
 
 def _checked_body(loss: Loss, outputs, targets, where, weights):
-    for check in value_checks(loss, outputs, targets, weights):
-        ok, index, value = _first(check.bad, check.values)
-        checkify.check(ok, check.message, i=index, v=value)
+    found = value_checks(loss, outputs, targets, weights)
+    # One callback for all the checks, so the first problem in list order is the one reported
+    # (outputs before targets before weights), whatever order XLA runs things in.
+    summaries = [_first(jax.lax.stop_gradient(c.bad), jax.lax.stop_gradient(c.values)) for c in found]
+    jax.debug.callback(functools.partial(_raise_first_bad, messages=tuple(c.message for c in found)), summaries)
     return loss(outputs, targets, where=where, weights=weights)
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled(loss: Loss):
-    return jax.jit(checkify.checkify(functools.partial(_checked_body, loss)))
+    return jax.jit(functools.partial(_checked_body, loss))
 
 
 def _traced(*args) -> bool:
@@ -54,12 +88,15 @@ def _traced(*args) -> bool:
 def checked(loss: Loss):
     """A version of ``loss`` that raises on bad values instead of returning a number.
 
-    Called on concrete arrays, it runs the checks and the loss jit-compiled (checkify underneath)
-    and raises ``checkify.JaxRuntimeError`` naming the first problem: "label out of range at flat
-    index 3: got 7, expected 0..4", "non-finite outputs (leaf 0) at flat index 5: got nan",
-    "soft targets do not sum to 1 ...", "weights negative ...", "target outside the support ...".
-    Called inside your own ``jit``/``grad``, its checks are ``checkify.check`` calls: wrap the
-    outer function with ``jax.experimental.checkify.checkify`` and call ``err.throw()``, as usual.
+    It composes with everything the loss does: call it eagerly, or inside your own ``jax.jit``,
+    ``jax.grad``/``value_and_grad``, ``vmap``, ``lax.scan`` (a training loop), ``jax.checkpoint``,
+    with sharded inputs. A bad value stops the computation with the argument, the problem, the
+    first offending flat index and its value: "targets: label out of range at flat index 3: got 7,
+    expected 0..4", "outputs (leaf 0): non-finite at flat index 5: got nan", "targets: soft targets
+    do not sum to 1 ...", "weights: negative ...", "targets: outside the support ...". Called
+    eagerly it raises ``mlnll.CheckError``; inside a compiled function the error reaches the caller
+    as a ``jax.errors.JaxRuntimeError`` whose message contains the same text. Nothing to wrap: no
+    ``checkify`` is needed. The unchecked ``loss`` is unchanged (and pays nothing).
 
     Example:
       >>> import jax.numpy as jnp, mlnll
@@ -67,7 +104,7 @@ def checked(loss: Loss):
       >>> safe(jnp.zeros((2, 3)), jnp.array([0, 5]))
       Traceback (most recent call last):
       ...
-      jax._src.checkify.JaxRuntimeError: label out of range at flat index 1: got 5, expected 0..2...
+      mlnll._src.losses.checked.CheckError: targets: label out of range at flat index 1: got 5, expected 0..2
     """
     if not isinstance(loss, Loss):
         raise TypeError(f"checked needs a loss made by mlnll.nll(...); got {type(loss).__name__}.")
@@ -75,9 +112,15 @@ def checked(loss: Loss):
     def checked_loss(outputs, targets, *, where=None, weights=None):
         if _traced(outputs, targets, where, weights):
             return _checked_body(loss, outputs, targets, where, weights)
-        err, value = _compiled(loss)(outputs, targets, where, weights)
-        err.throw()
-        return value
+        _last_error.message = None
+        try:
+            return jax.block_until_ready(_compiled(loss)(outputs, targets, where, weights))
+        except jax.errors.JaxRuntimeError as error:
+            message = getattr(_last_error, "message", None)
+            if message is not None and message in str(error):
+                raise CheckError(message) from None
+            raise
 
     checked_loss.__doc__ = f"{loss!r}, with value checks (mlnll.checked)."
+    checked_loss.loss = loss
     return checked_loss

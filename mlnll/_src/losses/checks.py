@@ -28,27 +28,29 @@ def finite_outputs(outputs, *, allow_neg_inf: bool = False) -> list[ValueCheck]:
         bad = jnp.isnan(leaf) | jnp.isposinf(leaf)
         if not allow_neg_inf:
             bad = bad | jnp.isneginf(leaf)
-        checks.append(ValueCheck(bad, leaf, f"non-finite outputs (leaf {number}) at flat index {{i}}: got {{v}}"))
+        checks.append(ValueCheck(bad, leaf, f"outputs (leaf {number}): non-finite at flat index {{i}}: got {{v}}"))
     return checks
 
 
 def in_support(family, outputs, targets) -> ValueCheck:
-    """Targets whose log-likelihood is ``-inf`` at these outputs: outside the family's support."""
+    """Targets whose log-likelihood is ``-inf`` (outside the family's support) or NaN (a NaN
+    target) at these outputs."""
     log_prob = family.log_prob(outputs, targets)
-    bad = jnp.isneginf(log_prob)
+    bad = jnp.isneginf(log_prob) | jnp.isnan(log_prob)
     targets = jnp.asarray(targets)
     scalar_targets = targets.ndim <= bad.ndim and jnp.broadcast_shapes(targets.shape, bad.shape) == bad.shape
     # Vector targets (an event axis) have no single value to show: the index says which example.
     shown = jnp.broadcast_to(targets, bad.shape) if scalar_targets else jnp.zeros(bad.shape, log_prob.dtype)
-    return ValueCheck(bad, shown, "target outside the support at flat index {i}: got {v}")
+    return ValueCheck(bad, shown, "targets: outside the support at flat index {i}: got {v}")
 
 
 def nonnegative_weights(weights) -> list[ValueCheck]:
-    """Negative per-example weights (none to check when ``weights`` is None)."""
+    """Negative, infinite or NaN per-example weights (none to check when ``weights`` is None)."""
     if weights is None:
         return []
     weights = jnp.asarray(weights)
-    return [ValueCheck(weights < 0, weights, "weights negative at flat index {i}: got {v}")]
+    bad = ~((weights >= 0) & jnp.isfinite(weights))
+    return [ValueCheck(bad, weights, "weights: negative or not finite at flat index {i}: got {v}")]
 
 
 def default_checks(family, outputs, targets, options=None) -> list[ValueCheck]:

@@ -79,11 +79,11 @@ def target_checks(targets, num_classes: int, *, ignore_index: int | None = None)
         tol = float(np.sqrt(np.finfo(targets.dtype).eps)) * max(1.0, num_classes / 8)
         return [
             ValueCheck((targets < 0) | (targets > 1) | jnp.isnan(targets), targets,
-                       "soft target outside [0, 1] at flat index {i}: got {v}"),
-            ValueCheck(~(jnp.abs(total - 1) <= tol), total, "soft targets do not sum to 1 at flat index {i}: the sum is {v}"),
+                       "targets: soft target outside [0, 1] at flat index {i}: got {v}"),
+            ValueCheck(~(jnp.abs(total - 1) <= tol), total, "targets: soft targets do not sum to 1 at flat index {i}: the sum is {v}"),
         ]
     in_range = (targets >= 0) & (targets < num_classes)
     if ignore_index is not None:
         in_range = in_range | (targets == ignore_index)
     expected = f"0..{num_classes - 1}" + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
-    return [ValueCheck(~in_range, targets, f"label out of range at flat index {{i}}: got {{v}}, expected {expected}")]
+    return [ValueCheck(~in_range, targets, f"targets: label out of range at flat index {{i}}: got {{v}}, expected {expected}")]
