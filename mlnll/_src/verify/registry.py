@@ -47,13 +47,7 @@ def builtin_cases() -> tuple[Case, ...]:
     """The cases of mlnll's own families, in the order of ``mlnll.__all__``."""
     import mlnll
 
-    legacy = []  # TEMPORARY bridge while the families move their cases into their modules
-    for name in ("cases_counts", "cases_reals", "cases_positive", "cases_structured"):
-        try:
-            legacy.extend(importlib.import_module(f"mlnll._src.{name}").CASES)
-        except ModuleNotFoundError:
-            pass
-    return collect_cases([mlnll]) + tuple(legacy)
+    return collect_cases([mlnll])
 
 
 def import_cases(module_names: Iterable[str]) -> tuple[Case, ...]:
