@@ -31,7 +31,7 @@ import scipy.stats
 import mlnll
 from conftest import RTOL
 from helpers import f64, jitted, maybe_jit
-from mlnll._src.verify.check_grad import expected_hessian
+from helpers import expected_hessian
 from mlnll._src.families.multinomial import compositions
 
 N = 16

@@ -148,7 +148,7 @@ class Poisson:
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         valid = numerics.is_count(y)
         ys = jnp.where(valid, y, jnp.zeros_like(y))
-        return jnp.where(valid, -jax.scipy.special.gammaln(ys + 1), jnp.zeros_like(y))
+        return jnp.where(valid, -numerics.log_factorial(ys), jnp.zeros_like(y))
 
     def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
         """A truncated support: ``NUM_NODES`` (2048) consecutive counts and their probabilities.

@@ -50,6 +50,7 @@ from mlnll._src.numerics.counts import stirlerr_static as stirlerr_static
 from mlnll._src.numerics.counts import log_ratio as log_ratio
 from mlnll._src.numerics.counts import log_share as log_share
 from mlnll._src.numerics.counts import bd0 as bd0
+from mlnll._src.numerics.counts import log_factorial as log_factorial
 from mlnll._src.numerics.counts import log_factorial_part as log_factorial_part
 from mlnll._src.numerics.counts import multinomial_log_pmf as multinomial_log_pmf
 from mlnll._src.numerics.counts import binomial_log_pmf as binomial_log_pmf

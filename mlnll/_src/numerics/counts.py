@@ -143,6 +143,15 @@ def bd0(x: jax.Array, t: jax.Array, m: jax.Array) -> jax.Array:
     return jnp.where(near, x * expm1mx_series(-t_near), m - x * (1 - t_far))
 
 
+def log_factorial(y: jax.Array) -> jax.Array:
+    """``log y!`` for counts y >= 0: ``lgamma(y + 1)``, and exactly 0 at y = 0 and 1.
+
+    XLA's lgamma(2) is 8.9e-16, not 0, when its CPU code is built without FMA contraction (backend
+    optimisation level 0, or a CPU that lacks it), so ``-log(1!)`` is set rather than computed.
+    """
+    return jnp.where(y <= 1, jnp.zeros_like(y), jax.lax.lgamma(jnp.maximum(y, 1) + 1))
+
+
 def log_factorial_part(y: jax.Array) -> jax.Array:
     """``stirlerr(y) + log(2 pi y) / 2`` for y >= 1, and 0 at y = 0: the part of ``log y!`` that
     Loader's form keeps besides ``y log y - y``."""
