@@ -72,7 +72,7 @@ BAD_INPUTS = [
     ("mask of the wrong shape", lambda: mlnll.nll(mlnll.Categorical())(Z, LABELS, where=jnp.ones((5,), bool)),
      ValueError, "where shape (5,) does not broadcast to the per-example loss shape (4,)."),
     ("weights of the wrong shape", lambda: mlnll.nll(mlnll.Categorical())(Z, LABELS, weights=jnp.ones((4, 5), F32)),
-     ValueError, "weights shape (4, 5) does not broadcast to the per-example loss shape (4,)."),
+     ValueError, "weights shape (4, 5) does not broadcast to the per-example loss shape (4,)"),
     ("complex weights", lambda: mlnll.nll(mlnll.Categorical())(Z, LABELS, weights=jnp.ones((4,), jnp.complex64)),
      TypeError, "weights must be a real array; got dtype complex64."),
     ("non-positive fixed scale", lambda: mlnll.Normal(scale=0.0),

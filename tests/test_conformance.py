@@ -50,8 +50,14 @@ def _method(family, method: str, use_jit: bool):
     return jitted(family, method) if use_jit else getattr(family, method)
 
 
+@functools.lru_cache(maxsize=None)
+def _random_inputs(case, dtype: np.dtype, n: int):
+    """``case.random`` compiled once per case, dtype and size (drawing eagerly costs a compile per op)."""
+    return jax.jit(lambda key: case.random(key, dtype, n))
+
+
 def _inputs(case, dtype, n=N, seed=0):
-    return case.random(jax.random.PRNGKey(seed), np.dtype(dtype), n)
+    return _random_inputs(case, np.dtype(dtype), n)(jax.random.PRNGKey(seed))
 
 
 def _raises_not_implemented(fn, *args) -> bool:
@@ -102,7 +108,8 @@ def test_family_is_a_frozen_hashable_dataclass_that_conforms(case):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_passing_the_class_instead_of_an_instance_is_a_type_error(case):
     cls = type(case.family)
-    for make in (lambda: mlnll.nll(cls), lambda: mlnll.check_grad(cls, *_inputs(case, F64, 2))):
+    # The class is refused before the outputs and targets are looked at.
+    for make in (lambda: mlnll.nll(cls), lambda: mlnll.check_grad(cls, None, None)):
         with pytest.raises(TypeError, match=f"pass an instance: mlnll.{cls.__name__}()"):
             make()
 
@@ -143,6 +150,12 @@ def test_entropy_and_mean_match_scipy(case, dtype):
     assert np.all(np.abs(mean[finite] - want[finite]) <= 8 * RTOL[dtype] * np.maximum(np.abs(want[finite]), 1.0))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _plain_grad(case, outputs, targets):
+    """The oracle: ``jax.grad`` of the textbook formula's summed NLL (float64 inputs)."""
+    return jax.grad(lambda o: -jnp.sum(case.plain_log_prob(o, targets)))(outputs)
+
+
 @pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 @pytest.mark.parametrize("case", PLAIN, ids=[c.name for c in PLAIN])
@@ -154,7 +167,7 @@ def test_closed_form_and_jax_grad_match_autodiff_of_the_plain_formula(case, dtyp
     neg_log_prob = lambda o: -jnp.sum(case.family.log_prob(o, targets).astype(jnp.float32))  # noqa: E731
     through_log_prob = (jax.jit(jax.grad(neg_log_prob)) if use_jit else jax.grad(neg_log_prob))(outputs)
     outputs64, targets64 = _float_leaves_to(outputs, F64), _float_leaves_to(targets, F64)
-    want = jax.grad(lambda o: -jnp.sum(case.plain_log_prob(o, targets64)))(outputs64)
+    want = _plain_grad(case, outputs64, targets64)
     for i, (c, t, w) in enumerate(zip(jax.tree.leaves(closed), jax.tree.leaves(through_log_prob), jax.tree.leaves(want))):
         w = _f64(w)
         # Each component is judged against the larger of its size and its natural scale sqrt(F_ii).
@@ -164,19 +177,27 @@ def test_closed_form_and_jax_grad_match_autodiff_of_the_plain_formula(case, dtyp
             assert np.all(np.abs(_f64(g) - w) <= 8 * RTOL[dtype] * np.maximum(scale, 1e-30)), (name, g, w)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _jacfwd_and_hessian(case, outputs, targets):
+    """The family's and the plain formula's Hessian (first example) and jacfwd (all): one program."""
+    first = jax.tree.map(lambda x: x[:1], outputs), jax.tree.map(lambda x: x[:1], targets)
+    flat, unravel = jax.flatten_util.ravel_pytree(first[0])
+    flat_all, unravel_all = jax.flatten_util.ravel_pytree(outputs)
+    result = {}
+    for name, log_prob in (("family", case.family.log_prob), ("plain", case.plain_log_prob)):
+        result[name] = (jax.hessian(lambda t, f=log_prob: jnp.sum(f(unravel(t), first[1])))(flat),
+                        jax.jacfwd(lambda t, f=log_prob: f(unravel_all(t), targets))(flat_all))
+    return result
+
+
 @pytest.mark.parametrize("case", PLAIN, ids=[c.name for c in PLAIN])
 def test_jacfwd_and_hessian_match_autodiff_of_the_plain_formula(case):
     outputs, targets = _inputs(case, F64, 4)
-    first = jax.tree.map(lambda x: x[:1], outputs), jax.tree.map(lambda x: x[:1], targets)
-    flat, unravel = jax.flatten_util.ravel_pytree(first[0])
-    got_h = jax.jit(jax.hessian(lambda t: jnp.sum(case.family.log_prob(unravel(t), first[1]))))(flat)
-    want_h = jax.jit(jax.hessian(lambda t: jnp.sum(case.plain_log_prob(unravel(t), first[1]))))(flat)
-    scale = np.sqrt(np.abs(np.outer(np.diag(_f64(want_h)), np.diag(_f64(want_h))))) + np.abs(_f64(want_h))
-    assert np.all(np.abs(_f64(got_h) - _f64(want_h)) <= 1e-9 * np.maximum(scale, 1e-300)), (got_h, want_h)
-    flat_all, unravel_all = jax.flatten_util.ravel_pytree(outputs)
-    got_j = jax.jit(jax.jacfwd(lambda t: case.family.log_prob(unravel_all(t), targets)))(flat_all)
-    want_j = jax.jit(jax.jacfwd(lambda t: case.plain_log_prob(unravel_all(t), targets)))(flat_all)
-    np.testing.assert_allclose(_f64(got_j), _f64(want_j), rtol=1e-10, atol=1e-12 * np.max(np.abs(_f64(want_j))))
+    got = _jacfwd_and_hessian(case, outputs, targets)
+    (got_h, got_j), (want_h, want_j) = [tuple(map(_f64, got[k])) for k in ("family", "plain")]
+    scale = np.sqrt(np.abs(np.outer(np.diag(want_h), np.diag(want_h)))) + np.abs(want_h)
+    assert np.all(np.abs(got_h - want_h) <= 1e-9 * np.maximum(scale, 1e-300)), (got_h, want_h)
+    np.testing.assert_allclose(got_j, want_j, rtol=1e-10, atol=1e-12 * np.max(np.abs(want_j)))
 
 
 # -- extremes and dtypes ----------------------------------------------------------------------------
@@ -207,7 +228,7 @@ def test_extreme_inputs_give_no_nan_and_finite_gradients_where_the_value_is_fini
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_low_precision_outputs_are_computed_in_float32_and_returned_in_their_dtype(case, low):
     low = jnp.dtype(low)
-    outputs, targets = case.random(jax.random.PRNGKey(0), F32, 16)
+    outputs, targets = _inputs(case, F32, 16)
     outputs_low = _float_leaves_to(outputs, low)
     got = jitted(case.family, "log_prob")(outputs_low, targets)
     assert got.dtype == low
@@ -232,6 +253,28 @@ def test_integer_outputs_raise_a_type_error_naming_the_argument(case):
         bad = tree.unflatten([x.astype(jnp.int32) if j == i else x for j, x in enumerate(leaves)])
         with pytest.raises(TypeError, match="must be a floating array"):
             case.family.log_prob(bad, targets)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_an_outer_product_of_batch_axes_is_refused_and_shared_outputs_broadcast(case):
+    outputs, targets = _inputs(case, F32, 4)
+    # Outputs [4, 1, *event] against targets [4, *event] would broadcast to [4, 4]: refused.
+    with_axis = jax.tree.map(lambda x: x[:, None], outputs)
+    with pytest.raises(ValueError, match="outer product"):
+        case.family.log_prob(with_axis, targets)
+    loss = mlnll.nll(case.family, reduction="none")
+    with pytest.raises(ValueError, match="outer product"):
+        loss(with_axis, targets)
+    for name in ("where", "weights"):
+        mask = jnp.ones((4, 1), bool if name == "where" else F32)
+        with pytest.raises(ValueError, match=f"{name} shape \\(4, 1\\) does not broadcast.*outer product"):
+            loss(outputs, targets, **{name: mask})
+    # Broadcasting that keeps one side's shape still works: one example's outputs for every target.
+    shared = jax.tree.map(lambda x: x[0], outputs)
+    got = _f64(case.family.log_prob(shared, targets))
+    want = _f64(case.family.log_prob(jax.tree.map(lambda x: jnp.broadcast_to(x[0], x.shape), outputs), targets))
+    assert got.shape == (4,)
+    np.testing.assert_array_equal(got, want)
 
 
 # -- sampling ---------------------------------------------------------------------------------------
@@ -282,7 +325,7 @@ def _transformed(family, outputs, targets, perm):
 def test_properties(case, seed):
     family = case.family
     key_p, key_q, key_perm = jax.random.split(jax.random.PRNGKey(seed), 3)
-    outputs, targets = case.random(key_p, F64, 6)
+    outputs, targets = _random_inputs(case, F64, 6)(key_p)
     values = family.log_prob(outputs, targets)
     got = _transformed(family, outputs, targets, jax.random.permutation(key_perm, values.shape[0]))
     # jit equals no-jit; vmap over examples equals the batched call.
@@ -294,7 +337,7 @@ def test_properties(case, seed):
     np.testing.assert_allclose(got["jacfwd"], got["grad"], rtol=1e-10, atol=1e-14)
     assert np.all(np.isfinite(got["hessian"]))
     # KL(p, p) = 0 and KL(p, q) >= 0 where the family has a closed-form KL.
-    q_outputs, _ = case.random(key_q, F64, 6)
+    q_outputs, _ = _random_inputs(case, F64, 6)(key_q)
     kl_pp = _kl_or_none(family, outputs, outputs)
     if kl_pp is not None:
         np.testing.assert_allclose(kl_pp, 0.0, atol=1e-12)

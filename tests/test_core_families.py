@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import mlnll
 from conftest import RTOL
-from mlnll._src.verify.check_grad import expected_hessian
+from helpers import expected_hessian
 
 N = 16
 F64 = np.dtype("float64")
@@ -326,12 +326,25 @@ def test_normal_rejects_bad_fixed_scale(bad):
 # -- shapes and broadcasting ------------------------------------------------------------------
 
 
-def test_batch_shapes_broadcast():
+def test_batch_shapes_broadcast_when_one_side_keeps_its_shape_and_an_outer_product_is_refused():
     z = jnp.zeros((4, 1, C), jnp.float32)
     y = jnp.zeros((3,), jnp.int32)
-    assert mlnll.Categorical().log_prob(z, y).shape == (4, 3)
-    assert mlnll.Normal().log_prob((jnp.zeros((4, 1), jnp.float32), jnp.zeros((), jnp.float32)), jnp.ones((3,), jnp.float32)).shape == (4, 3)
+    with pytest.raises(ValueError, match=r"\(4, 1\).*\(3,\) would broadcast to \(4, 3\).*outer product"):
+        mlnll.Categorical().log_prob(z, y)
+    # Meant as an outer product: broadcast explicitly.
+    assert mlnll.Categorical().log_prob(jnp.broadcast_to(z, (4, 3, C)), y).shape == (4, 3)
+    normal_outputs = (jnp.zeros((4, 1), jnp.float32), jnp.zeros((), jnp.float32))
+    with pytest.raises(ValueError, match="outer product"):
+        mlnll.Normal().log_prob(normal_outputs, jnp.ones((3,), jnp.float32))
+    # The example: loc [4, 1] against y [4] would average a [4, 4] outer product.
+    with pytest.raises(ValueError, match="outer product"):
+        mlnll.nll(mlnll.Normal(scale=1.0))(jnp.zeros((4, 1), jnp.float32), jnp.ones((4,), jnp.float32))
+    with pytest.raises(ValueError, match="outer product"):
+        mlnll.nll(mlnll.Bernoulli(), reduction="none")(jnp.zeros((4, 1), jnp.float32), jnp.ones((4,), jnp.float32))
+    # One side keeps its shape: a shared scale, per-row outputs against a row of targets.
+    assert mlnll.Normal().log_prob((jnp.zeros((3,), jnp.float32), jnp.zeros((), jnp.float32)), jnp.ones((3,), jnp.float32)).shape == (3,)
     assert mlnll.Bernoulli().log_prob(jnp.zeros((2, 3), jnp.float32), jnp.ones((3,), jnp.float32)).shape == (2, 3)
+    assert mlnll.Bernoulli().log_prob(jnp.zeros((), jnp.float32), jnp.ones((5,), jnp.float32)).shape == (5,)
 
 
 def test_bfloat16_is_computed_in_float32_and_returned_in_bfloat16():

@@ -36,7 +36,7 @@ import scipy.stats
 from conftest import RTOL
 from helpers import f64, jitted, maybe_jit
 from mlnll._src import numerics
-from mlnll._src.verify.check_grad import expected_hessian
+from helpers import expected_hessian
 from mlnll._src.families.beta import Beta
 from mlnll._src.families.dirichlet import Dirichlet
 from mlnll._src.families.exponential import Exponential
@@ -809,11 +809,14 @@ def test_wrong_outputs_and_shapes_raise_naming_the_argument():
 
 
 def test_shapes_broadcast_and_low_precision_is_returned_in_its_dtype():
-    lp = jitted(Gamma(), "log_prob")((jnp.zeros((4, 1)), jnp.zeros(())), jnp.ones(3))
+    # Outputs [4, 1] over rows of 3 targets; an outer product ([4, 1] against [3]) is refused.
+    lp = jitted(Gamma(), "log_prob")((jnp.zeros((4, 1)), jnp.zeros(())), jnp.ones((4, 3)))
     assert lp.shape == (4, 3)
-    g = jitted(VonMises(), "grad")((jnp.zeros((2, 1)), jnp.zeros(3)), jnp.ones(()))
+    with pytest.raises(ValueError, match="outer product"):
+        Gamma().log_prob((jnp.zeros((4, 1)), jnp.zeros(())), jnp.ones(3))
+    g = jitted(VonMises(), "grad")((jnp.zeros((2, 1)), jnp.zeros((2, 3))), jnp.ones(()))
     assert g[0].shape == (2, 3) and g[1].shape == (2, 3)
-    assert jitted(Dirichlet(), "log_prob")(jnp.zeros((2, 1, 3)), jnp.full((5, 3), 1 / 3)).shape == (2, 5)
+    assert jitted(Dirichlet(), "log_prob")(jnp.zeros((2, 1, 3)), jnp.full((2, 5, 3), 1 / 3)).shape == (2, 5)
     y = jitted(Beta(), "log_prob")((jnp.zeros(3, jnp.bfloat16), jnp.zeros(3, jnp.bfloat16)), jnp.full(3, 0.25, jnp.bfloat16))
     assert y.dtype == jnp.bfloat16
     np.testing.assert_allclose(f64(y), math.log(1.0), atol=1e-2)

@@ -709,7 +709,7 @@ def test_shapes_broadcast_and_dtypes_are_kept(spec):
     k = len(spec.free)
     leaves = [jnp.zeros((4, 1), jnp.float32)] + [jnp.zeros((), jnp.float32)] * (k - 1)
     outputs = leaves[0] if k == 1 else tuple(leaves)
-    y = jnp.ones((3,), jnp.float32)
+    y = jnp.ones((4, 3), jnp.float32)  # outputs [4, 1] over a row of 3 targets each (not an outer product)
     fam = spec.family
     assert _j(fam, "log_prob")(outputs, y).shape == (4, 3)
     assert all(g.shape == (4, 3) for g in jax.tree.leaves(_j(fam, "grad")(outputs, y)))

@@ -323,8 +323,10 @@ def test_mvn_batch_shapes_broadcast_and_transforms_compose():
     fam = mlnll.MultivariateNormal()
     loc = jnp.zeros((4, 1, D), jnp.float32)
     raw = jnp.zeros((D, D), jnp.float32)
-    y = jnp.ones((3, D), jnp.float32)
+    y = jnp.ones((4, 3, D), jnp.float32)  # loc [4, 1, D] over rows of 3 targets each
     assert fam.log_prob((loc, raw), y).shape == (4, 3)
+    with pytest.raises(ValueError, match="outer product"):
+        fam.log_prob((loc, raw), y[0])  # [4, 1] against [3]
     g_loc, g_raw = fam.grad((loc, raw), y)
     assert g_loc.shape == (4, 3, D) and g_raw.shape == (4, 3, D, D)
     assert fam.fisher((loc, raw)).shape == (4, 1, D + D * D, D + D * D)

@@ -31,12 +31,28 @@ def numeric_targets(y, *, where: str) -> jax.Array:
 
 
 def broadcast_shapes(family: str, named_shapes: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[int, ...]:
-    """The broadcast of the named shapes, or a ``ValueError`` naming every shape given."""
+    """The broadcast of the named shapes, which must be one of them; else a ``ValueError`` naming
+    every shape given.
+
+    Broadcasting that keeps one side's shape (a scalar target, a shared scale, [N] against [N]) is
+    what losses need. A broadcast equal to none of the shapes is an outer product of batch axes:
+    outputs [N, 1] against targets [N] would give [N, N] losses and a plausible, wrong mean, the
+    commonest shape slip in regression code (optax raises there too). It is refused at trace time.
+    """
+    shapes = [tuple(shape) for _, shape in named_shapes]
+    listed = ", ".join(f"{name} shape {shape}" for (name, _), shape in zip(named_shapes, shapes))
     try:
-        return jnp.broadcast_shapes(*(shape for _, shape in named_shapes))
+        shape = tuple(jnp.broadcast_shapes(*shapes))
     except ValueError:
-        listed = ", ".join(f"{name} shape {tuple(shape)}" for name, shape in named_shapes)
         raise ValueError(f"{family}: shapes do not broadcast: {listed}.") from None
+    if shape not in shapes:
+        raise ValueError(
+            f"{family}: {listed} would broadcast to {shape}, which is none of them: an outer product of the "
+            "batch axes, most often a trailing axis of size 1 (outputs [N, 1] against targets [N]). Drop "
+            "that axis (x[..., 0] or x.reshape(-1)), or jnp.broadcast_to both to one shape if the outer "
+            "product is meant."
+        )
+    return shape
 
 
 def outputs_tuple(outputs, names: Sequence[str], *, family: str) -> tuple[jax.Array, ...]:

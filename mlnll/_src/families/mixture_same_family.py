@@ -34,8 +34,14 @@ def _joint(component: Family, logits: jax.Array, component_outputs, y: jax.Array
            ) -> tuple[jax.Array, jax.Array, int]:
     """``(log_softmax(logits) + l, logits)``, both at the full batch shape + (K,) in the accumulation
     dtype, and the rank of the component's log_prob ``l``."""
-    component_lp = jnp.asarray(component.log_prob(component_outputs, y))
     num_components = logits.shape[-1]
+    try:
+        component_lp = jnp.asarray(component.log_prob(component_outputs, y))
+    except ValueError as error:  # most often a K axis that does not match the mixture's
+        raise ValueError(
+            f"MixtureSameFamily: the component's outputs must carry a trailing K = {num_components} axis "
+            f"(as mixture_logits shape {logits.shape}) before their event axes; the component says: {error}"
+        ) from None
     if component_lp.ndim == 0 or component_lp.shape[-1] != num_components:
         raise ValueError(
             f"MixtureSameFamily: the component's outputs must carry a trailing K = {num_components} axis "
@@ -66,7 +72,8 @@ def _weighted(r: jax.Array, g: jax.Array, lp_ndim: int) -> jax.Array:
 
 
 def _plain_log_prob(family: MixtureSameFamily, logits: jax.Array, component_outputs, targets) -> jax.Array:
-    joint, _, _ = _joint(family.component, logits, component_outputs, family._component_targets(targets))
+    y = family._component_targets(targets, logits.shape[-1])
+    joint, _, _ = _joint(family.component, logits, component_outputs, y)
     return numerics.logsumexp_or_neg_inf(joint)
 
 
@@ -184,14 +191,16 @@ class MixtureSameFamily:
         cast = lambda x: x.astype(acc) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
         return _Outputs(p.mixture_logits.astype(acc), treedef.unflatten([cast(x) for x in leaves]), dtype)
 
-    def _component_targets(self, targets) -> jax.Array:
-        """``targets`` with a unit K axis inserted before the event axes, to broadcast over components."""
+    def _component_targets(self, targets, num_components: int) -> jax.Array:
+        """``targets`` [*batch, *event] as [*batch, K, *event]: one copy per component, so the
+        component sees targets of its own batch shape (a K axis of 1 would be an outer product)."""
         y = validate.numeric_targets(targets, where="MixtureSameFamily targets")
         if y.ndim < self.event_ndim:
             raise ValueError(
                 f"MixtureSameFamily targets need {self.event_ndim} event axes; got shape {y.shape}."
             )
-        return jnp.expand_dims(y, y.ndim - self.event_ndim)
+        axis = y.ndim - self.event_ndim
+        return jnp.broadcast_to(jnp.expand_dims(y, axis), y.shape[:axis] + (num_components,) + y.shape[axis:])
 
     # -- the protocol -----------------------------------------------------------------------
 
@@ -206,7 +215,7 @@ class MixtureSameFamily:
     def responsibilities(self, outputs, targets) -> jax.Array:
         """``r_k = p(component k | y) = softmax_k(log pi + log p_k(y))``, shape [..., K]."""
         o = self._split(outputs)
-        y = self._component_targets(targets)
+        y = self._component_targets(targets, o.mixture_logits.shape[-1])
         joint, _, _ = _joint(self.component, o.mixture_logits, o.component_outputs, y)
         return jax.nn.softmax(joint, axis=-1).astype(o.dtype)
 
@@ -216,7 +225,7 @@ class MixtureSameFamily:
         Where every component gives ``-inf`` the responsibilities, and so the gradient, are NaN.
         """
         o = self._split(outputs)
-        y = self._component_targets(targets)
+        y = self._component_targets(targets, o.mixture_logits.shape[-1])
         joint, logits, lp_ndim = _joint(self.component, o.mixture_logits, o.component_outputs, y)
         r = jax.nn.softmax(joint, axis=-1)
         d_logits = jax.nn.softmax(logits, axis=-1) - r

@@ -25,7 +25,9 @@ def fits(x, shape: tuple[int, ...], *, name: str, target: str = "the per-example
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"{name} shape {x.shape} does not broadcast to {target} {tuple(shape)}.")
+        hint = (" (a trailing axis of size 1 would make an outer product: drop it, e.g. x[..., 0])"
+                if x.ndim > len(shape) or (x.ndim and x.shape[-1] == 1) else "")
+        raise ValueError(f"{name} shape {x.shape} does not broadcast to {target} {tuple(shape)}{hint}.")
     return jnp.broadcast_to(x, shape)
 
 
