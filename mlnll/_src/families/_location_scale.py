@@ -69,6 +69,31 @@ def loc_log_scale_and_targets(outputs, targets, *, family: str, scale: float | N
     return p.loc, p.log_scale, y, p.dtype
 
 
+class FixedScaleUnpacking:
+    """What a location-scale family with an optional fixed ``scale`` field shares (a mixin for its
+    frozen dataclass): validating the option, the name errors use (``Laplace(scale=0.5)``), the
+    fixed raw outputs, and unpacking by name with and without targets."""
+
+    scale: float | None
+
+    def __post_init__(self):
+        check_positive_option(type(self).__name__, "scale", self.scale)
+
+    @property
+    def _name(self) -> str:
+        return describe(type(self).__name__, scale=self.scale)
+
+    @property
+    def _fixed(self) -> dict[str, float]:
+        return fixed_scale(self.scale)
+
+    def _unpack(self, outputs) -> unpack.Params:
+        return params(outputs, family=self._name, scale=self.scale)
+
+    def _unpack_with(self, outputs, targets) -> tuple[unpack.Params, jax.Array]:
+        return params_and_targets(outputs, targets, family=self._name, scale=self.scale)
+
+
 def standardized(p: unpack.Params, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(r, 1/scale)`` with ``r = (y - loc) / scale``.
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from mlnll._src import numerics, validate
 from mlnll._src.families import _location_scale as ls_
-from mlnll._src.unpack import Params
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
@@ -22,7 +21,7 @@ _GL_NODES, _GL_WEIGHTS = np.polynomial.laguerre.laggauss(8)
 
 
 @dataclasses.dataclass(frozen=True)
-class Laplace:
+class Laplace(ls_.FixedScaleUnpacking):
     r"""Laplace distribution of a real target.
 
     outputs: ``(loc, log_scale)``; with ``Laplace(scale=b)`` the scale is fixed and outputs is
@@ -57,24 +56,7 @@ class Laplace:
 
     scale: float | None = None
 
-    def __post_init__(self):
-        ls_.check_positive_option("Laplace", "scale", self.scale)
-
-    # -- unpacking ---------------------------------------------------------------------------
-
-    @property
-    def _name(self) -> str:
-        return ls_.describe("Laplace", scale=self.scale)
-
-    @property
-    def _fixed(self) -> dict[str, float]:
-        return ls_.fixed_scale(self.scale)
-
-    def _unpack(self, outputs) -> Params:
-        return ls_.params(outputs, family=self._name, scale=self.scale)
-
-    def _unpack_with(self, outputs, targets) -> tuple[Params, jax.Array]:
-        return ls_.params_and_targets(outputs, targets, family=self._name, scale=self.scale)
+    # -- unpacking: ls_.FixedScaleUnpacking (validation, name, fixed outputs, _unpack, _unpack_with)
 
     # -- the protocol -----------------------------------------------------------------------
 

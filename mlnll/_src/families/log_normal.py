@@ -32,7 +32,7 @@ class _InLogs(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class LogNormal:
+class LogNormal(ls_.FixedScaleUnpacking):
     r"""Log-normal distribution of a positive target: ``log y ~ Normal(loc, scale)``.
 
     outputs: ``(loc, log_scale)``, the location and log-scale of ``log y``; with
@@ -58,25 +58,11 @@ class LogNormal:
 
     scale: float | None = None
 
-    def __post_init__(self):
-        ls_.check_positive_option("LogNormal", "scale", self.scale)
-
     # -- unpacking ---------------------------------------------------------------------------
-
-    @property
-    def _name(self) -> str:
-        return ls_.describe("LogNormal", scale=self.scale)
-
-    @property
-    def _fixed(self) -> dict[str, float]:
-        return ls_.fixed_scale(self.scale)
-
-    def _unpack(self, outputs) -> Params:
-        return ls_.params(outputs, family=self._name, scale=self.scale)
 
     def _in_logs(self, outputs, targets) -> _InLogs:
         """The parameters, ``log y`` (0 where y <= 0: a double where), ``r`` and the support mask."""
-        p, y = ls_.params_and_targets(outputs, targets, family=self._name, scale=self.scale)
+        p, y = self._unpack_with(outputs, targets)
         positive = y > 0
         log_y = jnp.log(jnp.where(positive, y, jnp.ones_like(y)))
         r, _ = ls_.standardized(p, log_y)
