@@ -225,6 +225,7 @@ def fused_table(rounds: int, rows=2048, dim=512, vocab=50257, big=(8192, 512, 13
             f"| **{memory['fused'] / memory['materialized']:.3f}** | |"
         )
         lines.append(f"| {label}: compile s | {stats['fused']['compile']:.2f} | {stats['materialized']['compile']:.2f} | | |")
+    lines += torch_linear_cross_entropy_rows(h, w, y, rounds, s_vg["fused"]["median"], summary)
     n, d, v = big
     shapes = (jax.ShapeDtypeStruct((n, d), jnp.float32), jax.ShapeDtypeStruct((d, v), jnp.float32),
               jax.ShapeDtypeStruct((n,), jnp.int32))
@@ -238,6 +239,85 @@ def fused_table(rounds: int, rows=2048, dim=512, vocab=50257, big=(8192, 512, 13
         s_big = interleaved({"fused": vg["fused"]}, args, 1)
         lines.append(f"It runs in {s_big['fused']['median']:.1f} s.")
     return lines, summary
+
+
+def checked_table(rounds: int, size: int = 2**24, rows: int = 4096, classes: int = 32000):
+    """``mlnll.checked(loss)`` against ``loss`` itself, value + grad inside one ``jax.jit``."""
+    keys = jax.random.split(jax.random.PRNGKey(4), 4)
+    cases = [
+        (f"Bernoulli, {size:,} logits", mlnll.nll(mlnll.Bernoulli()), 3 * jax.random.normal(keys[0], (size,)),
+         jax.random.bernoulli(keys[1], 0.5, (size,)).astype(jnp.float32)),
+        (f"Categorical, logits [{rows}, {classes}]", mlnll.nll(mlnll.Categorical()),
+         3 * jax.random.normal(keys[2], (rows, classes)), jax.random.randint(keys[3], (rows,), 0, classes)),
+    ]
+    lines = ["### `mlnll.checked(loss)`: the cost of the value checks, value + grad, float32", "",
+             "| loss | unchecked ms | checked ms | checked / unchecked | compile s (unchecked, checked) |",
+             "|---|---|---|---|---|"]
+    summary = {}
+    for name, loss, outputs, targets in cases:
+        safe = mlnll.checked(loss)
+        fns = {"unchecked": jax.value_and_grad(lambda o, t, f=loss: f(o, t)),
+               "checked": jax.value_and_grad(lambda o, t, f=safe: f(o, t))}
+        s = interleaved(fns, (outputs, targets), rounds)
+        u, c = s["unchecked"]["median"], s["checked"]["median"]
+        summary[name] = c / u
+        lines.append(f"| {name} | {ms(u)} | {ms(c)} | **{c / u:.2f}** "
+                     f"| {s['unchecked']['compile']:.2f}, {s['checked']['compile']:.2f} |")
+        del outputs
+    return lines, summary
+
+
+def _torch_timings(fns: dict, rounds: int) -> dict[str, float]:
+    """Median seconds per call of torch closures, called in turn round after round (2 warm-ups)."""
+    times = {name: [] for name in fns}
+    for _ in range(2):
+        for fn in fns.values():
+            fn()
+    for r in range(rounds):
+        order = list(fns)[r % len(fns):] + list(fns)[: r % len(fns)]
+        for name in order:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def torch_linear_cross_entropy_rows(h, w, y, rounds: int, fused_seconds: float, summary: dict) -> list[str]:
+    """torch's ``F.linear_cross_entropy`` (value + grad in hidden and weight) as a peer, if installed.
+
+    Two torch paths on the same arrays: the chunked one (``options=LinearCrossEntropyOptions()``,
+    torch's own auto-tuned chunking) and the reference path (``options=None``: logits, then
+    ``cross_entropy``). Timed after the JAX table in the same process (torch and XLA do not share a
+    scheduler, so they are not interleaved call by call); the ratio is mlnll fused / torch.
+    """
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return ["", "(torch is not installed: no `F.linear_cross_entropy` column.)"]
+    if not hasattr(F, "linear_cross_entropy"):
+        return ["", f"(torch {torch.__version__} has no `F.linear_cross_entropy`.)"]
+    th = torch.tensor(np.asarray(h), requires_grad=True)
+    tw = torch.tensor(np.asarray(w).T.copy(), requires_grad=True)  # torch's weight is [vocab, dim]
+    ty = torch.tensor(np.asarray(y), dtype=torch.long)
+
+    def step(options):
+        def run():
+            th.grad = tw.grad = None
+            F.linear_cross_entropy(th, tw, ty, options=options).backward()
+        return run
+
+    medians = _torch_timings({"chunked": step(torch.nn.LinearCrossEntropyOptions()), "reference": step(None)},
+                             max(3, rounds))
+    lines = ["", f"torch {torch.__version__} `F.linear_cross_entropy`, value + grad in hidden and weight, "
+             f"same arrays, {torch.get_num_threads()} threads:", "",
+             "| torch path | torch ms | mlnll fused / torch |", "|---|---|---|"]
+    for name, label in (("chunked", "chunked, `options=LinearCrossEntropyOptions()`"),
+                        ("reference", "materialised, `options=None`")):
+        ratio = fused_seconds / medians[name]
+        summary[f"fused / torch {name}"] = ratio
+        lines.append(f"| {label} | {ms(medians[name])} | **{ratio:.2f}** |")
+    return lines
 
 
 def scaling(rounds: int, row_sweep, class_sweep, fixed_classes: int, fixed_rows: int):
@@ -321,6 +401,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 15)
+    try:  # imported here: family_speed imports this module's timing functions
+        import family_speed  # run as a script from benchmarks/ or the repository root
+    except ImportError:  # imported as benchmarks.bench
+        from benchmarks import family_speed
     backend = jax.default_backend()
     started = datetime.datetime.now(datetime.timezone.utc)
     report = [
@@ -337,6 +421,8 @@ def main(argv=None) -> int:
     for title, fn in (
         ("categorical", lambda: categorical_table(rounds)),
         ("families", lambda: families_table(rounds, 2**20 if args.quick else 2**24)),
+        ("every family", lambda: family_speed.table(rounds, 2**18 if args.quick else 2**22)),
+        ("checked", lambda: checked_table(rounds, *((2**20, 512, 8192) if args.quick else ()))),
         ("fused", lambda: fused_table(max(3, rounds // 3), **({"rows": 256, "vocab": 8192} if args.quick else {}),
                                       run_big=args.run_big)),
     ):

@@ -68,6 +68,26 @@ def test_masked_examples_with_infinite_loss_do_not_poison_the_batch():
     np.testing.assert_array_equal(g[0], 0.0)
 
 
+@pytest.mark.parametrize("mask", ["where", "weights"])
+def test_a_masked_row_contributes_exactly_zero_to_the_gradient_whatever_it_holds(mask):
+    """Padding rows hold garbage: extreme outputs (an exp overflow in the closed form) and targets
+    off the support (NaN derivatives) must not reach the kept rows' gradient or the shared scale."""
+    keep = jnp.array([False, True, False])
+    kw = {"where": keep} if mask == "where" else {"weights": keep.astype(jnp.float32)}
+    loss = mlnll.nll(mlnll.Poisson())
+    log_rate, counts = jnp.array([100.0, 0.3, 0.0]), jnp.array([1.0, 2.0, -1.0])
+    g = jax.grad(lambda o: loss(o, counts, **kw))(log_rate)
+    assert g[0] == 0 and g[2] == 0
+    np.testing.assert_allclose(g[1], np.exp(0.3) - 2.0, rtol=1e-6)
+    # A shared log-scale (a scalar leaf) gets the sum over the kept rows only.
+    normal = mlnll.nll(mlnll.Normal(), reduction="sum")
+    loc, y = jnp.array([0.0, 1.0, 0.0]), jnp.array([jnp.inf, 2.0, jnp.nan])
+    g_loc, g_scale = jax.grad(lambda o: normal(o, y, **kw))((loc, jnp.float32(0.5)))
+    assert g_loc[0] == 0 and g_loc[2] == 0 and np.isfinite(g_scale)
+    r2 = ((2.0 - 1.0) * np.exp(-0.5)) ** 2
+    np.testing.assert_allclose(g_scale, 1 - r2, rtol=1e-6)
+
+
 def test_jit_vmap_and_every_derivative_transformation():
     fam = mlnll.Normal()
     loss = mlnll.nll(fam)

@@ -33,10 +33,23 @@ _last_error = threading.local()  # the message of the last check that failed, fo
 
 
 def _first(bad: jax.Array, values: jax.Array):
-    """Whether nothing is bad, the flat index of the first bad entry, and its value."""
-    flat = jnp.reshape(bad, (-1,))
-    index = jnp.argmax(flat)
-    return ~jnp.any(flat), index, jnp.reshape(values, (-1,))[index]
+    """Whether nothing is bad, the flat index of the first bad entry, and its value.
+
+    The common case costs one ``any`` (a reduction XLA can fuse with the loss's own passes over the
+    same array); the ``argmax`` that finds the index runs only when something is bad.
+    """
+    flat, flat_values = jnp.reshape(bad, (-1,)), jnp.reshape(values, (-1,))
+    any_bad = jnp.any(flat)
+
+    def locate(flat, flat_values):
+        index = jnp.argmax(flat)
+        return index, flat_values[index]
+
+    def nowhere(flat, flat_values):
+        return jnp.zeros((), jax.dtypes.canonicalize_dtype(jnp.int_)), jnp.zeros((), flat_values.dtype)
+
+    index, value = jax.lax.cond(any_bad, locate, nowhere, flat, flat_values)
+    return ~any_bad, index, value
 
 
 def _show(value) -> str:

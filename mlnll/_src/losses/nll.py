@@ -38,6 +38,42 @@ def _scale_like(scale: jax.Array, leaf: jax.Array) -> jax.Array:
     return jnp.broadcast_to(numerics.expand_to(scale, leaf.ndim), leaf.shape)
 
 
+@jax.custom_jvp
+def _masked_tangent(x: jax.Array, keep: jax.Array) -> jax.Array:
+    """``x``, with its tangent (and so its cotangent) selected to exactly 0 where ``keep`` is False."""
+    return x
+
+
+@_masked_tangent.defjvp
+def _masked_tangent_jvp(primals, tangents):
+    x, keep = primals
+    # A select, not a multiply by 0: a NaN or inf cotangent of a masked row (its -inf log-likelihood,
+    # garbage padding) becomes exactly 0 instead of 0 * NaN = NaN.
+    return x, jnp.where(keep, tangents[0], jnp.zeros_like(tangents[0]))
+
+
+def _isolate_dropped_rows(tree, keep: jax.Array):
+    """Every leaf whose shape is the batch shape, or starts with it, gets ``_masked_tangent``.
+
+    Masked rows then contribute exactly 0 to every derivative, whatever they hold; a leaf shared
+    across the batch (a scalar scale) is broadcast to the batch first so that its cotangent is the
+    sum over kept rows only. Leaves of any other shape are left alone.
+    """
+    batch = keep.shape
+
+    def isolate(leaf):
+        leaf = jnp.asarray(leaf)
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf
+        if leaf.shape[: len(batch)] != batch:
+            if leaf.ndim > len(batch) or jnp.broadcast_shapes(leaf.shape, batch) != batch:
+                return leaf
+            leaf = jnp.broadcast_to(leaf, batch)
+        return _masked_tangent(leaf, numerics.expand_to(keep, leaf.ndim))
+
+    return jax.tree.map(isolate, tree)
+
+
 @dataclasses.dataclass(frozen=True)
 class Loss:
     """A training loss built by ``nll``: ``loss(outputs, targets, *, where=None, weights=None)``.
@@ -76,9 +112,17 @@ class Loss:
         return loss.astype(dtype)
 
     def __call__(self, outputs, targets, *, where=None, weights=None) -> jax.Array:
+        if where is not None or weights is not None:
+            outputs, targets = self._isolate_dropped(outputs, targets, where, weights)
         terms, dtype = self._terms(outputs, targets)
         w = self._weights(terms, where, weights)
         return reduce_.reduce(terms.loss, w, self.reduction, dtype, norm=terms.norm)
+
+    def _isolate_dropped(self, outputs, targets, where, weights):
+        """Outputs and targets whose dropped rows (``where`` False, weight 0) pass no derivative."""
+        shape = jax.eval_shape(lambda o, t: self._terms(o, t)[0].loss, outputs, targets)
+        keep = reduce_.example_weights(shape.shape, shape.dtype, where=where, weights=weights) != 0
+        return _isolate_dropped_rows(outputs, keep), _isolate_dropped_rows(targets, keep)
 
     def grad(self, outputs, targets, *, where=None, weights=None):
         """Closed-form gradient of the reduced loss with respect to ``outputs`` (same tree).

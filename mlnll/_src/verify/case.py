@@ -100,6 +100,10 @@ class Case:
     * ``scipy``: a ``ScipyReference`` (log-likelihood, entropy, mean, variance);
     * ``plain_log_prob(outputs, targets)``: the textbook formula in ``jax.numpy``, per example,
       whose ``jax.grad`` and ``jax.hessian`` are the oracle for the closed forms.
+
+    ``continuous_targets``: whether the targets are real values a user may differentiate (the
+    tests then check ``jax.grad`` in the targets too); by default, whether ``scipy`` is a density
+    (``logpdf``) reference.
     """
 
     name: str
@@ -108,6 +112,13 @@ class Case:
     extreme: Callable[[np.dtype], Inputs]
     scipy: ScipyReference | None = None
     plain_log_prob: Callable[[Any, Any], jax.Array] | None = None
+    continuous_targets: bool | None = None
+
+    @property
+    def differentiable_targets(self) -> bool:
+        if self.continuous_targets is not None:
+            return self.continuous_targets
+        return self.scipy is not None and not self.scipy.discrete
 
     def __repr__(self) -> str:
         return f"Case({self.name!r})"
