@@ -85,6 +85,15 @@ BAD_INPUTS = [
      TypeError, "checked needs a loss made by mlnll.nll(...); got function."),
     ("KL between outputs that do not fit", lambda: mlnll.Bernoulli().kl(VEC, jnp.zeros((3,), F32)),
      ValueError, "Bernoulli.kl: shapes do not broadcast: outputs_p shape (4,), outputs_q shape (3,)."),
+    ("an empty class axis, Categorical", lambda: mlnll.nll(mlnll.Categorical())(jnp.zeros((4, 0)), LABELS),
+     ValueError, "Categorical outputs (logits): an event axis of size 0 (shape (4, 0))"),
+    ("an empty class axis, Multinomial", lambda: mlnll.Multinomial(total_count=2).log_prob(jnp.zeros((4, 0)), jnp.zeros((4, 0))),
+     ValueError, "Multinomial outputs (logits): an event axis of size 0 (shape (4, 0))"),
+    ("no components, MixtureSameFamily",
+     lambda: mlnll.MixtureSameFamily(mlnll.Normal()).log_prob((jnp.zeros((4, 0)), (jnp.zeros((4, 0)), jnp.zeros((4, 0)))), VEC),
+     ValueError, "MixtureSameFamily outputs (mixture_logits): an event axis of size 0 (shape (4, 0))"),
+    ("a tuple for a one-output family", lambda: mlnll.Poisson().log_prob((VEC, VEC), VEC),
+     TypeError, "Poisson takes log_rate alone as outputs; got a tuple of length 2."),
 ]
 
 

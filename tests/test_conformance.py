@@ -14,6 +14,7 @@ import functools
 import math
 
 import jax
+import jax.extend
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
@@ -198,6 +199,117 @@ def test_jacfwd_and_hessian_match_autodiff_of_the_plain_formula(case):
     scale = np.sqrt(np.abs(np.outer(np.diag(want_h), np.diag(want_h)))) + np.abs(want_h)
     assert np.all(np.abs(got_h - want_h) <= 1e-9 * np.maximum(scale, 1e-300)), (got_h, want_h)
     np.testing.assert_allclose(got_j, want_j, rtol=1e-10, atol=1e-12 * np.max(np.abs(want_j)))
+
+
+def _custom_jvp_calls(jaxpr) -> int:
+    """How many ``custom_jvp_call`` equations a (closed) jaxpr holds, nested programs included."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == "custom_jvp_call"
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += _custom_jvp_calls(sub)
+    return count
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_log_prob_differentiates_through_a_custom_jvp(case):
+    """Structure: ``log_prob`` holds a closed-form ``custom_jvp``, and ``jax.grad`` of it agrees with
+    the closed-form ``grad`` to a few roundings (both are the same partials), far tighter than the
+    comparison with autodiff of the textbook formula allows."""
+    outputs, targets = _inputs(case, F32)
+    assert _custom_jvp_calls(jax.make_jaxpr(case.family.log_prob)(outputs, targets).jaxpr) >= 1
+    closed = jitted(case.family, "grad")(outputs, targets)
+    through = jax.jit(jax.grad(lambda o: -jnp.sum(case.family.log_prob(o, targets))))(outputs)
+    outputs64 = _float_leaves_to(outputs, F64)
+    for i, (c, t) in enumerate(zip(jax.tree.leaves(closed), jax.tree.leaves(through))):
+        c, t = _f64(c), _f64(t)
+        scale = np.maximum(np.abs(c), _natural_scale(case.family, outputs64, i, c))
+        assert np.all(np.abs(t - c) <= 4 * np.finfo(np.float32).eps * np.maximum(scale, 1e-30)), (t, c)
+
+
+CONTINUOUS = [c for c in PLAIN if c.differentiable_targets]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _target_grads(case, outputs, targets):
+    """``jax.grad`` in the targets of the family's and the plain formula's summed log-density."""
+    return tuple(jax.grad(lambda y, f=f: jnp.sum(f(outputs, y)))(targets)
+                 for f in (case.family.log_prob, case.plain_log_prob))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("case", CONTINUOUS, ids=[c.name for c in CONTINUOUS])
+def test_jax_grad_in_the_targets_matches_the_plain_formula(case, dtype):
+    """d log p / d y (a flow's or a reparametrised sample's gradient) through the closed form,
+    against autodiff of the textbook formula in float64 at the same inputs."""
+    outputs, targets = _inputs(case, dtype)
+    got, _ = _target_grads(case, outputs, targets)
+    _, want = _target_grads(case, _float_leaves_to(outputs, F64), _float_leaves_to(targets, F64))
+    got, want = _f64(got), _f64(want)
+    assert jax.tree.leaves(_target_grads(case, outputs, targets))[0].dtype == dtype
+    # Judged against the larger of its size and the size of the two terms it is a difference of
+    # (e.g. (a - 1)/y - b): the plain formula's own rounding is that large.
+    scale = np.maximum(np.abs(want), np.max(np.abs(want)) * 1e-3)
+    assert np.all(np.abs(got - want) <= 64 * RTOL[dtype] * scale), (got, want)
+
+
+# Candidate targets outside some family's support, set on example 0 (every entry of its event).
+_BAD_FLOATS = (-1.5, 0.5, 2.5, np.inf, -np.inf)
+
+
+def _with_bad_first_target(targets, value):
+    return jax.tree.map(lambda y: y.at[0].set(jnp.asarray(value).astype(y.dtype)), targets)
+
+
+def _bad_targets(case, outputs, targets):
+    """Targets whose example 0 is outside the support (log_prob is -inf there), for each candidate."""
+    y = jax.tree.leaves(targets)[0]
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        candidates = (-1, int(jax.tree.leaves(outputs)[0].shape[-1]))
+    else:
+        candidates = _BAD_FLOATS
+    found = []
+    for value in candidates:
+        bad = _with_bad_first_target(targets, value)
+        lp = _f64(case.family.log_prob(outputs, bad))
+        if lp[0] == -np.inf and np.all(np.isfinite(lp[1:])):
+            found.append((value, bad))
+    return found
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _bad_target_derivatives(case, outputs, targets):
+    loss = mlnll.nll(case.family, reduction="none")
+    keep = jnp.arange(jax.tree.leaves(targets)[0].shape[0]) > 0
+    return {
+        "closed form": case.family.grad(outputs, targets),
+        "jax.grad": jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets)))(outputs),
+        "jacfwd of nll": jax.tree.map(lambda j: jnp.diagonal(j, 0, 0, 1).T if j.ndim == 2 else j[jnp.arange(j.shape[0]), jnp.arange(j.shape[0])],
+                                      jax.jacfwd(lambda o: loss(o, targets))(outputs)),
+        "masked": jax.grad(lambda o: mlnll.nll(case.family, reduction="sum")(o, targets, where=keep))(outputs),
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_target_off_the_support_gives_minus_inf_and_nan_derivatives_for_its_example_only(case):
+    """The one convention: log_prob -inf, a NaN gradient for that example from the closed form,
+    jax.grad and jacfwd; the other examples unchanged; masked out, it contributes exactly 0."""
+    outputs, targets = _inputs(case, F64, 4)
+    found = _bad_targets(case, outputs, targets)
+    if not found:
+        pytest.skip(f"{case.name}: none of {_BAD_FLOATS} is outside the support")
+    clean = _bad_target_derivatives(case, outputs, targets)
+    for value, bad in found:
+        got = _bad_target_derivatives(case, outputs, bad)
+        for name in ("closed form", "jax.grad", "jacfwd of nll"):
+            for g, c in zip(jax.tree.leaves(got[name]), jax.tree.leaves(clean[name])):
+                g, c = _f64(g), _f64(c)
+                assert np.all(np.isnan(g[0])), (name, value, g[0])
+                np.testing.assert_allclose(g[1:], c[1:], rtol=1e-12, err_msg=f"{name} at {value}")
+        for g, c in zip(jax.tree.leaves(got["masked"]), jax.tree.leaves(clean["masked"])):
+            g, c = _f64(g), _f64(c)
+            assert np.all(g[0] == 0), (value, g[0])
+            np.testing.assert_allclose(g[1:], c[1:], rtol=1e-12)
 
 
 # -- extremes and dtypes ----------------------------------------------------------------------------

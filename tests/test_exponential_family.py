@@ -149,6 +149,36 @@ def plain_rayleigh(log_sigma, y):
     return jnp.log(y) - 2 * log_sigma - y**2 / (2 * sigma**2)
 
 
+# Textbook log-densities (jax.scipy.stats), whose autodiff is the oracle for jax.grad and jax.hessian.
+_PLAIN = {
+    "gamma": lambda o, y: jax.scipy.stats.gamma.logpdf(y, jnp.exp(o[0]), scale=jnp.exp(-o[1])),
+    "normal": lambda o, y: jax.scipy.stats.norm.logpdf(y, o[0], jnp.exp(o[1])),
+    "exponential": lambda lr, y: jax.scipy.stats.expon.logpdf(y, scale=jnp.exp(-lr)),
+}
+
+
+@pytest.mark.parametrize("name", list(_PLAIN) + ["rayleigh, autodiff mean"])
+def test_jax_grad_and_hessian_run_through_the_closed_form_in_outputs_and_targets(name):
+    # log_prob holds a custom_jvp whose partial in eta is T - mean(eta) (J^T by autodiff of
+    # natural_params) and whose partials in T(y), log h(y) are eta and 1 (the targets' derivative is
+    # autodiff of the user's T and log h through them). First and second derivatives in the outputs
+    # and the targets against autodiff of the textbook formula.
+    if name.startswith("rayleigh"):
+        fam, plain = _rayleigh(with_mean=False), plain_rayleigh
+        p = 0.5 * jax.random.normal(jax.random.PRNGKey(40), (4,), F64)
+        y = jnp.asarray(scipy.stats.rayleigh.rvs(scale=np.exp(f64(p)), random_state=np.random.default_rng(1)))
+    else:
+        fam, plain = _builder(name), _PLAIN[name]
+        p, _, y = _inputs(name, jax.random.PRNGKey(41 + NAMES.index(name)))
+    assert "custom_jvp_call" in str(jax.make_jaxpr(fam.log_prob)(p, y))
+    ours = lambda o, t: jnp.sum(fam.log_prob(o, t))  # noqa: E731
+    textbook = lambda o, t: jnp.sum(plain(o, t))  # noqa: E731
+    for argnums in (0, 1):
+        _close(jax.jit(jax.grad(ours, argnums))(p, y), jax.jit(jax.grad(textbook, argnums))(p, y))
+    first = jax.tree.map(lambda a: a[:1], (p, y))
+    _close(jax.jit(jax.hessian(ours, (0, 1)))(*first), jax.jit(jax.hessian(textbook, (0, 1)))(*first), tol=1e-10)
+
+
 @pytest.mark.parametrize("with_mean", [True, False], ids=["closed-form mean", "autodiff mean"])
 def test_a_user_built_family_against_scipy_and_autodiff(with_mean):
     fam = _rayleigh(with_mean)

@@ -147,6 +147,20 @@ def test_mvn_grad_passes_finite_differences():
     assert result.passed and result.fd_rel_err < 1e-8 and result.grad_rel_err < 1e-13, result
 
 
+def test_mvn_derivatives_in_outputs_and_targets_run_through_the_closed_form():
+    # jax.grad and jax.hessian of log_prob in (loc, raw, y) jointly: the closed form's partials
+    # (w, tril(w z^T) - diag, -w) and their autodiff, against autodiff of the textbook formula.
+    (loc, raw), y = _mvn_inputs(jax.random.PRNGKey(6), F64, n=1)
+    fam = mlnll.MultivariateNormal()
+    assert "custom_jvp_call" in str(jax.make_jaxpr(fam.log_prob)((loc, raw), y))
+    flat, unravel = ravel_pytree((loc[0], raw[0], y[0]))
+    ours = lambda t: fam.log_prob(unravel(t)[:2], unravel(t)[2])  # noqa: E731
+    plain = lambda t: plain_mvn(*unravel(t))  # noqa: E731
+    np.testing.assert_allclose(jax.jit(jax.grad(ours))(flat), jax.jit(jax.grad(plain))(flat), rtol=1e-12, atol=1e-14)
+    want = jax.jit(jax.hessian(plain))(flat)
+    np.testing.assert_allclose(jax.jit(jax.hessian(ours))(flat), want, rtol=1e-11, atol=1e-13 * np.max(np.abs(want)))
+
+
 @jax.jit
 def _gauss_hermite_expected_hessian(loc, raw):
     """E_y[hessian of -plain_mvn in (loc, raw)]: y = loc + sqrt(2) L x over a 3^d Gauss-Hermite grid
@@ -386,7 +400,13 @@ def test_mixture_jax_grad_and_hessian_equal_those_of_the_plain_formula():
     for transform in (jax.grad, jax.jacfwd):
         np.testing.assert_allclose(jax.jit(transform(ours))(flat, y[0]), jax.jit(jax.grad(plain))(flat, y[0]), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(jax.jit(jax.hessian(ours))(flat, y[0]), jax.jit(jax.hessian(plain))(flat, y[0]), rtol=1e-11, atol=1e-14)
-    # The derivative in the target comes from autodiff.
+    # The derivative in the target: sum_k r_k dl_k/dy, the component's own closed form; and its own
+    # derivatives (in the target, and in the outputs).
+    for argnums in (1, (0, 1)):
+        got = jax.jit(jax.jacfwd(jax.grad(ours, argnums=1), argnums=argnums))(flat, y[0])
+        want = jax.jit(jax.jacfwd(jax.grad(plain, argnums=1), argnums=argnums))(flat, y[0])
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-14)
     np.testing.assert_allclose(jax.jit(jax.grad(ours, argnums=1))(flat, y[0]), jax.jit(jax.grad(plain, argnums=1))(flat, y[0]), rtol=1e-12)
 
 
@@ -416,6 +436,10 @@ def test_mixture_of_multivariate_normals_matches_scipy_and_autodiff():
     d_logits, (d_loc, d_raw) = jax.jit(fam.grad)((logits, (loc, raw)), y)
     for g, w in zip((d_logits, d_loc, d_raw), want_grads):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-13)
+    # A vector target: jax.grad in y through the mixture's and the component's closed forms.
+    got_y = jax.jit(jax.grad(lambda t: jnp.sum(fam.log_prob((logits, (loc, raw)), t))))(y)
+    want_y = jax.jit(jax.vmap(jax.grad(plain, argnums=3)))(logits, loc, raw, y)
+    np.testing.assert_allclose(got_y, want_y, rtol=1e-10, atol=1e-13)
     assert fam.mean((logits, (loc, raw))).shape == (4, D)
     assert fam.sample(jax.random.PRNGKey(27), (logits, (loc, raw)), sample_shape=(5,)).shape == (5, 4, D)
 

@@ -90,6 +90,9 @@ def unpack(outputs, *, family: str, names: Sequence[str], fixed: Mapping[str, fl
         if a.ndim < need:
             axes = "a class axis, shape [..., C]" if need == 1 else f"{need} event axes"
             raise ValueError(f"{family} outputs ({name}) need {axes}; got shape {a.shape}.")
+        if need and 0 in a.shape[a.ndim - need:]:
+            raise ValueError(f"{family} outputs ({name}): an event axis of size 0 (shape {a.shape}); "
+                             "a distribution needs at least one class or dimension.")
     # An output with event axes is named by its batch part, "loc[..., :-1] (batch)", in an error.
     batches = [(f"{n}[..., :-{k}] (batch)" if (k := event_ndims.get(n, 0)) else n, a.shape[: a.ndim - k])
                for n, a in zip(free, arrays)]
@@ -113,6 +116,12 @@ def with_targets(params: Params, targets, *, family: str, event_ndim: int = 0,
 
     The targets' last ``event_ndim`` axes are their event (a vector target); ``cast`` converts them
     to the parameters' dtype (counts and reals), otherwise they keep theirs (integer labels).
+
+    Targets are never rounded into (or out of) the support: floating targets wider than the
+    parameters (float64 targets of float32 outputs, under x64) make the whole computation run in
+    their dtype (the result keeps the outputs' dtype), and an integer target that the working
+    dtype cannot hold exactly (beyond 2^24 in float32) becomes NaN, i.e. outside every support
+    (``-inf``), instead of a neighbouring count.
     """
     y = validate.numeric_targets(targets, where=f"{family} targets")
     if y.ndim < event_ndim:
@@ -120,13 +129,28 @@ def with_targets(params: Params, targets, *, family: str, event_ndim: int = 0,
     y_batch = y.shape[: y.ndim - event_ndim]
     batch = validate.broadcast_shapes(family, [("outputs", params.batch_shape), ("targets", y_batch)])
     if cast:
-        y = y.astype(next(iter(params.values())).dtype)
+        params, y = _targets_in_working_dtype(params, y)
     y = jnp.broadcast_to(y, batch + y.shape[y.ndim - event_ndim:])
     arrays = {}
     for n, a in params.items():
         event = a.shape[len(params.batch_shape):]
         arrays[n] = jnp.broadcast_to(a, batch + event)
     return Params(arrays, params.dtype, batch), y
+
+
+def _targets_in_working_dtype(params: Params, y: jax.Array) -> tuple[Params, jax.Array]:
+    """``(params, y)`` in one floating dtype that holds the targets as given (see ``with_targets``)."""
+    working = np.dtype(next(iter(params.values())).dtype)
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        if np.dtype(y.dtype).itemsize > working.itemsize:
+            widened = {n: a.astype(y.dtype) for n, a in params.items()}
+            return Params(widened, params.dtype, params.batch_shape), y
+        return params, y.astype(working)
+    exact_limit = 2 ** (jnp.finfo(working).nmant + 1)  # every integer up to here is exact
+    if jnp.issubdtype(y.dtype, jnp.integer) and jnp.iinfo(y.dtype).max > exact_limit:
+        exact = jnp.abs(y.astype(np.promote_types(y.dtype, np.int32))) <= exact_limit
+        return params, jnp.where(exact, y.astype(working), jnp.full(y.shape, jnp.nan, working))
+    return params, y.astype(working)
 
 
 def pack(values: Mapping[str, jax.Array], names: Sequence[str], fixed: Mapping[str, float], dtype):

@@ -12,9 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.family import PerExample
 from mlnll._src.losses import checks
 from mlnll._src.losses import options as check
+from mlnll._src.numerics import counts
+from mlnll._src.numerics.logit_kl import logistic_parts
 from mlnll._src.verify.case import Case, ScipyReference
 
 
@@ -36,6 +39,20 @@ def _in_support(y: jax.Array) -> jax.Array:
     return (y >= 0) & (y <= 1)
 
 
+def _log_pmf_and_partials(z: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """``log p(y | z)`` for y in [0, 1] and its partials ``(y - p, z)`` in (z, y) (see the class)."""
+    log_p, log_q, p, q = logistic_parts(z)
+    # 0 * log 0 = 0: each term is dropped where its weight is exactly 0, so a logit of -inf or
+    # 3e38 against a label it agrees with gives 0, not NaN.
+    value = numerics.mul_nonzero(y, log_p) + numerics.mul_nonzero(1 - y, log_q)
+    # y - p as y q - (1 - y) p: relative accuracy for a confident, correct prediction.
+    return value, (y * q - (1 - y) * p, z)
+
+
+# y log p + (1 - y) log(1 - p), differentiated by its partials (jax.grad runs the closed form).
+bernoulli_log_pmf = closed_form(_log_pmf_and_partials)
+
+
 @dataclasses.dataclass(frozen=True)
 class Bernoulli:
     r"""Bernoulli distribution of a binary target, parametrised by a logit.
@@ -51,6 +68,11 @@ class Bernoulli:
     ``d(-log p)/dz = -y (1 - p) + (1 - y) p = p - y = sigmoid(z) - y``.
     It is evaluated as ``(1 - y) sigmoid(z) - y sigmoid(-z)``, which equals ``p - y`` and keeps its
     relative accuracy for a confident, correct prediction (z = 20, y = 1 gives -2.06e-9, not 0).
+    In a soft label, ``d log p/dy = log_sigmoid(z) - log_sigmoid(-z) = z``. ``log_prob``
+    differentiates through exactly these partials (a ``closed_form`` custom_jvp, also what
+    ``grad`` returns), so ``jax.grad``, ``jacfwd`` and ``hessian`` run the derivation, not autodiff of
+    the stable value. The four logistic pieces come from one exp, one log1p and one division
+    (``logistic_parts``).
 
     Fisher information: ``E[(p - y)^2] = p (1 - p) = sigmoid(z) sigmoid(-z)``, which is also the
     second derivative of ``-log p`` in z (Bernoulli is an exponential family in z).
@@ -59,17 +81,16 @@ class Bernoulli:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | logits)``, every constant included (scipy's logpmf)."""
         z, y, dtype = _prepare(outputs, targets)
-        # 0 * log 0 = 0: each term is dropped where its weight is exactly 0, so a logit of -inf or
-        # 3e38 against a label it agrees with gives 0, not NaN.
-        pos = numerics.mul_nonzero(y, numerics.log_sigmoid(z))
-        neg = numerics.mul_nonzero(1 - y, numerics.log_sigmoid(-z))
-        return jnp.where(_in_support(y), pos + neg, -jnp.inf).astype(dtype)
+        valid = _in_support(y)
+        lp = bernoulli_log_pmf(z, counts.where(valid, y, jnp.zeros_like(y)))  # double where: y in [0, 1]
+        return minus_inf_off_support(lp, valid).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``sigmoid(z) - y`` of d(-log_prob)/dz (NaN where the target is invalid)."""
         z, y, dtype = _prepare(outputs, targets)
-        g = (1 - y) * jax.nn.sigmoid(z) - y * jax.nn.sigmoid(-z)
-        return jnp.where(_in_support(y), g, jnp.nan).astype(dtype)
+        valid = _in_support(y)
+        _, (score, _) = _log_pmf_and_partials(z, jnp.where(valid, y, jnp.zeros_like(y)))
+        return jnp.where(valid, -score, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         z, dtype = _logits(outputs)
@@ -173,7 +194,10 @@ class BernoulliOptions:
     
     which is ``(1 - y') p - pos_weight y' (1 - p)`` at gamma = 0 (``sigmoid(z) - y`` when pos_weight = 1).
     ``(1 - p)^gamma`` is computed as ``exp(gamma log_sigmoid(-z))``: its derivative stays finite where
-    1 - p underflows to 0, unlike ``pow``'s ``gamma x^(gamma - 1)``.
+    1 - p underflows to 0, unlike ``pow``'s ``gamma x^(gamma - 1)``. In a soft label,
+    ``dL/dy = -(1 - alpha) [pos_weight (1 - p)^gamma log p - p^gamma log(1 - p)]``. ``jax.grad`` of
+    the loss runs through these partials (a ``closed_form`` custom_jvp), the same as
+    ``per_example_grad``.
     """
 
     pos_weight: float | tuple[float, ...] | None = None
@@ -197,36 +221,51 @@ class BernoulliOptions:
             )
         return jnp.broadcast_to(jnp.asarray(weight, dtype), shape)
 
-    def _coefficients(self, outputs, targets):
-        """``(z, a, b, valid)``: logits and the weights of log p and log(1 - p)."""
+    def _prepare(self, outputs, targets):
+        """``(z, y, pos_weight, valid)``: logits, targets (0 where invalid: the double where),
+        the positive-class weights broadcast to z, and whether each target is in [0, 1]."""
         z, y, _ = _prepare(outputs, targets)
-        alpha = self.label_smoothing
-        y_smooth = (1 - alpha) * y + alpha / 2 if alpha else y
-        return z, self._pos_weight(z.shape, z.dtype) * y_smooth, 1 - y_smooth, _in_support(y)
+        valid = _in_support(y)
+        return z, counts.where(valid, y, jnp.zeros_like(y)), self._pos_weight(z.shape, z.dtype), valid
 
     def per_example(self, outputs, targets) -> PerExample:
-        """The per-example loss; inf where the target is outside [0, 1]."""
-        z, a, b, valid = self._coefficients(outputs, targets)
-        gamma = self.focal_gamma
-        log_p, log_1mp = numerics.log_sigmoid(z), numerics.log_sigmoid(-z)
-        # (1 - p)^gamma = exp(gamma log(1 - p)) and p^gamma = exp(gamma log p): finite derivatives.
-        pos = a * jnp.exp(gamma * log_1mp) if gamma else a
-        neg = b * jnp.exp(gamma * log_p) if gamma else b
-        loss = -(numerics.mul_nonzero(pos, log_p) + numerics.mul_nonzero(neg, log_1mp))
-        return PerExample(jnp.where(valid, loss, jnp.inf))
+        """The per-example loss; inf where the target is outside [0, 1] (NaN derivatives there).
+
+        ``jax.grad`` runs through the closed form of the class docstring (``_option_loss``)."""
+        z, y, pos_weight, valid = self._prepare(outputs, targets)
+        loss = _option_loss(float(self.focal_gamma), float(self.label_smoothing), z, y, pos_weight)
+        return PerExample(-minus_inf_off_support(-loss, valid))
 
     def per_example_grad(self, outputs, targets) -> jax.Array:
         """Closed-form dL/dz per example (NaN where the target is invalid)."""
-        z, a, b, valid = self._coefficients(outputs, targets)
-        gamma = self.focal_gamma
-        p, one_minus_p = jax.nn.sigmoid(z), jax.nn.sigmoid(-z)
-        if gamma:
-            log_p, log_1mp = numerics.log_sigmoid(z), numerics.log_sigmoid(-z)
-            neg = b * jnp.exp(gamma * log_p) * (p - gamma * one_minus_p * log_1mp)
-            pos = a * jnp.exp(gamma * log_1mp) * (one_minus_p - gamma * p * log_p)
-        else:
-            neg, pos = b * p, a * one_minus_p
-        return jnp.where(valid, neg - pos, jnp.nan)
+        z, y, pos_weight, valid = self._prepare(outputs, targets)
+        _, (d_z, _, _) = _option_loss_and_partials(float(self.focal_gamma), float(self.label_smoothing), z, y, pos_weight)
+        return jnp.where(valid, d_z, jnp.nan)
+
+
+def _option_loss_and_partials(gamma: float, alpha: float, z: jax.Array, y: jax.Array, pos_weight: jax.Array):
+    """``L`` of ``BernoulliOptions`` and its partials ``(dL/dz, dL/dy, None)`` (pos_weight is a
+    constant), from the class docstring: with ``a = w y'``, ``b = 1 - y'``, ``y' = (1 - alpha) y +
+    alpha/2``, ``dL/dy = -(1 - alpha) [w (1 - p)^gamma log p - p^gamma log(1 - p)]``."""
+    log_p, log_q, p, q = logistic_parts(z)
+    y_smooth = (1 - alpha) * y + alpha / 2 if alpha else y
+    a, b = pos_weight * y_smooth, 1 - y_smooth
+    # (1 - p)^gamma = exp(gamma log(1 - p)) and p^gamma = exp(gamma log p): finite derivatives.
+    q_gamma = jnp.exp(gamma * log_q) if gamma else jnp.ones_like(z)
+    p_gamma = jnp.exp(gamma * log_p) if gamma else jnp.ones_like(z)
+    # 0 * log 0 = 0 (a weight of exactly 0 drops its term; p log p -> 0 as p -> 0).
+    loss = -(numerics.mul_nonzero(a * q_gamma, log_p) + numerics.mul_nonzero(b * p_gamma, log_q))
+    if gamma:
+        d_z = (b * p_gamma * (p - gamma * numerics.mul_nonzero(q, log_q))
+               - a * q_gamma * (q - gamma * numerics.mul_nonzero(p, log_p)))
+    else:
+        d_z = b * p - a * q
+    d_y = -(1 - alpha) * (numerics.mul_nonzero(pos_weight * q_gamma, log_p) - numerics.mul_nonzero(p_gamma, log_q))
+    return loss, (d_z, d_y, None)
+
+
+# BernoulliOptions' loss, differentiated by its partials (jax.grad runs the closed form).
+_option_loss = closed_form(_option_loss_and_partials, num_static=2)
 
 
 # -- check cases: logits up to ±3e38, against scipy and the textbook formula -----------------------

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.numerics import gamma_bessel
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -53,24 +55,102 @@ def _log1m(y: jax.Array) -> jax.Array:
     return jnp.where(small, jnp.log1p(-jnp.where(small, y, 0.0)), jnp.log(1 - jnp.where(small, 0.5, y)))
 
 
-def _saddle_terms(log_a, log_b, log_y, log_1my):
-    """The pieces of the saddle-point form, from the logs of a, b, y and 1 - y.
+def _scaled_stirling_hess(x: jax.Array) -> jax.Array:
+    """``x^2 delta''(x)`` (~ 1/(6x) at large x, -> 1/2 as x -> 0): Stirling's series from 10 on,
+    ``x^2 trigamma(x) - x - 1/2`` below (``scaled_trigamma``; it cancels at most ~60-fold there, and
+    enters Hessians only)."""
+    large = x >= 10
+    x_large = jnp.where(large, x, 10.0)  # double where: each branch sees only its own x
+    x_small = jnp.where(large, 1.0, x)
+    return jnp.where(large, gamma_bessel._scaled_stirling_remainder_hess(x_large),
+                     numerics.scaled_trigamma(x_small) - x_small - 0.5)
 
-    Returns ``(a, b, n, log_p, log_q, u1, u2)``: n = a + b, the mean ``p = a/n = sigmoid(log_a - log_b)``
-    and ``q = b/n``, and the log-ratios ``u1 = log(y / p)``, ``u2 = log((1 - y) / q)``.
+
+@jax.custom_jvp
+def _stirling_pair(x: jax.Array, log_x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(delta(x), x delta'(x))`` given x and log x (``stirling_remainder_and_scaled_grad``).
+
+    Differentiated in log x, by its derivation rather than through the unrolled series:
+    ``d delta / d log x = x delta'(x)`` and ``d (x delta') / d log x = x delta' + x^2 delta''``. So a
+    Hessian of the log-density (the check's Fisher oracle) traces the series once, not three times
+    under forward and reverse autodiff. The tangent of x is ignored: callers pass log x consistently.
     """
+    return _stirling_pair_traced_once(x, log_x)
+
+
+# jit: traced once per shape and dtype and reused for a, b, n and every derivative the check takes
+# (XLA inlines it: the compiled program is unchanged; lowering the check's Beta rows is 1.4x (float32)
+# to 2.3x (float64) faster).
+_stirling_pair_traced_once = jax.jit(gamma_bessel.stirling_remainder_and_scaled_grad)
+
+
+@_stirling_pair.defjvp
+def _stirling_pair_jvp(primals, tangents):
+    x, log_x = primals
+    _, d_log_x = tangents
+    delta, scaled = _stirling_pair(x, log_x)
+    return (delta, scaled), (scaled * d_log_x, (scaled + _scaled_stirling_hess(x)) * d_log_x)
+
+
+class _Saddle(NamedTuple):
+    """The pieces of the saddle-point form (see ``Beta``) at concentrations a, b and target y."""
+
+    a: jax.Array
+    b: jax.Array
+    n: jax.Array  # a + b
+    log_n: jax.Array
+    p: jax.Array  # a / n
+    q: jax.Array  # b / n
+    log_q: jax.Array
+    u1: jax.Array  # log(y / p)
+    u2: jax.Array  # log((1 - y) / q)
+
+
+def _saddle(log_a, log_b, log_y, log_1my) -> _Saddle:
+    """The saddle-point pieces from the logs of a, b, y and 1 - y: one exp and one log1p make
+    ``p = sigmoid(d)``, ``q = sigmoid(-d)``, their logs and ``log n`` (d = log a - log b)."""
     a, b = jnp.exp(log_a), jnp.exp(log_b)
-    # log(a / (a + b)) = log_sigmoid(log_a - log_b): no a + b formed, no cancellation.
-    log_p, log_q = numerics.log_sigmoid(log_a - log_b), numerics.log_sigmoid(log_b - log_a)
-    return a, b, a + b, log_p, log_q, log_y - log_p, log_1my - log_q
+    d = log_a - log_b
+    # One branch (d >= 0 or not) for every piece, also at d = 0: -|d| by jnp.abs would have the
+    # derivative sign(0) = 0 there, and p, q would lose their derivative -+1/4 in a Hessian.
+    positive = d >= 0
+    e = jnp.exp(jnp.where(positive, -d, d))  # e^-|d|
+    soft = jnp.log1p(e)
+    # log(a / n) = log_sigmoid(d) = min(d, 0) - log1p(e^-|d|): no a + b formed, nothing cancels.
+    log_p = jnp.where(positive, jnp.zeros_like(d), d) - soft
+    log_q = jnp.where(positive, -d, jnp.zeros_like(d)) - soft
+    # sigmoid(|d|) = 1 / (1 + e^-|d|) and sigmoid(-|d|) = e^-|d| / (1 + e^-|d|).
+    big, small = 1 / (1 + e), e / (1 + e)
+    p, q = jnp.where(positive, big, small), jnp.where(positive, small, big)
+    log_n = jnp.where(positive, log_a, log_b) + soft  # log(a + b) = logaddexp(log a, log b)
+    return _Saddle(a, b, a + b, log_n, p, q, log_q, log_y - log_p, log_1my - log_q)
 
 
-def _log_density(log_a, a, b, n, log_q, u1, u2, y, one_minus_y, log_y, log_1my):
-    """``(a - 1) log y + (b - 1) log(1 - y) - log B(a, b)`` in the saddle-point form (see ``Beta``)."""
-    deviance = numerics.scaled_expm1mx(a, u1, n * y) + numerics.scaled_expm1mx(b, u2, n * one_minus_y)
-    stirling = (numerics.stirling_remainder(a) + numerics.stirling_remainder(b)
-                - numerics.stirling_remainder(n))
-    return -deviance + 0.5 * (log_a + log_q) - log_y - log_1my - numerics.HALF_LOG_2PI - stirling
+def _deviance(t: _Saddle, y, one_minus_y) -> jax.Array:
+    """``a (e^u1 - 1 - u1) + b (e^u2 - 1 - u2)``, with ``a e^u1 = n y`` and ``b e^u2 = n (1 - y)``."""
+    return numerics.scaled_expm1mx(t.a, t.u1, t.n * y) + numerics.scaled_expm1mx(t.b, t.u2, t.n * one_minus_y)
+
+
+def _log_pdf_and_partials(log_a, log_b, y):
+    """``log p`` in the saddle-point form and its partials in ``(log_a, log_b, y)`` (see ``Beta``)."""
+    log_y, log_1my, one_minus_y = jnp.log(y), _log1m(y), 1 - y
+    t = _saddle(log_a, log_b, log_y, log_1my)
+    # (delta(x), x delta'(x)) for x = a, b, n (Stirling's remainder). Three calls, not one on the
+    # stacked [3, N]: stacking halves the program but breaks XLA's fusion (value + grad 2x slower).
+    delta_a, scaled_a = _stirling_pair(t.a, log_a)
+    delta_b, scaled_b = _stirling_pair(t.b, log_b)
+    delta_n, scaled_n = _stirling_pair(t.n, t.log_n)
+    value = (-_deviance(t, y, one_minus_y) + 0.5 * (log_a + t.log_q) - log_y - log_1my
+             - numerics.HALF_LOG_2PI - (delta_a + delta_b - delta_n))
+    # a (delta'(a) - delta'(n)) = a delta'(a) - p n delta'(n), and likewise for b.
+    d_log_a = t.a * t.u1 + 0.5 * t.q - (scaled_a - t.p * scaled_n)
+    d_log_b = t.b * t.u2 + 0.5 * t.p - (scaled_b - t.q * scaled_n)
+    d_y = jnp.expm1(log_a) / y - jnp.expm1(log_b) / one_minus_y  # (a - 1)/y - (b - 1)/(1 - y)
+    return value, (d_log_a, d_log_b, d_y)
+
+
+# log p(y | log a, log b), differentiated (to every order) through its closed-form partials.
+beta_log_pdf = closed_form(_log_pdf_and_partials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +162,8 @@ class Beta:
 
     Density: ``log p(y) = (a - 1) log y + (b - 1) log(1 - y) - log B(a, b)``, with
     ``log B(a, b) = gammaln(a) + gammaln(b) - gammaln(a + b)`` (scipy.stats.beta(a, b)). A target
-    of exactly 0 or 1, or outside (0, 1), gives ``-inf``.
+    of exactly 0 or 1, or outside (0, 1), gives ``-inf`` and NaN derivatives for its example
+    (``minus_inf_off_support``).
     It is evaluated in the saddle-point form: with ``n = a + b``, the mean ``p = a/n``,
     ``q = b/n``, ``u1 = log(y/p)``, ``u2 = log((1-y)/q)`` and Stirling's remainder ``delta``,
     ``log p = -a (e^u1 - 1 - u1) - b (e^u2 - 1 - u2) + log(a q)/2 - log y - log(1 - y)
@@ -93,7 +174,12 @@ class Beta:
     Gradient. ``d(-log p)/d log a = a (digamma(a) - digamma(n) - log y)``; substituting
     ``digamma(x) = log x - 1/(2x) + delta'(x)`` gives
     ``d(-log p)/d log_concentration1 = -a u1 - q/2 + a (delta'(a) - delta'(n))`` and
-    ``d(-log p)/d log_concentration0 = -b u2 - p/2 + b (delta'(b) - delta'(n))``.
+    ``d(-log p)/d log_concentration0 = -b u2 - p/2 + b (delta'(b) - delta'(n))``, with
+    ``a delta'(n) = p (n delta'(n))``; in the target, ``d log p/d y = (a - 1)/y - (b - 1)/(1 - y)``.
+    ``jax.grad``, ``jacfwd`` and ``hessian`` of ``log_prob`` run through these partials
+    (``beta_log_pdf``, a ``custom_jvp``; ``delta`` and ``x delta'`` from
+    ``stirling_remainder_and_scaled_grad``, arithmetic alone, and differentiated in turn through
+    ``x^2 delta''``), and ``grad`` returns them negated.
 
     Fisher information in ``(log a, log b)``: the Hessian of ``-log p`` is
     ``[[a (digamma(a) - digamma(n) - log y) + a^2 (trigamma(a) - trigamma(n)), -a b trigamma(n)], ...]``
@@ -105,22 +191,16 @@ class Beta:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example log-density, equal to scipy.stats.beta.logpdf(y, a, b)."""
         p, y, valid = _prepare(outputs, targets)
-        log_a, log_b = p.log_concentration1, p.log_concentration0
-        log_y, log_1my = jnp.log(y), _log1m(y)
-        a, b, n, _, log_q, u1, u2 = _saddle_terms(log_a, log_b, log_y, log_1my)
-        lp = _log_density(log_a, a, b, n, log_q, u1, u2, y, 1 - y, log_y, log_1my)
-        return jnp.where(valid, lp, -jnp.inf).astype(p.dtype)
+        lp = beta_log_pdf(p.log_concentration1, p.log_concentration0, y)
+        return minus_inf_off_support(lp, valid).astype(p.dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
         """Closed form ``(-a u1 - q/2 + a (delta'(a) - delta'(n)), -b u2 - p/2 + b (delta'(b) - delta'(n)))``."""
         p, y, valid = _prepare(outputs, targets)
-        a, b, n, log_p, log_q, u1, u2 = _saddle_terms(p.log_concentration1, p.log_concentration0,
-                                                      jnp.log(y), _log1m(y))
-        dn = numerics.stirling_remainder_grad(n)
-        d_log_a = -a * u1 - 0.5 * jnp.exp(log_q) + a * (numerics.stirling_remainder_grad(a) - dn)
-        d_log_b = -b * u2 - 0.5 * jnp.exp(log_p) + b * (numerics.stirling_remainder_grad(b) - dn)
-        nan = jnp.full_like(u1, jnp.nan)
-        return jnp.where(valid, d_log_a, nan).astype(p.dtype), jnp.where(valid, d_log_b, nan).astype(p.dtype)
+        _, (d_log_a, d_log_b, _) = _log_pdf_and_partials(p.log_concentration1, p.log_concentration0, y)
+        nan = jnp.full_like(y, jnp.nan)
+        return (jnp.where(valid, -d_log_a, nan).astype(p.dtype),
+                jnp.where(valid, -d_log_b, nan).astype(p.dtype))
 
     def params(self, outputs) -> dict[str, jax.Array]:
         p = _params(outputs)
@@ -221,9 +301,8 @@ class Beta:
         s = s_min[None] + (s_max - s_min)[None] * frac
         x = (log_a - log_b)[None] + c[None] * jnp.sinh(s)
         log_y, log_1my = numerics.log_sigmoid(x), numerics.log_sigmoid(-x)
-        aa, bb, n, _, _, u1, u2 = _saddle_terms(log_a[None], log_b[None], log_y, log_1my)
         y, one_minus_y = jax.nn.sigmoid(x), jax.nn.sigmoid(-x)
-        deviance = numerics.scaled_expm1mx(aa, u1, n * y) + numerics.scaled_expm1mx(bb, u2, n * one_minus_y)
+        deviance = _deviance(_saddle(log_a[None], log_b[None], log_y, log_1my), y, one_minus_y)
         log_w = -deviance + jnp.log(jnp.cosh(s))
         log_w = jnp.where((y > 0) & (y < 1), log_w, -jnp.inf)
         w = jnp.exp(log_w - jnp.max(log_w, axis=0, keepdims=True))

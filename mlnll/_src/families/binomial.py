@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Sequence
 
@@ -12,6 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.numerics import counts
+from mlnll._src.numerics.logit_kl import logistic_parts
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ("logits",)
@@ -23,29 +25,26 @@ def _logits(outputs, family: str = "Binomial", upcast: bool = True) -> tuple[jax
     return p.logits, p.dtype
 
 
-def _score(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
-    """``d log p / dz = y sigmoid(-z) - (n - y) sigmoid(z)`` (= y - n sigmoid(z); see the class)."""
-    return y * jax.nn.sigmoid(-z) - (n - y) * jax.nn.sigmoid(z)
+def _log_pmf_and_partials(n: int, z: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[jax.Array, None]]:
+    """``log p(y | z)`` for valid counts 0 <= y <= n and its partials ``(y - n p, None)`` (see the class)."""
+    log_p, log_q, p, q = logistic_parts(z)
+    value = counts.binomial_log_pmf_in_dtype(y, n, log_p, log_q, p, q)
+    # y - n p as y q - (n - y) p: relative accuracy near p = 1 (as Bernoulli's).
+    return value, (y * q - (n - y) * p, None)  # counts are not differentiable
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+# Loader's form of log C(n, y) + y log p + (n - y) log q, differentiated by its partial.
+_binomial_log_pmf = closed_form(_log_pmf_and_partials, num_static=1)
+
+
 def binomial_log_pmf(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
     """``log C(n, y) + y log_sigmoid(z) + (n - y) log_sigmoid(-z)`` for valid counts 0 <= y <= n.
 
-    A ``custom_jvp`` (``jacfwd`` and ``hessian`` keep working) whose tangent is the closed-form score
-    ``(y sigmoid(-z) - (n - y) sigmoid(z)) dz``: autodiff would differentiate every branch of
-    Loader's form, and its Hessian compiles to several times the size. The counts ``y`` are not
-    differentiable (their tangent is ignored).
+    A ``closed_form`` custom_jvp (``jax.grad``, ``jacfwd`` and ``hessian`` run the closed-form
+    score ``y sigmoid(-z) - (n - y) sigmoid(z)``, not autodiff of Loader's branches); the counts
+    ``y`` are not differentiable (their tangent is ignored).
     """
-    log_p, log_q = numerics.log_sigmoid(z), numerics.log_sigmoid(-z)
-    return numerics.binomial_log_pmf(y, n, log_p, log_q, jax.nn.sigmoid(z), jax.nn.sigmoid(-z))
-
-
-@binomial_log_pmf.defjvp
-def _binomial_log_pmf_jvp(n, primals, tangents):
-    z, y = primals
-    dz, _ = tangents
-    return binomial_log_pmf(z, y, n), _score(z, y, n) * dz
+    return _binomial_log_pmf(n, z, y)
 
 
 def _log_binomial_coefficient(y: jax.Array, n: int) -> jax.Array:
@@ -76,15 +75,17 @@ class Binomial:
 
     Density, with ``p = sigmoid(z)``:
     ``log p(y) = log C(n, y) + y log_sigmoid(z) + (n - y) log_sigmoid(-z)``.
-    It is evaluated in Loader's saddle-point form (``numerics.multinomial_log_pmf`` with the
-    two classes y and n - y), whose terms share one sign; the textbook form loses 5 digits at
-    n = 1e6 (scipy's logpmf is off by ~1e-10 relative there).
+    It is evaluated in Loader's saddle-point form (``counts.binomial_log_pmf_in_dtype``: the
+    log-pmf at p = y/n minus two deviances ``bd0``), whose terms share one sign; the textbook form
+    loses 5 digits at n = 1e6 (scipy's logpmf is off by ~1e-10 relative there).
 
     Gradient. ``d/dz log_sigmoid(z) = sigmoid(-z)`` and ``d/dz log_sigmoid(-z) = -sigmoid(z)``, so
     ``d(-log p)/dz = -y sigmoid(-z) + (n - y) sigmoid(z) = n sigmoid(z) - y``.
     It is evaluated as ``(n - y) sigmoid(z) - y sigmoid(-z)`` (as Bernoulli's), which keeps its
     relative accuracy near p = 1: z = 20, y = n gives ``-n sigmoid(-20)``, not 0. ``log_prob``
-    differentiates to exactly this closed form (a ``custom_jvp``).
+    differentiates through exactly this partial (a ``closed_form`` custom_jvp, also what ``grad``
+    returns; the counts are not differentiable): ``jax.grad``, ``jacfwd`` and ``hessian`` run the
+    derivation. The logistic pieces come from one exp, one log1p and one division.
 
     Fisher information: the second derivative ``n sigmoid(z) sigmoid(-z) = n p (1 - p)`` does not
     depend on y, so it is the Fisher information in z.
@@ -107,16 +108,16 @@ class Binomial:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.binom.logpmf."""
         z, y, dtype = self._prepare(outputs, targets)
-        valid = self._valid(y)
-        ys = jnp.where(valid, y, jnp.zeros_like(y))
+        ys, valid = counts.counts_or_zero(y, self.total_count)  # double where: a count in 0..n
         lp = binomial_log_pmf(z, ys, self.total_count)
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        return minus_inf_off_support(lp, valid).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``n sigmoid(z) - y`` of d(-log_prob)/dz (NaN where the target is invalid)."""
         z, y, dtype = self._prepare(outputs, targets)
-        g = -_score(z, y, self.total_count)  # (n - y) sigmoid(z) - y sigmoid(-z)
-        return jnp.where(self._valid(y), g, jnp.nan).astype(dtype)
+        ys, valid = counts.counts_or_zero(y, self.total_count)
+        _, (score, _) = _log_pmf_and_partials(self.total_count, z, ys)
+        return jnp.where(valid, -score, jnp.nan).astype(dtype)  # (n - y) sigmoid(z) - y sigmoid(-z)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         z, dtype = _logits(outputs)

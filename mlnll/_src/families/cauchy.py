@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -22,6 +23,23 @@ _LOG_4PI = math.log(4 * math.pi)
 # polynomial of degree < 2K in theta. The Hessian entries of the NLL are of degree <= 4.
 _K = 8
 _THETA = math.pi * ((np.arange(_K) + 0.5) / _K - 0.5)
+
+
+def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+    """``log p = -log(1 + r^2) - log_scale - log pi``, ``r = (y - loc) / s``, and its partials.
+
+    ``d log p / d loc = 2 r / ((1 + r^2) s)``, ``d log p / d log_scale = (r^2 - 1) / (1 + r^2)`` and
+    ``d log p / d y = -2 r / ((1 + r^2) s)`` (the class docstring), from ``one_plus_square``: one
+    ``log1p`` and one division, no overflow of r^2, ``r^2 - 1`` factored near |r| = 1.
+    """
+    r, inv_scale = ls_.standardize(loc, log_scale, y)
+    q = ls_.one_plus_square(r)
+    d_loc = 2 * q.odd * inv_scale
+    return -q.log - log_scale - _LOG_PI, (d_loc, q.square_minus_one_over(jnp.abs(r)), -d_loc)
+
+
+# jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
+cauchy_log_pdf = closed_form(_value_and_partials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +57,11 @@ class Cauchy(ls_.FixedScaleUnpacking):
     Gradient. ``dr/dloc = -1/s``, ``dr/dlog_scale = -r`` and ``d log(1 + r^2)/dr = 2r / (1 + r^2)``:
     ``d(-log p)/dloc = -2 r / ((1 + r^2) s)`` and
     ``d(-log p)/dlog_scale = 1 - 2 r^2 / (1 + r^2) = (1 - r^2) / (1 + r^2)``.
-    For |r| > 1 the ratios are evaluated as ``1 / (r + 1/r)`` and ``(1/r^2 - 1) / (1/r^2 + 1)``, so a
-    target 1e30 scales away gives finite, correct gradients even in float32; ``1 - r^2`` is taken
-    as ``(1 - |r|)(1 + |r|)``, which keeps its relative accuracy near |r| = 1.
+    Beyond |r| = 2^60 the ratios are evaluated as ``1 / r`` and ``1`` (to 2^-120), so a target 1e30
+    scales away gives finite, correct gradients even in float32; ``1 - r^2`` is taken as
+    ``(1 - |r|)(1 + |r|)``, which keeps its relative accuracy near |r| = 1. ``jax.grad`` (and
+    ``jacfwd``, ``hessian``) of ``log_prob`` run through this closed form; the targets are
+    differentiable too (``d log p/dy = -2 r / ((1 + r^2) s)``).
 
     Fisher information in ``(loc, log_scale)``: with ``r = tan(theta)``, theta uniform,
     ``E[4 r^2 / (1 + r^2)^2] = E[sin^2(2 theta)] = 1/2`` and
@@ -63,18 +83,16 @@ class Cauchy(ls_.FixedScaleUnpacking):
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log Cauchy(y; loc, s)``, equal to scipy.stats.cauchy.logpdf."""
         p, y = self._unpack_with(outputs, targets)
-        r, _ = ls_.standardized(p, y)
-        # log(1 + r^2) without overflow of r^2.
-        return (-numerics.log1p_square(r) - p.log_scale - _LOG_PI).astype(p.dtype)
+        finite, ys = ls_.finite_targets(y)
+        lp = cauchy_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
+        return minus_inf_off_support(lp, finite).astype(p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(-2 r / ((1 + r^2) s), (1 - r^2) / (1 + r^2))``; loc's alone for a fixed scale."""
         p, y = self._unpack_with(outputs, targets)
-        r, inv_scale = ls_.standardized(p, y)
-        # (1 - r^2) / (1 + r^2), factored to keep relative accuracy near |r| = 1.
-        grads = {"loc": -2 * numerics.odd_ratio(r) * inv_scale,
-                 "log_scale": numerics.one_minus_square_over(r, jnp.ones_like(r))}
-        return ls_.pack(grads, _NAMES, self._fixed, p.dtype)
+        finite, y = ls_.finite_targets(y)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
+        return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
     def params(self, outputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))

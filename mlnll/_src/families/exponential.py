@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -30,13 +31,27 @@ class _Inputs(NamedTuple):
 
     params: unpack.Params
     y: jax.Array
-    valid: jax.Array  # y >= 0
+    valid: jax.Array  # 0 <= y < inf
 
 
 def _prepare(outputs, targets) -> _Inputs:
     p, y = unpack.with_targets(_params(outputs), targets, family="Exponential")
-    valid = y >= 0
+    valid = (y >= 0) & (y < jnp.inf)  # y = inf has density 0: outside the support
     return _Inputs(p, jnp.where(valid, y, jnp.ones_like(y)), valid)
+
+
+def _log_pdf_and_partials(log_rate, y):
+    """``log p = log_rate - rate y`` and its partials ``(1 - rate y, -rate)`` in ``(log_rate, y)``."""
+    rate = jnp.exp(log_rate)
+    # rate y is exactly 0 at y = 0, also where rate overflows (log_rate = 1e4, where inf * 0 is NaN).
+    # (The select is on the product, not on log_rate before the exp: exp then reads log_rate alone.)
+    rate_y = jnp.where(y == 0, jnp.zeros_like(y), rate * y)
+    return log_rate - rate_y, (1 - rate_y, -rate)
+
+
+# log p, differentiated by its partials: jax.grad, jacfwd and hessian of log_prob run the closed form
+# of the class docstring (closed_form.py).
+exponential_log_pdf = closed_form(_log_pdf_and_partials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +62,12 @@ class Exponential:
 
     Density, with ``rate = exp(log_rate)``:
     ``log p(y) = log_rate - rate y`` for y >= 0 (scipy.stats.expon with scale = 1/rate);
-    a negative target gives ``-inf``.
+    a negative or infinite target gives ``-inf`` (and NaN derivatives).
 
     Gradient. ``-log p = rate y - log_rate`` and ``d rate / d log_rate = rate``, so
-    ``d(-log p)/d log_rate = rate y - 1``.
+    ``d(-log p)/d log_rate = rate y - 1``; in the target, ``d log p / d y = -rate``. ``jax.grad``
+    (and ``jacfwd``, ``hessian``) of ``log_prob`` run through these partials (a ``closed_form``
+    custom_jvp, the same partials ``grad`` returns), in the outputs and in the targets.
 
     Fisher information: ``d^2(-log p)/d log_rate^2 = rate y`` and ``E[y] = 1/rate``, so it is 1
     for every rate (the log-rate is the variance-stabilising parameter).
@@ -59,13 +76,14 @@ class Exponential:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log_rate - rate y``, equal to scipy.stats.expon.logpdf(y, scale=1/rate)."""
         p, y, valid = _prepare(outputs, targets)
-        eta = p.log_rate
-        return jnp.where(valid, eta - jnp.exp(eta) * y, -jnp.inf).astype(p.dtype)
+        lp = exponential_log_pdf(p.log_rate, y)
+        return minus_inf_off_support(lp, valid).astype(p.dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``rate y - 1`` of d(-log_prob)/d log_rate (NaN where the target is invalid)."""
         p, y, valid = _prepare(outputs, targets)
-        return jnp.where(valid, jnp.exp(p.log_rate) * y - 1, jnp.nan).astype(p.dtype)
+        _, (d_log_rate, _) = _log_pdf_and_partials(p.log_rate, y)
+        return jnp.where(valid, -d_log_rate, jnp.nan).astype(p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         p = _params(outputs)

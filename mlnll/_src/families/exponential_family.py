@@ -19,6 +19,17 @@ Bernoulli: ``eta = logit``, ``T(y) = y``, ``A = log(1 + e^eta) = softplus`` and 
 ``A = e^eta``: ``exp(eta) - y``. When the raw outputs ``theta`` are not eta itself, the chain rule
 gives ``J^T (mean(eta) - T(y))`` with ``J = d eta / d theta``.
 
+``jax.grad`` runs through this formula. ``log_prob`` is a ``custom_jvp`` of ``(eta, T(y), log h(y))``
+whose partials are ``T - mean(eta)``, ``eta`` and 1 (the density is linear in the last two); the
+chain rule from the raw outputs to eta is autodiff of ``natural_params``, so ``jax.grad`` of the NLL
+is ``J^T (mean(eta) - T(y))`` and its second derivative has ``J^T Hessian(A) J`` from autodiff of
+``mean``. In the targets the derivative is ``<eta, dT/dy> + d log h/dy``: autodiff of the user's
+``sufficient_statistic`` and ``log_base_measure`` through the partials eta and 1. The builder cannot
+tell a continuous target from a count, and these two functions are all it knows of y, so it does
+not write a derivative of its own there: for a density it is exact (``(a - 1)/y - b`` for
+``gamma()``), for counts it is autodiff of the formula as written (hand-written count families
+ignore the targets' tangent instead).
+
 Differentiating once more, ``Hessian A(eta) = Cov[T(y)]``, free of y: the Fisher information in eta
 is ``Hessian A``, and in theta ``J^T Hessian(A) J`` (the extra term ``(mean - T) d^2 eta/d theta^2``
 has expectation 0). The KL divergence is the Bregman divergence of A,
@@ -43,14 +54,61 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from jax.flatten_util import ravel_pytree
 from jax.scipy import special
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import minus_inf_off_support
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
 __all__ = ["ExponentialFamily", "bernoulli", "categorical", "exponential", "gamma", "normal", "poisson"]
+
+
+def _is_zero(tangent) -> bool:
+    """A tangent that contributes nothing: symbolic zero, or the float0 tangent of an integer."""
+    return isinstance(tangent, SymbolicZero) or getattr(tangent, "dtype", None) == jax.dtypes.float0
+
+
+def closed_form_over_events(value_and_partials: Callable, *, num_static: int = 0) -> Callable:
+    """``closed_form`` (``mlnll._src.closed_form``) for arguments with event axes.
+
+    ``value_and_partials(*static, *arrays) -> (value, partials)`` as for ``closed_form``, except that
+    a partial may carry event axes after the value's: ``d value / d array`` of shape
+    ``value.shape + event`` (a vector's, a matrix's), or broadcastable to ``value.shape`` (no event
+    axes), ``None`` (tangent ignored), or a function of no arguments returning the partial (traced
+    only when that argument is differentiated: a partial that costs a pass of its own, such as a
+    wrapped family's derivative in the targets). The tangent is
+    ``sum over the event axes of partial * d array``, so that ``jax.grad`` of the value is the
+    partial itself. The rule is plain ``jax.numpy``: it is differentiable again (second order is
+    autodiff of the partials). ``custom_jvp`` with symbolic zeros: an argument that is not
+    differentiated costs nothing (XLA removes its partial from the program).
+    """
+    static = tuple(range(num_static))
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=static)
+    def f(*args):
+        return value_and_partials(*args)[0]
+
+    def jvp(*args):
+        *statics, primals, tangents = args
+        value, partials = value_and_partials(*statics, *primals)
+        value = jnp.asarray(value)
+        out = jnp.zeros_like(value)
+        for partial, tangent in zip(partials, tangents, strict=True):
+            if partial is None or _is_zero(tangent):
+                continue
+            if callable(partial):
+                partial = partial()
+            term = partial * tangent.astype(value.dtype)
+            term = jnp.sum(term, axis=tuple(range(value.ndim, term.ndim)))  # contract the event axes
+            out = out + term
+        return value, jnp.broadcast_to(out, value.shape).astype(value.dtype)
+
+    f.defjvp(jvp, symbolic_zeros=True)
+    functools.update_wrapper(f, value_and_partials, assigned=("__module__", "__doc__"))
+    return f
 
 
 class _Prepared(NamedTuple):
@@ -63,6 +121,10 @@ class _Prepared(NamedTuple):
     valid: jax.Array  # y in the support, [*batch]
     event_ndim: int  # len(E)
     dtype: np.dtype  # the result dtype
+
+
+# Natural parameters of at most this many entries are contracted entry by entry (``_inner``).
+_UNROLLED_EVENT = 8
 
 
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
@@ -90,8 +152,9 @@ class ExponentialFamily:
     * ``name``: shown by ``repr``.
 
     Methods (the derivations are in the module docstring):
-    ``log_prob = <eta, T(y)> - A(eta) + log h(y)``; ``grad = J^T (mean(eta) - T(y))`` (J the
-    Jacobian of ``natural_params``; with the identity exactly ``mean - T``);
+    ``log_prob = <eta, T(y)> - A(eta) + log h(y)``, which ``jax.grad`` differentiates through the
+    closed form; ``grad = J^T (mean(eta) - T(y))`` (J the Jacobian of ``natural_params``; with the
+    identity exactly ``mean - T``);
     ``fisher = J^T Hessian(A) J`` (``Hessian(A)`` as the Jacobian of ``mean`` when given);
     ``kl`` the Bregman divergence of A; ``entropy = A - <eta, mean> - E[log h]``;
     ``mean(outputs)`` and ``params(outputs)["mean_params"]`` are the mean parameter ``E[T(y)]``
@@ -231,21 +294,32 @@ class ExponentialFamily:
 
     @staticmethod
     def _inner(a: jax.Array, b: jax.Array, event_ndim: int) -> jax.Array:
+        """``<a, b>`` over the trailing ``event_ndim`` axes. A few entries (``eta = (a, -b)``) are
+        added one by one: XLA then reads them from the stacked parts, never storing an [N, m] array."""
+        a, b = jnp.broadcast_arrays(a, b)
+        if event_ndim == 1 and a.shape[-1] <= _UNROLLED_EVENT:
+            return functools.reduce(jnp.add, [a[..., i] * b[..., i] for i in range(a.shape[-1])])
         return jnp.sum(a * b, axis=tuple(range(a.ndim - event_ndim, a.ndim)))
 
     # -- the protocol -----------------------------------------------------------------------
 
     def log_prob(self, outputs, targets) -> jax.Array:
-        """``<eta, T(y)> - A(eta) + log h(y)`` per example; ``-inf`` outside the support."""
+        """``<eta, T(y)> - A(eta) + log h(y)`` per example; ``-inf`` outside the support.
+
+        Differentiated through the closed form: ``d log p/d eta = T(y) - mean(eta)``, chained by
+        autodiff of ``natural_params`` (``J^T (T - mean)``); in the targets, ``eta`` and 1 chained by
+        autodiff of ``sufficient_statistic`` and ``log_base_measure`` (see the module docstring).
+        """
         x = self._prepare(outputs, targets)
-        lp = self._inner(x.eta, x.statistic, x.event_ndim) - self.log_partition(x.eta) + x.log_base
-        return jnp.where(x.valid, lp, -jnp.inf).astype(x.dtype)
+        lp = _log_density(self, x.event_ndim, x.eta, x.statistic, x.log_base)
+        return minus_inf_off_support(lp, x.valid).astype(x.dtype)
 
     def grad(self, outputs, targets):
         """``J^T (mean(eta) - T(y))`` per example, same tree as the outputs (NaN outside the support)."""
         x = self._prepare(outputs, targets)
         eta, pullback = jax.vjp(lambda o: jnp.asarray(self.natural_params(o)), x.outputs)
-        (g,) = pullback((self._mean(eta) - x.statistic).astype(eta.dtype))
+        _, (d_eta, _, _) = _value_and_partials(self, x.event_ndim, eta, x.statistic, x.log_base)
+        (g,) = pullback((-d_eta).astype(eta.dtype))  # J^T (mean - T)
         nan_outside = lambda a: jnp.where(numerics.expand_to(x.valid, a.ndim), a, jnp.nan)  # noqa: E731
         return jax.tree.map(lambda a: nan_outside(a).astype(x.dtype), g)
 
@@ -346,6 +420,20 @@ class ExponentialFamily:
             Case("ExpFamily(poisson)", poisson(), _poisson_random, _poisson_extreme,
                  scipy=ScipyReference(_scipy_poisson, discrete=True), plain_log_prob=_plain_poisson),
         )
+
+
+def _value_and_partials(family: ExponentialFamily, event_ndim: int, eta: jax.Array, statistic: jax.Array,
+                        log_base: jax.Array):
+    """``<eta, T> - A(eta) + log h`` and its partials ``(T - mean(eta), eta, 1)`` in
+    ``(eta, T, log h)``: ``grad A = mean`` (the module docstring), the rest is linear."""
+    value = family._inner(eta, statistic, event_ndim) - family.log_partition(eta) + log_base
+    return value, (statistic - family._mean(eta), eta, 1.0)
+
+
+# The log-density in (eta, T(y), log h(y)), differentiated by the closed form above; the chain rule
+# through natural_params (J^T), sufficient_statistic and log_base_measure is autodiff of the user's
+# functions.
+_log_density = closed_form_over_events(_value_and_partials, num_static=2)
 
 
 # -- ready-made builders ---------------------------------------------------------------------------

@@ -10,6 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.numerics import counts
+from mlnll._src.numerics.logit_kl import logistic_parts
 from mlnll._src.verify.case import Case, ScipyReference
 
 # Truncated support for expectation_nodes: the counts 0..2047. They hold all but
@@ -33,9 +36,16 @@ def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
     return p.logits, y, p.dtype
 
 
-def _log_pmf(z: jax.Array, y: jax.Array) -> jax.Array:
+def _log_pmf_and_partials(z: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[jax.Array, None]]:
+    """``log p(y | z)`` for valid counts y and its partials ``((1 - p) - y p, None)`` (see the class)."""
+    log_p, log_q, p, q = logistic_parts(z)
     # log(1 - p) = log_sigmoid(-z), log p = log_sigmoid(z); 0 * log(1 - p) = 0 even at z = +inf.
-    return numerics.mul_nonzero(y, numerics.log_sigmoid(-z)) + numerics.log_sigmoid(z)
+    value = numerics.mul_nonzero(y, log_q) + log_p
+    return value, (q - y * p, None)  # counts are not differentiable
+
+
+# y log(1 - p) + log p, differentiated by its partials (jax.grad runs the closed form).
+geometric_log_pmf = closed_form(_log_pmf_and_partials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +61,10 @@ class Geometric:
     are <= 0, so the sum keeps its relative accuracy.
 
     Gradient. ``d/dz log_sigmoid(-z) = -sigmoid(z)`` and ``d/dz log_sigmoid(z) = sigmoid(-z)``, so
-    ``d(-log p)/dz = y sigmoid(z) - sigmoid(-z) = y p - (1 - p)``.
+    ``d(-log p)/dz = y sigmoid(z) - sigmoid(-z) = y p - (1 - p)``. ``log_prob`` differentiates
+    through exactly this partial (a ``closed_form`` custom_jvp, also what ``grad`` returns; the
+    counts are not differentiable), so ``jax.grad``, ``jacfwd`` and ``hessian`` run the derivation.
+    All four logistic pieces come from one exp, one log1p and one division (``logistic_parts``).
 
     Fisher information: the second derivative is ``(y + 1) sigmoid(z) sigmoid(-z)``, and
     ``E[y + 1] = 1/p``, so the Fisher information in z is ``sigmoid(-z) = 1 - p``.
@@ -60,15 +73,16 @@ class Geometric:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.geom.logpmf(y + 1, p)."""
         z, y, dtype = _prepare(outputs, targets)
-        valid = numerics.is_count(y)
-        lp = _log_pmf(z, jnp.where(valid, y, jnp.zeros_like(y)))
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        ys, valid = counts.counts_or_zero(y)  # double where: the closed form sees a count
+        lp = geometric_log_pmf(z, ys)
+        return minus_inf_off_support(lp, valid).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``y sigmoid(z) - sigmoid(-z)`` of d(-log_prob)/dz (NaN where y is invalid)."""
         z, y, dtype = _prepare(outputs, targets)
-        g = y * jax.nn.sigmoid(z) - jax.nn.sigmoid(-z)
-        return jnp.where(numerics.is_count(y), g, jnp.nan).astype(dtype)
+        ys, valid = counts.counts_or_zero(y)
+        _, (score, _) = _log_pmf_and_partials(z, ys)
+        return jnp.where(valid, -score, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         z, dtype = _logits(outputs)
@@ -135,7 +149,7 @@ class Geometric:
         """
         z, _ = _logits(outputs)
         nodes = numerics.window_nodes(jnp.zeros_like(z), jnp.zeros_like(z), NUM_NODES)
-        return nodes, jnp.exp(_log_pmf(jnp.broadcast_to(z[None], nodes.shape), nodes))
+        return nodes, jnp.exp(geometric_log_pmf(jnp.broadcast_to(z[None], nodes.shape), nodes))
 
     def mle(self, targets, *, axis: int = 0) -> jax.Array:
         """Closed-form MLE: ``p = 1 / (1 + mean(y))``, i.e. logits ``-log(mean(y))`` (+inf if all 0)."""

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -18,6 +19,24 @@ _NAMES = ls_.LOC_LOG_SCALE
 # Gauss-Laguerre rule: sum_k w_k f(t_k) = int_0^inf e^-t f(t) dt exactly for polynomials f of
 # degree < 16. On each side of the kink, t = |y - loc| / scale is Exponential(1).
 _GL_NODES, _GL_WEIGHTS = np.polynomial.laguerre.laggauss(8)
+
+
+def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+    """``log p = -|r| - log_scale - log 2``, ``r = (y - loc) / b``, and its partials (the class docstring).
+
+    ``d log p / d loc = sign(r) / b``, ``d log p / d log_scale = |r| - 1``, ``d log p / d y = -sign(r) / b``:
+    at the kink y = loc the subgradient ``sign(0) = 0``. ``|r|`` is written ``r sign(r)``, so that
+    the derivative of the log_scale partial (a Hessian entry) takes the same subgradient there.
+    """
+    r, inv_scale = ls_.standardize(loc, log_scale, y)
+    sign = jnp.sign(r)
+    abs_r = r * sign  # |r| = r sign(r), whose derivative is sign(r): 0 at the kink
+    d_loc = sign * inv_scale
+    return -abs_r - log_scale - numerics.LOG_2, (d_loc, abs_r - 1, -d_loc)
+
+
+# jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
+laplace_log_pdf = closed_form(_value_and_partials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +56,10 @@ class Laplace(ls_.FixedScaleUnpacking):
     ``d(-log p)/dlog_scale = 1 - sign(r) r = 1 - |r|``.
     At y = loc, |r| has a kink: its subdifferential in loc is [-1/b, 1/b], and the closed form
     returns the subgradient ``sign(0) / b = 0``, the one of least norm (so a median of an odd
-    number of points has gradient exactly 0). ``log_prob`` writes ``|r|`` as ``r * sign(r)``, whose
-    autodiff derivative is ``sign(r)`` too (``jnp.abs`` would give the one-sided +1 at 0).
+    number of points has gradient exactly 0). ``jax.grad`` (and ``jacfwd``, ``hessian``) of
+    ``log_prob`` run through this closed form, so they take the same subgradient (autodiff of
+    ``jnp.abs`` would give the one-sided +1 at 0); the targets are differentiable too
+    (``d log p/dy = -sign(r) / b``).
 
     Fisher information in ``(loc, log_scale)``: ``diag(1/b^2, 1)``. Here the information is
     ``E[grad grad^T]``, not the expected Hessian of autodiff: ``sign(r)^2 = 1`` almost surely gives
@@ -63,16 +84,16 @@ class Laplace(ls_.FixedScaleUnpacking):
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log Laplace(y; loc, b)``, equal to scipy.stats.laplace.logpdf."""
         p, y = self._unpack_with(outputs, targets)
-        r, _ = ls_.standardized(p, y)
-        # |r| as r * sign(r): same value, and autodiff takes the subgradient sign(0) = 0 at the kink.
-        return (-r * jnp.sign(r) - p.log_scale - numerics.LOG_2).astype(p.dtype)
+        finite, ys = ls_.finite_targets(y)
+        lp = laplace_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
+        return minus_inf_off_support(lp, finite).astype(p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(-sign(r) / b, 1 - |r|)``, 0 in loc at y = loc; loc's alone if the scale is fixed."""
         p, y = self._unpack_with(outputs, targets)
-        r, inv_scale = ls_.standardized(p, y)
-        grads = {"loc": -jnp.sign(r) * inv_scale, "log_scale": 1 - jnp.abs(r)}
-        return ls_.pack(grads, _NAMES, self._fixed, p.dtype)
+        finite, y = ls_.finite_targets(y)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
+        return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
     def params(self, outputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))

@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
-from mlnll._src.unpack import Params
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
@@ -22,13 +21,30 @@ _NAMES = ls_.LOC_LOG_SCALE
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(8)
 
 
-class _InLogs(NamedTuple):
-    """The parameters and the targets in log space, broadcast together."""
+def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+    """``log p = -r^2/2 - log_scale - log(2 pi)/2 - log y``, ``r = (log y - loc) / s``, for y > 0
+    only (callers substitute a safe y first), and its partials (the class docstring).
 
-    p: Params
-    log_y: jax.Array  # log y where y > 0, else 0 (the double-where idiom: no log of y <= 0)
-    r: jax.Array  # (log y - loc) / scale
-    positive: jax.Array  # y > 0, the support
+    ``d log p / d loc = r / s``, ``d log p / d log_scale = r^2 - 1``, taken as ``(r - 1)(r + 1)``
+    (exact factors near |r| = 1), and ``d log p / d y = -(r / s + 1) / y`` (the chain rule through
+    ``log y``, whose Jacobian term contributes the 1).
+    """
+    log_y = jnp.log(y)
+    r, inv_scale = ls_.standardize(loc, log_scale, log_y)
+    d_loc = r * inv_scale
+    value = -0.5 * jnp.square(r) - log_scale - numerics.HALF_LOG_2PI - log_y
+    # r^2 - 1 = (r - 1)(r + 1): exact factors near |r| = 1.
+    return value, (d_loc, (r - 1) * (r + 1), -(d_loc + 1) / y)
+
+
+# jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
+log_normal_log_pdf = closed_form(_value_and_partials)
+
+
+def _in_support(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(0 < y < inf, y there else 1)``: the support and a safe target (the double-where idiom)."""
+    positive = (y > 0) & (y < jnp.inf)
+    return positive, jnp.where(positive, y, jnp.ones_like(y))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +62,8 @@ class LogNormal(ls_.FixedScaleUnpacking):
 
     Gradient: as for Normal in ``log y``: ``dr/dloc = -1/s``, ``dr/dlog_scale = -r``, so
     ``d(-log p)/dloc = -r / s = (loc - log y) / s^2`` and ``d(-log p)/dlog_scale = 1 - r^2``.
+    ``jax.grad`` (and ``jacfwd``, ``hessian``) of ``log_prob`` run through this closed form; the
+    targets are differentiable too: ``d log p/dy = -(r/s + 1) / y``.
 
     Fisher information in ``(loc, log_scale)``: the Jacobian term is free of the outputs, so it is
     Normal's, ``diag(1/s^2, 2)``; with the scale fixed, ``1/s^2``.
@@ -58,32 +76,25 @@ class LogNormal(ls_.FixedScaleUnpacking):
 
     scale: float | None = None
 
-    # -- unpacking ---------------------------------------------------------------------------
-
-    def _in_logs(self, outputs, targets) -> _InLogs:
-        """The parameters, ``log y`` (0 where y <= 0: a double where), ``r`` and the support mask."""
-        p, y = self._unpack_with(outputs, targets)
-        positive = y > 0
-        log_y = jnp.log(jnp.where(positive, y, jnp.ones_like(y)))
-        r, _ = ls_.standardized(p, log_y)
-        return _InLogs(p, log_y, r, positive)
-
     # -- the protocol -----------------------------------------------------------------------
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log LogNormal(y; loc, s)``, equal to scipy.stats.lognorm.logpdf; -inf at y <= 0."""
-        x = self._in_logs(outputs, targets)
-        lp = -0.5 * jnp.square(x.r) - x.p.log_scale - numerics.HALF_LOG_2PI - x.log_y
-        return jnp.where(x.positive, lp, -jnp.inf).astype(x.p.dtype)
+        p, y = self._unpack_with(outputs, targets)
+        positive, ys = _in_support(y)
+        lp = log_normal_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
+        return minus_inf_off_support(lp, positive).astype(p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``((loc - log y) / s^2, 1 - r^2)``, NaN where y <= 0; loc's alone if the scale is fixed."""
-        x = self._in_logs(outputs, targets)
-        nan = jnp.full_like(x.r, jnp.nan)
+        p, y = self._unpack_with(outputs, targets)
+        positive, ys = _in_support(y)
         # -r * exp(-log_scale) instead of (loc - log y) / s^2: s^2 overflows long before the product.
-        grads = {"loc": jnp.where(x.positive, -x.r * jnp.exp(-x.p.log_scale), nan),
-                 "log_scale": jnp.where(x.positive, 1 - jnp.square(x.r), nan)}
-        return ls_.pack(grads, _NAMES, self._fixed, x.p.dtype)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, ys)
+        nan = jnp.full_like(d_loc, jnp.nan)
+        partials = {"loc": jnp.where(positive, d_loc, nan),
+                    "log_scale": jnp.where(positive, d_log_scale, nan)}
+        return ls_.neg_partials(partials, _NAMES, self._fixed, p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         """``{"loc", "scale"}`` of ``log y`` (scipy's ``s = scale`` and ``scale = exp(loc)``)."""

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -34,6 +35,42 @@ _W = np.exp(_log_density(_R))
 _W = _W / _W.sum()
 
 
+# Beyond |r| = 150, log cosh(r/2) = |r|/2 - log 2 to e^-150: the formula below runs on |r| clamped there.
+_CLAMP = 150.0
+
+
+def _log_cosh_half(a: jax.Array) -> jax.Array:
+    """``log cosh(a/2)`` for ``a = |r| >= 0``, to full relative accuracy (a tiny loss stays accurate).
+
+    ``log cosh(a/2) = log1p(2 sinh^2(a/4))`` and ``2 sinh^2(a/4) = h^2 / (2 e)`` with
+    ``h = e^(-a/2) - 1`` (``expm1``, exact at small a) and ``e = e^(-a/2)`` (``exp``, exact at large
+    a): no cancellation anywhere, and no ``where``. Beyond a = 150 it continues as ``a/2 - log 2``
+    from the value there (``e`` would underflow float32 near a = 175).
+    """
+    ac = jnp.minimum(a, _CLAMP)
+    h = jnp.expm1(-0.5 * ac)
+    e = jnp.exp(-0.5 * ac)
+    return jnp.log1p(h * h / (2 * e)) + 0.5 * jnp.maximum(a - _CLAMP, 0.0)
+
+
+def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+    """``log p = -2 log cosh(r/2) - log 4 - log_scale``, ``r = (y - loc) / s``, and its partials.
+
+    The partials (the class docstring) are ``d log p / d loc = tanh(r/2) / s``,
+    ``d log p / d log_scale = r tanh(r/2) - 1`` and ``d log p / d y = -tanh(r/2) / s``; ``tanh``
+    keeps its relative accuracy at tiny r.
+    """
+    r, inv_scale = ls_.standardize(loc, log_scale, y)
+    t = jnp.tanh(0.5 * r)
+    d_loc = t * inv_scale
+    value = -2 * _log_cosh_half(jnp.abs(r)) - _LOG_4 - log_scale
+    return value, (d_loc, r * t - 1, -d_loc)
+
+
+# jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
+logistic_log_pdf = closed_form(_value_and_partials)
+
+
 @dataclasses.dataclass(frozen=True)
 class Logistic(ls_.FixedScaleUnpacking):
     r"""Logistic distribution of a real target.
@@ -48,8 +85,9 @@ class Logistic(ls_.FixedScaleUnpacking):
 
     Gradient. ``d log cosh(u)/du = tanh(u)``, ``dr/dloc = -1/s`` and ``dr/dlog_scale = -r``:
     ``d(-log p)/dloc = -tanh(r/2) / s`` and ``d(-log p)/dlog_scale = 1 - r tanh(r/2)``.
-    ``log cosh`` is evaluated as ``log1p(2 sinh^2(r/4))`` near 0, so that the autodiff derivative
-    keeps its relative accuracy at tiny r (``sigmoid(-r) - sigmoid(r)`` would not).
+    ``jax.grad`` (and ``jacfwd``, ``hessian``) of ``log_prob`` run through this closed form, whose
+    ``tanh`` keeps its relative accuracy at tiny r (``sigmoid(-r) - sigmoid(r)`` would not); the
+    targets are differentiable too (``d log p/dy = -tanh(r/2) / s``).
 
     Fisher information in ``(loc, log_scale)``: under the logistic, ``E[tanh^2(r/2)] = 1/3`` and
     ``E[(1 - r tanh(r/2))^2] = (pi^2 + 3) / 9``; the cross term is odd. So
@@ -71,17 +109,16 @@ class Logistic(ls_.FixedScaleUnpacking):
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log Logistic(y; loc, s)``, equal to scipy.stats.logistic.logpdf."""
         p, y = self._unpack_with(outputs, targets)
-        r, _ = ls_.standardized(p, y)
-        # log(sigmoid(r) sigmoid(-r)) = -log(4 cosh^2(r/2)).
-        return (-2 * numerics.log_cosh(r / 2) - _LOG_4 - p.log_scale).astype(p.dtype)
+        finite, ys = ls_.finite_targets(y)
+        lp = logistic_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
+        return minus_inf_off_support(lp, finite).astype(p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(-tanh(r/2) / s, 1 - r tanh(r/2))``; loc's alone if the scale is fixed."""
         p, y = self._unpack_with(outputs, targets)
-        r, inv_scale = ls_.standardized(p, y)
-        t = jnp.tanh(r / 2)
-        grads = {"loc": -t * inv_scale, "log_scale": 1 - r * t}
-        return ls_.pack(grads, _NAMES, self._fixed, p.dtype)
+        finite, y = ls_.finite_targets(y)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
+        return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
     def params(self, outputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.families.exponential_family import closed_form_over_events
 from mlnll._src.families.normal import Normal
 from mlnll._src.family import Family
 from mlnll._src.verify import draws
@@ -30,10 +29,37 @@ class _Outputs(NamedTuple):
     dtype: np.dtype
 
 
-def _joint(component: Family, logits: jax.Array, component_outputs, y: jax.Array
-           ) -> tuple[jax.Array, jax.Array, int]:
-    """``(log_softmax(logits) + l, logits)``, both at the full batch shape + (K,) in the accumulation
-    dtype, and the rank of the component's log_prob ``l``."""
+class _Joint(NamedTuple):
+    """``log pi_k + l_k`` and the weights, at the full batch shape + (K,) in the accumulation dtype."""
+
+    joint: jax.Array  # log pi_k + log p_k(y)
+    weights: jax.Array  # pi = softmax(mixture_logits) (NaN where every logit is -inf)
+    lp_ndim: int  # the rank of the component's log_prob
+
+
+def _shifted_and_sum(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(top, x - top, sum_k exp(x_k - top))`` over the last axis (keepdims), the max raised to the
+    lowest finite number: a row that is all ``-inf`` gives shifted values ``-inf`` and a sum of 0
+    rather than NaN, with no select."""
+    top = jnp.maximum(jnp.max(x, axis=-1, keepdims=True), jnp.finfo(x.dtype).min)
+    shifted = x - top
+    return top, shifted, jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True)
+
+
+def _log_weights_and_weights(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log_softmax(logits), softmax(logits))`` with the max subtracted.
+
+    ``log pi = (z - max) - log(sum)``: the sum is >= 1 (the max's own term is 1) except for a row that
+    is all ``-inf``, where it is 0 and ``log(max(sum, 1)) = 0`` keeps log pi at ``-inf`` (weights all
+    0). The plain form, not log1p of the others' sum: the mixture's log-density adds log pi to the
+    components' log-densities, so it is accurate to a few ulps of its terms, not of itself, whatever
+    form log pi takes; this one is one pass cheaper.
+    """
+    _, shifted, total = _shifted_and_sum(logits)
+    return shifted - jnp.log(jnp.maximum(total, 1)), jnp.exp(shifted) / total
+
+
+def _joint(component: Family, logits: jax.Array, component_outputs, y: jax.Array) -> _Joint:
     num_components = logits.shape[-1]
     try:
         component_lp = jnp.asarray(component.log_prob(component_outputs, y))
@@ -51,13 +77,19 @@ def _joint(component: Family, logits: jax.Array, component_outputs, y: jax.Array
     shape = validate.broadcast_shapes("MixtureSameFamily", [("mixture_logits", logits.shape),
                                                             ("component log_prob", component_lp.shape)])
     (logits, component_lp), _ = numerics.upcast(logits, component_lp)
-    logits = jnp.broadcast_to(logits, shape)
-    # Every weight masked (all logits -inf): the weights are all 0 and so is the density. The
-    # softmax is taken of zeros there (double where), so no NaN reaches the value or the gradient.
-    no_weight = jnp.all(logits == -jnp.inf, axis=-1, keepdims=True)
-    log_weights = numerics.log_softmax(jnp.where(no_weight, jnp.zeros_like(logits), logits))
-    log_weights = jnp.where(no_weight, jnp.full_like(logits, -jnp.inf), log_weights)
-    return log_weights + jnp.broadcast_to(component_lp, shape), logits, component_lp.ndim
+    log_weights, weights = (jnp.broadcast_to(a, shape) for a in _log_weights_and_weights(logits))
+    return _Joint(log_weights + jnp.broadcast_to(component_lp, shape), weights, component_lp.ndim)
+
+
+def _log_sum_and_posterior(joint: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(logsumexp_k joint, softmax_k joint)``: the log-density and the responsibilities ``r``.
+
+    Identity: logsumexp = max + log(sum_k exp(x_k - max)) and softmax = exp(x - max) / that sum,
+    sharing one max and one sum. A row that is all ``-inf`` (no component can produce y) gives
+    ``-inf`` (the log of a sum of 0) and NaN responsibilities (0 / 0).
+    """
+    top, shifted, total = _shifted_and_sum(joint)
+    return jnp.squeeze(top + jnp.log(total), -1), jnp.exp(shifted) / total
 
 
 def _weighted(r: jax.Array, g: jax.Array, lp_ndim: int) -> jax.Array:
@@ -71,47 +103,36 @@ def _weighted(r: jax.Array, g: jax.Array, lp_ndim: int) -> jax.Array:
     return numerics.mul_nonzero(numerics.expand_to(r, g.ndim).astype(g.dtype), g)
 
 
-def _plain_log_prob(family: MixtureSameFamily, logits: jax.Array, component_outputs, targets) -> jax.Array:
-    y = family._component_targets(targets, logits.shape[-1])
-    joint, _, _ = _joint(family.component, logits, component_outputs, y)
-    return numerics.logsumexp_or_neg_inf(joint)
+def _value_and_partials(family: MixtureSameFamily, treedef, logits: jax.Array, targets: jax.Array, *leaves):
+    """``log p(y)`` and its partials in ``(mixture_logits, targets, *component output leaves)``.
+
+    ``d log p/dmixture_logits = r - softmax(mixture_logits)``, ``d log p/dtheta_k = -r_k
+    component.grad`` and ``d log p/dy = sum_k r_k d l_k/dy`` (the component's own derivative in its
+    targets, computed only when the targets are differentiated); see the class. Where ``log p = -inf``
+    the responsibilities are NaN (0 / 0), and so are the partials.
+    """
+    component_outputs = jax.tree.unflatten(treedef, leaves)
+    num_components = logits.shape[-1]
+    y = family._component_targets(targets, num_components)
+    j = _joint(family.component, logits, component_outputs, y)
+    value, r = _log_sum_and_posterior(j.joint)
+    d_logits = r - j.weights
+    d_leaves = [-_weighted(r, g, j.lp_ndim)
+                for g in jax.tree.leaves(family.component.grad(component_outputs, y))]
+
+    def component_log_probs(t):  # l_k(y) for targets t [*batch, *event]
+        return family.component.log_prob(component_outputs, family._component_targets(t, num_components))
+
+    def d_targets():  # sum_k r_k dl_k/dy: the vjp of l in the targets, per example
+        event = targets.shape[targets.ndim - family.event_ndim:]
+        lp, pullback = jax.vjp(component_log_probs, jnp.broadcast_to(targets, value.shape + event))
+        return pullback(r.astype(lp.dtype))[0]
+
+    return value, (d_logits, d_targets, *d_leaves)
 
 
-def _is_zero(tangent) -> bool:
-    return isinstance(tangent, SymbolicZero) or tangent.dtype == jax.dtypes.float0
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _mixture_log_prob(family: MixtureSameFamily, logits: jax.Array, component_outputs, targets):
-    """``log p(y)`` whose derivative in the outputs is the closed form ``family.grad``."""
-    return _plain_log_prob(family, logits, component_outputs, targets)
-
-
-def _mixture_log_prob_jvp(family: MixtureSameFamily, primals, tangents):
-    """Tangent ``-<grad, d outputs>`` (the closed form), plus autodiff's ``d log p/dy`` for targets."""
-    logits, component_outputs, targets = primals
-    d_logits, d_component, d_targets = tangents
-    value = _plain_log_prob(family, logits, component_outputs, targets)
-    g_logits, g_component = family.grad((logits, component_outputs), targets)
-    d_leaves = jax.tree.leaves(d_component, is_leaf=lambda t: isinstance(t, SymbolicZero))
-    # Where the density is 0 (log p = -inf) the closed form is NaN; the tangent there is taken as 0,
-    # so that an example masked out of a loss (cotangent 0) cannot turn the batch's gradient to NaN.
-    finite = value > -jnp.inf
-    out = jnp.zeros_like(value)
-    for g, d in [(g_logits, d_logits), *zip(jax.tree.leaves(g_component), d_leaves)]:
-        if _is_zero(d):
-            continue
-        g = jnp.where(numerics.expand_to(finite, g.ndim), g, jnp.zeros_like(g))
-        # A leaf's gradient is per example ([*batch, *event]); a broadcast leaf's tangent is shared.
-        d = jnp.broadcast_to(d.astype(g.dtype), g.shape)
-        out = out - jnp.sum(g * d, axis=tuple(range(value.ndim, g.ndim))).astype(value.dtype)
-    if not _is_zero(d_targets):
-        plain = functools.partial(_plain_log_prob, family, logits, component_outputs)
-        out = out + jax.jvp(plain, (targets,), (d_targets,))[1]
-    return value, out
-
-
-_mixture_log_prob.defjvp(_mixture_log_prob_jvp, symbolic_zeros=True)
+# log p(y) of the mixture, differentiated by the closed form (jax.grad, jacfwd, hessian).
+_mixture_log_prob = closed_form_over_events(_value_and_partials, num_static=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,12 +156,24 @@ class MixtureSameFamily:
     ``d log pi_k / dmixture_logits = onehot(k) - pi``; and for component k's outputs
     ``d(-log p)/dtheta_k = r_k d(-l_k)/dtheta_k = r_k component.grad``.
 
-    Derivatives of ``log_prob`` (``jax.grad``, ``jax.jacfwd``, ``jax.hessian``) are those of this
-    closed form (a ``custom_jvp``): a mixture loss's gradient reuses the responsibilities and the
-    component's own closed-form gradient, and equals ``grad`` exactly. The tests check it, and its
-    own derivative, against autodiff of the plain formula. Where ``log p = -inf`` (no component can
-    produce y) ``grad`` is NaN and the derivative of ``log_prob`` is taken as 0, so an example masked
-    out of a loss cannot turn the batch's gradient to NaN.
+    In the targets, ``d log p/dy = sum_k r_k d l_k/dy``: the responsibilities weigh the component's
+    own derivative in its targets (through the component's closed form when it has one); it is
+    computed only when the targets are differentiated.
+
+    Derivatives of ``log_prob`` (``jax.grad``, ``jax.jacfwd``, ``jax.hessian``, in the outputs and
+    the targets) are those of this closed form (a ``custom_jvp``, ``closed_form_over_events``): a
+    mixture loss's gradient reuses the responsibilities and the component's own closed-form
+    gradient, and equals ``grad`` exactly. The tests check it, and its own derivative, against
+    autodiff of the plain formula. Where ``log p = -inf`` (no component can produce y) the
+    responsibilities are NaN, and so are ``grad`` and every derivative of ``log_prob`` for that
+    example (the convention of ``minus_inf_off_support``); masked out of a loss it contributes
+    exactly 0 (``nll`` stops the cotangents of masked rows).
+
+    Accuracy: ``log p`` adds the log-weights to the components' log-densities, so every form keeps
+    an error of a few ulps of those terms (not of ``log p`` when they cancel); the max-shifted
+    ``log(sum exp)`` is used for the weights and for the sum over components (one pass cheaper than
+    ``log1p`` of the others' sum, which would only matter for a ``log p`` near 0 that is not
+    itself a cancellation).
 
     Fisher information, entropy and KL have no closed form (they are expectations of a logsumexp):
     those methods raise ``NotImplementedError``.
@@ -207,17 +240,20 @@ class MixtureSameFamily:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log sum_k pi_k p_k(y)``; ``-inf`` where every component gives ``-inf``.
 
-        Its derivative in the outputs is the closed form ``grad`` (a ``custom_jvp``).
+        Its derivative in the outputs is the closed form ``grad``, in the targets
+        ``sum_k r_k d l_k/dy`` (a ``custom_jvp``).
         """
         o = self._split(outputs)
-        return _mixture_log_prob(self, o.mixture_logits, o.component_outputs, targets).astype(o.dtype)
+        y = validate.numeric_targets(targets, where="MixtureSameFamily targets")
+        leaves, treedef = jax.tree.flatten(o.component_outputs)
+        return _mixture_log_prob(self, treedef, o.mixture_logits, y, *leaves).astype(o.dtype)
 
     def responsibilities(self, outputs, targets) -> jax.Array:
         """``r_k = p(component k | y) = softmax_k(log pi + log p_k(y))``, shape [..., K]."""
         o = self._split(outputs)
         y = self._component_targets(targets, o.mixture_logits.shape[-1])
-        joint, _, _ = _joint(self.component, o.mixture_logits, o.component_outputs, y)
-        return jax.nn.softmax(joint, axis=-1).astype(o.dtype)
+        _, r = _log_sum_and_posterior(_joint(self.component, o.mixture_logits, o.component_outputs, y).joint)
+        return r.astype(o.dtype)
 
     def grad(self, outputs, targets):
         """Closed form ``(softmax(mixture_logits) - r, r_k * component.grad)``.
@@ -225,13 +261,10 @@ class MixtureSameFamily:
         Where every component gives ``-inf`` the responsibilities, and so the gradient, are NaN.
         """
         o = self._split(outputs)
-        y = self._component_targets(targets, o.mixture_logits.shape[-1])
-        joint, logits, lp_ndim = _joint(self.component, o.mixture_logits, o.component_outputs, y)
-        r = jax.nn.softmax(joint, axis=-1)
-        d_logits = jax.nn.softmax(logits, axis=-1) - r
-        d_component = jax.tree.map(lambda g: _weighted(r, g, lp_ndim).astype(o.dtype),
-                                   self.component.grad(o.component_outputs, y))
-        return d_logits.astype(o.dtype), d_component
+        y = validate.numeric_targets(targets, where="MixtureSameFamily targets")
+        leaves, treedef = jax.tree.flatten(o.component_outputs)
+        _, (d_logits, _, *d_leaves) = _value_and_partials(self, treedef, o.mixture_logits, y, *leaves)
+        return (-d_logits).astype(o.dtype), jax.tree.unflatten(treedef, [(-d).astype(o.dtype) for d in d_leaves])
 
     def params(self, outputs) -> dict[str, jax.Array]:
         """``mixture_logits``, ``mixture_probs`` and the component's parameters prefixed ``component_``."""
@@ -288,7 +321,7 @@ class MixtureSameFamily:
         (-inf) mixture logits, scales of e^±80 and targets far in the tails among the extremes."""
         return (
             Case("Mixture of 3 Normals", cls(Normal()), _random, _extreme,
-                 plain_log_prob=_plain_normal_mixture),
+                 plain_log_prob=_plain_normal_mixture, continuous_targets=True),
         )
 
 

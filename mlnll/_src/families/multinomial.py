@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -13,6 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import info, numerics, unpack, validate
+from mlnll._src.closed_form import minus_inf_off_support
+from mlnll._src.families.exponential_family import closed_form_over_events
+from mlnll._src.numerics import counts
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ("logits",)
@@ -24,16 +26,25 @@ def _logits(outputs, family: str = "Multinomial") -> tuple[jax.Array, np.dtype]:
     return p.logits, p.dtype
 
 
-def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """``(log p, p, 1 - p, log(1 - p))`` for ``p = softmax(z)``, each with relative accuracy.
+def _log_p_p_and_complement(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(log p, p, 1 - p, rest, is_max)`` for ``p = softmax(z)``, each with relative accuracy.
 
-    At the argmax a, ``1 - p_a = rest / (1 + rest)`` (rest = sum_{k != a} exp(z_k - z_a)), so it
-    is not rounded to 0 for a confident class; elsewhere p_c <= 1/2 and ``1 - p_c`` does not cancel.
+    With ``e_c = exp(z_c - max z)`` and rest = sum_{k != a} e_k (``numerics.max_and_rest``):
+    ``1 - p_c = (rest + (1 - e_c)) / (1 + rest)``, a sum of two terms >= 0. At the argmax a,
+    ``1 - e_a = 0`` exactly and it is ``rest / (1 + rest)``, not rounded to 0 for a confident class;
+    elsewhere it is at least 1/2. No select: XLA:CPU keeps it in its vectorised kernels.
     """
     _, shifted, rest, is_max = numerics.max_and_rest(z)
-    log_p = shifted - jnp.log1p(rest)
-    p = jnp.exp(shifted) / (1 + rest)
-    one_minus_p = jnp.where(is_max, rest / (1 + rest), 1 - p)
+    e = jnp.exp(shifted)
+    log_p = shifted - jnp.log1p(rest)  # log-softmax shifted at the argmax
+    p = e / (1 + rest)
+    one_minus_p = (rest + (1 - e)) / (1 + rest)
+    return log_p, p, one_minus_p, rest, is_max
+
+
+def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(log p, p, 1 - p, log(1 - p))`` for ``p = softmax(z)``, each with relative accuracy."""
+    log_p, p, one_minus_p, rest, is_max = _log_p_p_and_complement(z)
     # log(1 - p): log(rest) - log1p(rest) at the argmax (rest > 0 there unless one class has p = 1).
     safe_rest = jnp.where(rest > 0, rest, jnp.ones_like(rest))
     at_max = jnp.where(rest > 0, jnp.log(safe_rest) - jnp.log1p(rest), -jnp.inf)
@@ -42,30 +53,57 @@ def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.A
     return log_p, p, one_minus_p, log_one_minus_p
 
 
-def _score(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
-    """``d log p / dz = y - n softmax(z)``, as ``y (1 - p) - p (n - y)`` (see the class)."""
-    _, p, one_minus_p, _ = _softmax_parts(z)
+# Up to this total count, ``log_factorial_part`` of a count is read from a static table (a chain of
+# n selects) rather than computed (Stirling's series, a table and a log): less to compile.
+_TABLE_UP_TO = 16
+
+
+def _log_factorial_part_static(k: int) -> float:
+    """``stirlerr(k) + log(2 pi k) / 2`` (0 at k = 0) in float64, for a whole number k."""
+    return 0.0 if k == 0 else numerics.stirlerr_static(k) + 0.5 * (numerics.LOG_2PI + math.log(k))
+
+
+def _log_factorial_parts_from_table(y: jax.Array, n: int) -> jax.Array:
+    """``log_factorial_part(y)`` for counts 0 <= y <= n, by a chain of n selects."""
+    out = jnp.zeros_like(y)
+    for k in range(1, n + 1):
+        out = jnp.where(y == k, jnp.asarray(_log_factorial_part_static(k), y.dtype), out)
+    return out
+
+
+def _loader_log_pmf(n: int, y: jax.Array, log_p: jax.Array, p: jax.Array) -> jax.Array:
+    """``log n! - sum_c log y_c! + sum_c y_c log p_c`` in Loader's form (``numerics.multinomial_log_pmf``):
+    ``head - sum_c log_factorial_part(y_c) - sum_c bd0(y_c, n p_c)``, ``head = log_factorial_part(n)``,
+    every term after the first pair >= 0.
+
+    For n <= _TABLE_UP_TO the factorial parts come from a static table whose entry n is ``head``
+    itself: for one class holding all n they cancel to exactly 0 (no separate test for that case),
+    and the deviance ``n log p_c`` of 1e-8 keeps its digits (it is summed apart from them).
+    """
+    if n > _TABLE_UP_TO:
+        return numerics.multinomial_log_pmf(y, log_p, p, n)
+    # t_c = log(y_c / (n p_c)) from y_c / n, a correctly rounded ratio, rather than log y_c - log n;
+    # at y_c = 0 it is log(1/n) - log p_c, which bd0 ignores (bd0(0, t, m) = m).
+    t = jnp.log(jnp.maximum(y, 1) / n) - log_p
+    head = jnp.asarray(_log_factorial_part_static(n), y.dtype)
+    spread = head - jnp.sum(_log_factorial_parts_from_table(y, n), axis=-1)
+    return spread - jnp.sum(counts.bd0_in_dtype(y, t, n * p), axis=-1)  # the series the dtype needs
+
+
+def _score(n: int, y: jax.Array, p: jax.Array, one_minus_p: jax.Array) -> jax.Array:
+    """``d log p / dz = y - n p``, evaluated as ``y (1 - p) - p (n - y)`` (see the class)."""
     return y * one_minus_p - p * (n - y)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _log_pmf(z: jax.Array, y: jax.Array, n: int) -> jax.Array:
-    """``log n! - sum_c log y_c! + sum_c y_c log p_c`` for valid count vectors y summing to n >= 1.
-
-    A ``custom_jvp`` (``jacfwd`` and ``hessian`` keep working) whose tangent is the closed-form score
-    ``sum_c (y_c (1 - p_c) - p_c (n - y_c)) dz_c``: autodiff would differentiate every branch of
-    Loader's form, and its Hessian compiles to several times the size. The counts ``y`` are not
-    differentiable (their tangent is ignored).
-    """
-    log_p, p, _, _ = _softmax_parts(z)
-    return numerics.multinomial_log_pmf(y, log_p, p, n)
+def _value_and_partials(n: int, z: jax.Array, y: jax.Array):
+    """``log p(y)`` (Loader's form) and its partials: the score in z, none in the counts (valid
+    count vectors summing to n >= 1)."""
+    log_p, p, one_minus_p, _, _ = _log_p_p_and_complement(z)
+    return _loader_log_pmf(n, y, log_p, p), (_score(n, y, p, one_minus_p), None)
 
 
-@_log_pmf.defjvp
-def _log_pmf_jvp(n, primals, tangents):
-    z, y = primals
-    dz, _ = tangents
-    return _log_pmf(z, y, n), jnp.sum(_score(z, y, n) * dz, axis=-1)
+# log p(y | z), differentiated by the closed-form score (jax.grad, jacfwd, hessian); counts are not.
+_log_pmf = closed_form_over_events(_value_and_partials, num_static=1)
 
 
 def compositions(total_count: int, num_classes: int) -> np.ndarray:
@@ -97,14 +135,16 @@ class Multinomial:
     Density, with ``p = softmax(z)``:
     ``log p(y) = log n! - sum_c log y_c! + sum_c y_c log p_c``.
     It is evaluated in Loader's form (``numerics.multinomial_log_pmf``), whose terms share
-    one sign, so large n keeps full relative accuracy; ``log p_c`` comes from the argmax-shifted
-    log-softmax, so a confident correct prediction keeps its tiny loss.
+    one sign, so large n keeps full relative accuracy (for n <= 16 with the factorial parts read
+    from a static table); ``log p_c`` comes from the argmax-shifted log-softmax, so a confident
+    correct prediction keeps its tiny loss.
 
     Gradient. ``d(y_c log p_c)/dz_j = y_c ([c = j] - p_j)`` summed over c is ``y_j - n p_j``
     (``sum_c y_c = n``), so ``d(-log p)/dz = n softmax(z) - y``. It is evaluated as
     ``p (n - y) - y (1 - p)``, with ``1 - p_a`` at the argmax taken from the other classes, so the
-    confident class keeps its relative accuracy. ``log_prob`` differentiates to exactly this closed
-    form (a ``custom_jvp``).
+    confident class keeps its relative accuracy. ``jax.grad``, ``jacfwd`` and ``hessian`` of
+    ``log_prob`` run through exactly this closed form (a ``custom_jvp``, also what ``grad`` returns;
+    the counts are not differentiable); the Hessian is autodiff of the score, ``-n (diag(p) - p p^T)``.
 
     Fisher information: the Hessian ``n (diag(p) - p p^T)`` (n times Categorical's) does not
     depend on y, so it is the Fisher information in z, shape ``[..., C, C]``.
@@ -129,8 +169,18 @@ class Multinomial:
         p, y = unpack.with_targets(p, y, family="Multinomial", event_ndim=1)
         return p.logits, y, p.dtype
 
+    def _all_in_class_0(self, y: jax.Array) -> jax.Array:
+        """The valid count vector ``(n, 0, ..., 0)``, one row broadcast against ``y`` (a scatter into
+        a zero array of y's shape would be constant-folded into a batch-sized constant)."""
+        row = np.zeros(y.shape[-1])
+        row[0] = self.total_count
+        return jnp.asarray(row, y.dtype)
+
     def _valid(self, y: jax.Array) -> jax.Array:
-        return jnp.all(numerics.is_count(y), axis=-1) & (jnp.sum(y, axis=-1) == self.total_count)
+        """Whole numbers >= 0 summing to n: ``sum_c (|y_c - floor y_c| + max(-y_c, 0)) = 0`` (NaN for
+        a NaN or infinite entry) and ``sum_c y_c = n``; arithmetic, so it fuses into one reduction."""
+        off = jnp.sum(jnp.abs(y - jnp.floor(y)) + jnp.maximum(-y, 0), axis=-1)
+        return (off == 0) & (jnp.sum(y, axis=-1) == self.total_count)
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.multinomial.logpmf."""
@@ -138,14 +188,15 @@ class Multinomial:
         valid = self._valid(y)
         if self.total_count == 0:
             return jnp.where(valid, jnp.zeros(valid.shape, z.dtype), -jnp.inf).astype(dtype)
-        ys = jnp.where(valid[..., None], y, jnp.zeros_like(y).at[..., 0].set(self.total_count))
-        lp = _log_pmf(z, ys, self.total_count)
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        ys = jnp.where(valid[..., None], y, self._all_in_class_0(y))  # double where: a valid vector
+        lp = _log_pmf(self.total_count, z, ys)
+        return minus_inf_off_support(lp, valid).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``n softmax(z) - y``, shape [..., C] (rows with an invalid target are NaN)."""
         z, y, dtype = self._prepare(outputs, targets)
-        g = -_score(z, y, self.total_count)  # p (n - y) - y (1 - p)
+        _, p, one_minus_p, _, _ = _log_p_p_and_complement(z)
+        g = -_score(self.total_count, y, p, one_minus_p)  # p (n - y) - y (1 - p)
         return jnp.where(self._valid(y)[..., None], g, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
@@ -231,7 +282,7 @@ class Multinomial:
         n = self.total_count
         if n == 0:
             return jnp.zeros(valid.shape, y.dtype)
-        ys = jnp.where(valid[..., None], y, jnp.zeros_like(y).at[..., 0].set(n))
+        ys = jnp.where(valid[..., None], y, self._all_in_class_0(y))
         positive = ys > 0
         head = numerics.stirlerr_static(n) + 0.5 * (numerics.LOG_2PI + math.log(n))
         single = jnp.sum(positive.astype(jnp.int32), axis=-1) <= 1

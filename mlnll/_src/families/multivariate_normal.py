@@ -13,6 +13,8 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import minus_inf_off_support
+from mlnll._src.families.exponential_family import closed_form_over_events
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -45,6 +47,30 @@ def cholesky_factor(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _solve_lower(L: jax.Array, b: jax.Array, *, transpose: bool = False) -> jax.Array:
     """``L^{-1} b`` (or ``L^{-T} b``) for vectors ``b [..., d]``, by substitution (never an inverse)."""
     return solve_triangular(L, b[..., None], lower=True, trans=1 if transpose else 0)[..., 0]
+
+
+def _value_and_partials(loc: jax.Array, raw: jax.Array, y: jax.Array):
+    """``log p(y)`` and its partials ``(w, d log p / d raw, -w)`` in loc, the raw scale_tril and y.
+
+    ``z = L^{-1} (y - loc)`` and ``w = L^{-T} z`` (two triangular solves); see the class docstring:
+    ``d log p/dloc = w = -d log p/dy``, ``d log p/draw_ij = w_i z_j`` below the diagonal,
+    ``L_ii w_i z_i - 1`` on it, 0 above. Inputs broadcast to one batch shape.
+    """
+    L, log_diag = cholesky_factor(raw)
+    z = _solve_lower(L, y - loc)
+    w = _solve_lower(L, z, transpose=True)
+    d = loc.shape[-1]
+    value = -0.5 * jnp.sum(jnp.square(z), axis=-1) - jnp.sum(log_diag, axis=-1) - d * numerics.HALF_LOG_2PI
+    outer = w[..., :, None] * z[..., None, :]  # d log p/dL below the diagonal: w z^T
+    # Chain rule through L_ii = exp(raw_ii): (w_i z_i - 1/L_ii) L_ii = L_ii w_i z_i - 1.
+    diagonal = jnp.diagonal(outer, axis1=-2, axis2=-1) * jnp.diagonal(L, axis1=-2, axis2=-1) - 1
+    d_raw = jnp.where(_strictly_lower(d, raw.ndim), outer, jnp.zeros_like(outer))
+    d_raw = jnp.where(_eye(d, raw.ndim), diagonal[..., None], d_raw)
+    return value, (w, d_raw, -w)
+
+
+# log N(y; loc, L L^T), differentiated by the closed form above (jax.grad, jacfwd, hessian).
+mvn_log_pdf = closed_form_over_events(_value_and_partials)
 
 
 _NAMES = ("loc", "scale_tril")
@@ -90,12 +116,16 @@ class MultivariateNormal:
     ``log p(y) = -|z|^2 / 2 - sum_i log L_ii - d log(2 pi) / 2``,
     since ``log det(L L^T) = 2 sum_i log L_ii``; it equals scipy's multivariate_normal.logpdf.
 
-    Gradient. Write ``-log p = z^T z / 2 + log det L + c``. Then ``dz = -L^{-1} (dloc + dL z)``, so
-    with ``w = L^{-T} z``: ``d(-log p)/dloc = -w`` and ``d(z^T z / 2)/dL = -w z^T``, while
+    Gradient. Write ``-log p = z^T z / 2 + log det L + c``. Then ``dz = L^{-1} (dy - dloc - dL z)``,
+    so with ``w = L^{-T} z``: ``d(-log p)/dloc = -w``, ``d(-log p)/dy = w`` (the targets) and
+    ``d(z^T z / 2)/dL = -w z^T``, while
     ``d log det L / dL = L^{-T}``, upper triangular, whose lower triangle is ``diag(1/L_ii)``.
     Restricted to the lower triangle, ``d(-log p)/dL = tril(L^{-T} (I - z z^T))``: ``-w_i z_j`` off
     the diagonal, ``1/L_ii - w_i z_i`` on it. The chain rule for ``L_ii = exp(raw_ii)`` multiplies the
     diagonal by ``L_ii``: ``d(-log p)/draw_ii = 1 - L_ii w_i z_i``; the upper triangle gets 0.
+    ``jax.grad``, ``jacfwd`` and ``hessian`` of ``log_prob`` run through this closed form (a
+    ``custom_jvp``; its second derivative is autodiff of ``w`` and ``w z^T``, not of the solve's
+    own derivative rules).
 
     Fisher information. Under the model ``z ~ N(0, I)``; the score is ``(w, w z^T - L^{-T})`` with
     ``E[w w^T] = L^{-T} L^{-1} = Sigma^{-1}``. The third moments of z vanish, so loc and scale_tril
@@ -117,28 +147,24 @@ class MultivariateNormal:
     """
 
     def log_prob(self, outputs, targets) -> jax.Array:
-        """Per-example ``log N(y; loc, L L^T)`` (every constant), equal to scipy's logpdf."""
+        """Per-example ``log N(y; loc, L L^T)`` (every constant), equal to scipy's logpdf; ``-inf``
+        (with NaN derivatives) for a target with an infinite or NaN coordinate.
+
+        ``jax.grad`` (and jacfwd, hessian) of it run through the closed form of the class docstring.
+        """
         p, y = _params_and_targets(outputs, targets)
-        L, log_diag = cholesky_factor(p.scale_tril)
-        z = _solve_lower(L, y - p.loc)
-        d = p.loc.shape[-1]
-        value = -0.5 * jnp.sum(jnp.square(z), axis=-1) - jnp.sum(log_diag, axis=-1)
-        return (value - d * numerics.HALF_LOG_2PI).astype(p.dtype)
+        finite = jnp.all(jnp.isfinite(y), axis=-1)  # an infinite (or NaN) coordinate: off the support
+        ys = jnp.where(finite[..., None], y, p.loc)  # double where: the closed form sees z = 0 there
+        return minus_inf_off_support(mvn_log_pdf(p.loc, p.scale_tril, ys), finite).astype(p.dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
-        """Closed form ``(-w, tril(-w z^T) with diagonal 1 - L_ii w_i z_i)``, ``w = L^{-T} z``."""
+        """Closed form ``(-w, tril(-w z^T) with diagonal 1 - L_ii w_i z_i)``, ``w = L^{-T} z`` (NaN for a
+        target off the support)."""
         p, y = _params_and_targets(outputs, targets)
-        raw = p.scale_tril
-        L, _ = cholesky_factor(raw)
-        z = _solve_lower(L, y - p.loc)
-        w = _solve_lower(L, z, transpose=True)
-        d = p.loc.shape[-1]
-        outer = -w[..., :, None] * z[..., None, :]  # d(-log p)/dL below the diagonal: -w z^T
-        # Chain rule through L_ii = exp(raw_ii): (1/L_ii - w_i z_i) L_ii = 1 + (-w_i z_i) L_ii.
-        diagonal = 1 + jnp.diagonal(outer, axis1=-2, axis2=-1) * jnp.diagonal(L, axis1=-2, axis2=-1)
-        d_raw = jnp.where(_strictly_lower(d, raw.ndim), outer, jnp.zeros_like(outer))
-        d_raw = jnp.where(_eye(d, raw.ndim), diagonal[..., None], d_raw)
-        return (-w).astype(p.dtype), d_raw.astype(p.dtype)
+        finite = jnp.all(jnp.isfinite(y), axis=-1)
+        _, (d_loc, d_raw, _) = _value_and_partials(p.loc, p.scale_tril, y)
+        nan_off = lambda g: jnp.where(numerics.expand_to(finite, g.ndim), -g, jnp.nan)  # noqa: E731
+        return nan_off(d_loc).astype(p.dtype), nan_off(d_raw).astype(p.dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         """``{"loc", "scale_tril" (the Cholesky factor L itself), "covariance" (L L^T)}``."""

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.numerics import counts, gamma_bessel
 from mlnll._src.verify.case import Case, ScipyReference
 
 # Truncated support for expectation_nodes: 2048 consecutive counts from max(0, floor(mean - 10 sd)),
@@ -37,73 +39,73 @@ def _prepare(outputs, targets) -> tuple[unpack.Params, jax.Array]:
 def _log_one_plus_y_over_r(y: jax.Array, b: jax.Array) -> jax.Array:
     """``log(1 + y/r)`` for y >= 0 as ``softplus(log y - b)``: y/r may overflow, its log does not."""
     positive = y > 0
-    ys = jnp.where(positive, y, jnp.ones_like(y))
-    return jnp.where(positive, jax.nn.softplus(jnp.log(ys) - b), jnp.zeros_like(y))
+    ys = counts.where(positive, y, jnp.ones_like(y))
+    return counts.where(positive, counts.softplus(jnp.log(ys) - b), jnp.zeros_like(y))
 
 
-@jax.jit
 def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
-    """``log p(y)`` for valid counts y, mean e^a, concentration e^b, in Loader's form (see the class)."""
+    """``log p(y)`` for valid counts y, mean e^a, concentration e^b, in Loader's form (see the class).
+
+    The log-gamma remainders come from ``stirling_remainder_and_scaled_grad`` (arithmetic alone,
+    no lgamma call: XLA:CPU's lgamma costs as much as ~40 logs), and ``stirlerr`` and ``bd0`` stop
+    their series at the dtype's precision.
+    """
     positive = y > 0
-    ys = jnp.where(positive, y, jnp.ones_like(y))
+    ys = counts.where(positive, y, jnp.ones_like(y))
     r = jnp.exp(b)
+    log_ys = jnp.log(ys)
     # s = log((r + mu) / (r + y)) = log1p(mu/r) - log1p(y/r), both as softplus of a log-ratio.
-    log1p_y_over_r = jax.nn.softplus(jnp.log(ys) - b)
-    s = jax.nn.softplus(a - b) - log1p_y_over_r
+    log1p_y_over_r = counts.softplus(log_ys - b)
+    s = counts.softplus(a - b) - log1p_y_over_r
     t_y = numerics.log_ratio(ys, a) + s  # log(y / m_y), m_y = (r + y) mu / (r + mu)
+    delta_r, _ = gamma_bessel.stirling_remainder_and_scaled_grad(r, b)
+    # log(r + y) = log r + log1p(y/r); r + y >= 1 (the remainder's unit steps and series).
+    delta_r_plus_y, _ = gamma_bessel.stirling_remainder_and_scaled_grad(r + ys, b + log1p_y_over_r)
     spread = (
         -0.5 * log1p_y_over_r
-        - numerics.stirling_remainder(r)
-        + numerics.stirling_remainder(r + ys)
-        - numerics.log_factorial_part(ys)
-        - numerics.bd0(r, s, jnp.exp(b - s))  # m_r = (r + y) r / (r + mu) = r e^(-s)
-        - numerics.bd0(ys, t_y, ys * jnp.exp(-t_y))
+        - delta_r
+        + delta_r_plus_y
+        - counts.log_factorial_part_in_dtype(ys, log_ys)
+        - counts.bd0_in_dtype(r, s, jnp.exp(b - s))  # m_r = (r + y) r / (r + mu) = r e^(-s)
+        - counts.bd0_in_dtype(ys, t_y, ys * jnp.exp(-t_y))
     )
     # y = 0: log p = r log(r / (r + mu)) = -r softplus(a - b), kept ~ -mu when mu / r underflows.
     at_zero = -numerics.softplus_times_exp(b, a - b)
-    return jnp.where(positive, spread, at_zero)
+    return counts.where(positive, spread, at_zero)
 
 
-@jax.jit
 def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The closed forms of ``d(-log p)/d(log_mean, log_concentration)`` for valid counts y."""
     r = jnp.exp(b)
     # r / (r + mu) = sigmoid(b - a): (mu - y) r / (r + mu) without forming r + mu. Where
     # sigmoid(b - a) would underflow, the product is taken in logs (it can be as large as ~r).
-    log_share = numerics.log_sigmoid(b - a)
+    log_share = -counts.softplus(a - b)  # log_sigmoid(b - a)
     gap = jnp.exp(a) - y
     normal = log_share > math.log(jnp.finfo(a.dtype).tiny) + 1
-    abs_gap = jnp.where(gap == 0, jnp.ones_like(gap), jnp.abs(gap))  # double where: log(0)
+    abs_gap = counts.where(gap == 0, jnp.ones_like(gap), jnp.abs(gap))  # double where: log(0)
     in_logs = jnp.sign(gap) * jnp.exp(jnp.log(abs_gap) + log_share)
-    excess = jnp.where(normal, gap * jnp.exp(log_share), in_logs)  # (mu - y) r / (r + mu) = -r w
+    excess = counts.where(normal, gap * jnp.exp(log_share), in_logs)  # (mu - y) r / (r + mu) = -r w
     # r log1pmx(w), w = (y - mu)/(r + mu): near w = 0 as r w * log1pmx(w)/w; elsewhere as
     # r log1p(w) - r w with r log1p(w) = r [log1p(y/r) - log1p(mu/r)] (no overflow of w itself).
     w = (y - jnp.exp(a)) * jnp.exp(-jnp.logaddexp(a, b))
     near = jnp.abs(w) <= 0.5
-    wn = jnp.where(near, w, jnp.zeros_like(w))
-    r_log1p_w = r * (_log_one_plus_y_over_r(y, b) - jax.nn.softplus(a - b))
-    r_log1pmx_w = jnp.where(near, -excess * numerics.log1pmx_over_x(wn), r_log1p_w + excess)
+    wn = counts.where(near, w, jnp.zeros_like(w))
+    r_log1p_w = r * (_log_one_plus_y_over_r(y, b) - counts.softplus(a - b))
+    r_log1pmx_w = counts.where(near, -excess * numerics.log1pmx_over_x(wn), r_log1p_w + excess)
     return excess, -numerics.scaled_digamma_gap(b, y) - r_log1pmx_w
 
 
-@jax.custom_jvp
-def nb_log_pmf(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
-    """``log p(y)`` for valid counts y, mean e^a, concentration e^b.
-
-    A ``custom_jvp`` (``jacfwd`` and ``hessian`` keep working) whose tangent is the closed-form
-    gradient: autodiff of Loader's form loses the O(1/r) derivative in log_concentration to
-    underflow at r = 1e35 in float32 and to lgamma's cancellation at r ~ 1 (1.6e-5 relative in
-    float32). The counts ``y`` are not differentiable (their tangent is ignored).
-    """
-    return _log_pmf_value(a, b, y)
-
-
-@nb_log_pmf.defjvp
-def _nb_log_pmf_jvp(primals, tangents):
-    a, b, y = primals
-    da, db, _ = tangents
+def _log_pmf_and_partials(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
+    """``log p(y)`` for valid counts y (Loader's form) and its closed-form partials in
+    ``(log_mean, log_concentration)``; the counts are not differentiable."""
     g_a, g_b = neg_log_pmf_grad(a, b, y)
-    return _log_pmf_value(a, b, y), -(g_a * da + g_b * db)
+    return _log_pmf_value(a, b, y), (-g_a, -g_b, None)
+
+
+# log p(y) for valid counts y, mean e^a, concentration e^b, differentiated by its partials: autodiff
+# of Loader's form would lose the O(1/r) derivative in log_concentration to underflow at r = 1e35 in
+# float32 and to lgamma's cancellation at r ~ 1 (1.6e-5 relative in float32).
+nb_log_pmf = closed_form(_log_pmf_and_partials)
 
 
 @functools.partial(jax.jit, static_argnames="shape")
@@ -141,8 +143,10 @@ class NegativeBinomial:
     ``[psi(y + r) - psi(r) - log1p(y/r)] + [log1p(w) - w]``: both parts are evaluated without
     cancellation (``numerics.scaled_digamma_gap``: a finite sum ``sum_{k<y} 1/(r + k)`` for
     small y, a series at r >= 10; ``log1pmx``), so the gradient keeps its relative accuracy as
-    r -> inf, where it tends to 0 like 1/r. ``log_prob`` differentiates to exactly this closed form
-    (a ``custom_jvp``): autodiff of Loader's form would lose that O(1/r) derivative in float32.
+    r -> inf, where it tends to 0 like 1/r. ``log_prob`` differentiates through exactly these
+    partials (a ``closed_form`` custom_jvp, also what ``grad`` returns; the counts are not
+    differentiable), so ``jax.grad``, ``jacfwd`` and ``hessian`` run the derivation: autodiff of
+    Loader's form would lose that O(1/r) derivative in float32.
 
     Fisher information in ``(log_mean, log_concentration)``. ``E[y] = mu`` gives
     ``I_11 = E[d^2/d log_mean^2] = mu r / (r + mu)`` and ``I_12 = E[(mu - y)] r mu / (r + mu)^2 = 0``.
@@ -155,16 +159,15 @@ class NegativeBinomial:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | outputs)``, equal to scipy.stats.nbinom.logpmf(y, r, r/(r+mu))."""
         p, y = _prepare(outputs, targets)
-        valid = numerics.is_count(y)
-        lp = nb_log_pmf(p.log_mean, p.log_concentration, jnp.where(valid, y, jnp.zeros_like(y)))
-        return jnp.where(valid, lp, -jnp.inf).astype(p.dtype)
+        ys, valid = counts.counts_or_zero(y)  # double where: the closed form sees a count
+        lp = nb_log_pmf(p.log_mean, p.log_concentration, ys)
+        return minus_inf_off_support(lp, valid).astype(p.dtype)
 
     def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
         """Closed forms of ``d(-log_prob)/d(log_mean, log_concentration)`` (NaN where y is invalid)."""
         p, y = _prepare(outputs, targets)
-        valid = numerics.is_count(y)
-        d_log_mean, d_log_concentration = neg_log_pmf_grad(
-            p.log_mean, p.log_concentration, jnp.where(valid, y, jnp.zeros_like(y)))
+        ys, valid = counts.counts_or_zero(y)
+        d_log_mean, d_log_concentration = neg_log_pmf_grad(p.log_mean, p.log_concentration, ys)
         nan = jnp.full_like(y, jnp.nan)
         return (
             jnp.where(valid, d_log_mean, nan).astype(p.dtype),

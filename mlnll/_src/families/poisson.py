@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.numerics import counts
 from mlnll._src.verify.case import Case, ScipyReference
 
 # Truncated support for expectation_nodes: 2048 consecutive counts from max(0, floor(rate - 10 sd)).
@@ -33,31 +35,26 @@ def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
     return p.log_rate, y, p.dtype
 
 
-def _log_pmf_value(log_rate: jax.Array, y: jax.Array) -> jax.Array:
-    positive = y > 0
-    ys = jnp.where(positive, y, jnp.ones_like(y))
-    rate = jnp.exp(log_rate)
-    t = numerics.log_ratio(ys, log_rate, rate)  # log(y / rate); value only (the jvp below is closed)
-    return -numerics.log_factorial_part(y) - numerics.bd0(y, t, rate)
+def _log_pmf_and_partials(log_rate: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[jax.Array, None]]:
+    """``log p(y)`` for valid counts y in Loader's form, and its partials ``(y - rate, None)``.
 
-
-@jax.custom_jvp
-def poisson_log_pmf(log_rate: jax.Array, y: jax.Array) -> jax.Array:
-    """``y log(rate) - rate - log(y!)`` for valid counts y, in Loader's form (see the class).
-
-    A ``custom_jvp`` (``jacfwd`` and ``hessian`` keep working) whose tangent is the closed form
-    ``(y - rate) d log_rate``: one multiply-add in the backward pass instead of the derivative of
-    every branch of Loader's form. The counts ``y`` are not differentiable (their tangent is
-    ignored).
+    ``t = log(y / rate)`` is ``log y - log_rate`` away from y ~ rate and the log of the ratio near
+    it (``numerics.log_ratio``'s accuracy); the series stop at the dtype's precision
+    (``counts.bd0_in_dtype``, ``counts.stirlerr_in_dtype``). y = 0 gives ``-rate``.
     """
-    return _log_pmf_value(log_rate, y)
+    ys = jnp.maximum(y, jnp.ones_like(y))  # double where: y = 0 takes the y = 0 branch below
+    rate = jnp.exp(log_rate)
+    log_y = jnp.log(ys)
+    far = log_y - log_rate
+    # log(y / rate) as the log of the ratio near 1 (a few ulps), as log y - log_rate elsewhere.
+    t = counts.where(jnp.abs(far) < 0.5, jnp.log(ys / rate), far)
+    spread = -counts.log_factorial_part_in_dtype(ys, log_y) - counts.bd0_in_dtype(ys, t, rate)
+    value = counts.where(y > 0, spread, -rate)  # y = 0: log p = -rate
+    return value, (y - rate, None)  # counts are not differentiable
 
 
-@poisson_log_pmf.defjvp
-def _poisson_log_pmf_jvp(primals, tangents):
-    log_rate, y = primals
-    d_log_rate, _ = tangents
-    return _log_pmf_value(log_rate, y), (y - jnp.exp(log_rate)) * d_log_rate
+# y log(rate) - rate - log(y!), differentiated by its partial (jax.grad runs the closed form).
+poisson_log_pmf = closed_form(_log_pmf_and_partials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +72,10 @@ class Poisson:
     terms of size 1.4e7 to get -7.8 and keeps ~10 digits (as scipy does); this keeps ~15.
 
     Gradient. ``d(-log p)/d log_rate = rate - y``: the derivative of ``rate = exp(log_rate)`` is
-    ``rate`` and that of ``y log_rate`` is ``y``.
+    ``rate`` and that of ``y log_rate`` is ``y``. ``log_prob`` differentiates through exactly this
+    partial (a ``closed_form`` custom_jvp, also what ``grad`` returns; the counts are not
+    differentiable): ``jax.grad``, ``jacfwd`` and ``hessian`` run the derivation, one multiply-add
+    in the backward pass, not the derivative of every branch of Loader's form.
 
     Fisher information: the second derivative of ``-log p`` is ``rate`` whatever y is, so the
     Fisher information in ``log_rate`` is ``rate``.
@@ -89,14 +89,16 @@ class Poisson:
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log p(targets | log_rate)``, equal to scipy.stats.poisson.logpmf."""
         lr, y, dtype = _prepare(outputs, targets)
-        valid = numerics.is_count(y)
-        lp = poisson_log_pmf(lr, jnp.where(valid, y, jnp.zeros_like(y)))
-        return jnp.where(valid, lp, -jnp.inf).astype(dtype)
+        ys, valid = counts.counts_or_zero(y)  # double where: the closed form sees a count
+        lp = poisson_log_pmf(lr, ys)
+        return minus_inf_off_support(lp, valid).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``exp(log_rate) - y`` of d(-log_prob)/d log_rate (NaN where y is invalid)."""
         lr, y, dtype = _prepare(outputs, targets)
-        return jnp.where(numerics.is_count(y), jnp.exp(lr) - y, jnp.nan).astype(dtype)
+        ys, valid = counts.counts_or_zero(y)
+        _, (score, _) = _log_pmf_and_partials(lr, ys)
+        return jnp.where(valid, -score, jnp.nan).astype(dtype)
 
     def params(self, outputs) -> dict[str, jax.Array]:
         lr, dtype = _log_rate(outputs)

@@ -6,13 +6,13 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
 from mlnll._src.unpack import Params
 from mlnll._src.verify.case import Case, ScipyReference
@@ -42,10 +42,10 @@ _A = tuple(float(c) for c in _C)
 _XA1 = tuple(float(c * (1 - k)) for c, k in zip(_C, _K))
 _X2A2 = tuple(float(c * k * (k - 1)) for c, k in zip(_C, _K))
 
-# phi(w) = log(1 + w) / w for w <= 1/4: log1p(w) = 2 atanh(v) with v = w / (2 + w) <= 1/9, so
-# phi(w) = 2 / (2 + w) sum_k v^(2k) / (2k + 1); nine terms leave a relative error below 4e-19.
-_ATANH = tuple(1.0 / (2 * k + 1) for k in range(9))
-_SMALL_Z = 0.5  # |z| <= 1/2, i.e. w = z^2 <= 1/4
+# |z| <= 1, i.e. w = z^2 <= 1 and u = w / (1 + w) <= 1/2: there the log_df score's
+# L = log1p(w) - u ~ w^2/2 is the log1pmx series in -u (the direct difference would cancel);
+# beyond, the difference cancels at most (log 2) / (log 2 - 1/2) ~ 3.6-fold.
+_SMALL_Z = 1.0
 
 # Trapezoid rule for the expectation: y = loc + s sqrt(nu) sinh(tau), tau = xi / sqrt(nu), xi on a
 # grid of step 1/6 over [-72, 72]. See StudentT.expectation_nodes.
@@ -128,18 +128,48 @@ def _gamma_ratio_gap_float(x: float) -> float:
     return shift + sum(a * t**j for j, a in enumerate(_A)) / big_x
 
 
-def _log1p_over(w: jax.Array) -> jax.Array:
-    """``phi(w) = log(1 + w) / w`` for ``0 <= w <= 1/4`` by the atanh series (no 0/0 at w = 0)."""
-    v = w / (2 + w)
-    return 2 / (2 + w) * numerics.horner(_ATANH, v * v)
+def _log_df_score(nu: jax.Array, z: jax.Array, q: ls_.OnePlusSquare) -> jax.Array:
+    """``d(-log p)/d log_df = x A'(x) + (nu/2) L - u/2`` (the class docstring), ``x = nu/2``.
+
+    ``L = log1p(w) - u = -log1p(-u) - u``: ``-log1pmx(-u)`` (its series) for |z| <= 1 (u <= 1/2),
+    where the difference would cancel; beyond, the difference, which cancels at most ~3.6-fold.
+    """
+    small = jnp.abs(z) <= _SMALL_Z
+    us = jnp.where(small, q.ratio, jnp.zeros_like(q.ratio))
+    big_l = jnp.where(small, -numerics.log1pmx(-us), q.log - q.ratio)
+    return x_gamma_ratio_gap_prime(nu / 2) + 0.5 * nu * big_l - 0.5 * q.ratio
 
 
-class _Standardized(NamedTuple):
-    """The parameters and targets at one batch shape, standardised."""
+def _value_and_partials(df: float | None, loc: jax.Array, log_scale: jax.Array, log_df: jax.Array,
+                        y: jax.Array):
+    """``log p`` (the class docstring) and its partials in ``(loc, log_scale, log_df, y)``.
 
-    p: Params  # loc, log_scale, log_df, nu, inv_sqrt_nu
-    r: jax.Array  # (y - loc) / scale
-    z: jax.Array  # r / sqrt(nu)
+    ``df`` is static: a fixed df (``log_df`` then unused) makes nu and the normaliser
+    ``-A(nu/2) - log(2 pi)/2`` Python constants, and the log_df partial ``None``. With
+    ``z = r / sqrt(nu)``, ``one_plus_square(z)`` gives ``log1p(w)``, ``z / (1 + w)``, ``u`` and
+    ``(r^2 - 1) / (1 + w)`` from one ``log1p`` and one division, none overflowing:
+    ``d log p / d loc = (nu + 1) z / ((1 + w) sqrt(nu) s) = -d log p / d y`` and
+    ``d log p / d log_scale = (r^2 - 1) / (1 + w)``. The value's data term is
+    ``(nu + 1)/2 log1p(w)``, to full relative accuracy at any nu (``log1p`` of a small w is).
+    """
+    if df is None:
+        nu, inv_sqrt_nu = jnp.exp(log_df), jnp.exp(-0.5 * log_df)
+        normaliser = -gamma_ratio_gap(nu / 2)
+    else:
+        nu, inv_sqrt_nu = df, 1 / math.sqrt(df)
+        normaliser = -_gamma_ratio_gap_float(df / 2)
+    r, inv_scale = ls_.standardize(loc, log_scale, y)
+    z = r * inv_sqrt_nu
+    q = ls_.one_plus_square(z, weight=0.5 * (nu + 1))
+    value = normaliser - numerics.HALF_LOG_2PI - log_scale - q.weighted_log
+    d_loc = (nu + 1) * inv_sqrt_nu * inv_scale * q.odd
+    d_log_scale = q.square_minus_one_over(jnp.abs(r), scale=nu * inv_sqrt_nu)  # scale = sqrt(nu)
+    d_log_df = None if df is not None else -_log_df_score(nu, z, q)
+    return value, (d_loc, d_log_scale, d_log_df, -d_loc)
+
+
+# jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
+student_t_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +186,8 @@ class StudentT:
     ``         = -A(x) - log(2 pi)/2 - log_scale - (nu+1)/2 log1p(w)``,
     with ``A(x) = log(x)/2 - log Gamma(x + 1/2) + log Gamma(x)`` evaluated without log-gammas (a
     Stirling series, shifted by the recurrence of Gamma below x = 30), so that nu = 1e6 keeps full
-    accuracy (the normal limit is A -> 0, nu w -> r^2). The data term is written
-    ``log1p(w)/2 + (r^2/2) phi(w)`` with ``phi(w) = log1p(w)/w`` as a power series when w <= 1/4,
-    so that its derivative in log_df, a difference of two nearly equal terms at large nu, is
-    computed without cancellation by autodiff too (``(nu+1)/2 log1p(w) = (1 + 1/nu) (r^2/2) phi(w)``).
+    accuracy (the normal limit is A -> 0, nu w -> r^2). With df fixed, ``A(nu/2)`` is a constant
+    computed once in float64.
 
     Gradient of ``-log p``. With ``dr/dloc = -1/s``, ``dr/dlog_scale = -r``, ``dz/dr = 1/sqrt(nu)``,
     ``dw/dlog_df = -w`` and ``u = w / (1 + w)``:
@@ -168,6 +196,9 @@ class StudentT:
     ``d/dlog_df = x A'(x) + (nu/2) log1p(w) - (nu + 1) u / 2 = x A'(x) + (nu/2) L - u/2``, where
     ``x A'(x) = 1/2 - x (digamma(x + 1/2) - digamma(x))`` and ``L = log1p(w) - u = -log1p(-u) - u``
     (the ``log1pmx`` series for small u): each term O(1/nu), none cancelling.
+    ``jax.grad`` (and ``jacfwd``, ``hessian``) of ``log_prob`` run through this closed form, not
+    through autodiff of the density's branches; the targets are differentiable too
+    (``d log p/dy = -d log p/dloc``).
 
     Fisher information in ``(loc, log_scale, log_df)`` (Lange, Little & Taylor 1989, JASA 84, for
     ``(mu, sigma, nu)``, rescaled by ``d sigma/d log_scale = s`` and ``d nu/d log_df = nu``):
@@ -224,48 +255,28 @@ class StudentT:
         """``loc``, ``log_scale``, ``log_df`` (fixed ones filled in), ``nu`` and ``inv_sqrt_nu``, by name."""
         return self._with_nu(unpack.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed))
 
-    def _standardized(self, outputs, targets) -> _Standardized:
-        """The parameters with the targets, ``r = (y - loc) / scale`` and ``z = r / sqrt(nu)``."""
+    def _with_targets(self, outputs, targets) -> tuple[Params, jax.Array]:
+        """The parameters (fixed ones filled in) and the targets, broadcast together."""
         p = unpack.unpack(outputs, family=self._name, names=_NAMES, fixed=self._fixed)
-        p, y = unpack.with_targets(p, targets, family=self._name)
-        p = self._with_nu(p)
-        r, _ = ls_.standardized(p, y)
-        return _Standardized(p, r, r * p.inv_sqrt_nu)
+        return unpack.with_targets(p, targets, family=self._name)
 
     # -- the protocol -----------------------------------------------------------------------
 
     def log_prob(self, outputs, targets) -> jax.Array:
         """Per-example ``log t(y; nu, loc, s)``, equal to scipy.stats.t.logpdf (nu = 1e6 included)."""
-        x = self._standardized(outputs, targets)
-        nu, r, z = x.p.nu, x.r, x.z
-        small = jnp.abs(z) <= _SMALL_Z
-        zs = jnp.where(small, z, jnp.zeros_like(z))
-        rs = jnp.where(small, r, jnp.zeros_like(r))
-        # (nu + 1)/2 log1p(w) = (1 + 1/nu) (r^2/2) log1p(w)/w, since nu w = r^2.
-        near = (1 + 1 / nu) * 0.5 * rs * rs * _log1p_over(zs * zs)
-        # log1p(z^2) = 2 log|z| + log1p(1/z^2): no overflow of z^2 (and 1/z^2 <= 4 here).
-        abs_z = jnp.abs(jnp.where(small, jnp.ones_like(z), z))
-        far = 0.5 * (nu + 1) * (2 * jnp.log(abs_z) + jnp.log1p(jnp.square(1 / abs_z)))
-        data = jnp.where(small, near, far)
-        return (-gamma_ratio_gap(nu / 2) - numerics.HALF_LOG_2PI - x.p.log_scale - data).astype(x.p.dtype)
+        p, y = self._with_targets(outputs, targets)
+        log_df = p.log_df if self.df is None else jnp.asarray(math.log(self.df), p.loc.dtype)
+        log_scale = ls_.log_scale_argument(p, self.scale)
+        finite, ys = ls_.finite_targets(y)
+        return minus_inf_off_support(student_t_log_pdf(self.df, p.loc, log_scale, log_df, ys), finite).astype(p.dtype)
 
     def grad(self, outputs, targets):
         """Closed form (see the class docstring) for the free outputs, in table order."""
-        x = self._standardized(outputs, targets)
-        nu, inv_sqrt_nu, r, z = x.p.nu, x.p.inv_sqrt_nu, x.r, x.z
-        u = numerics.square_ratio(z)
-        # z / (1 + z^2) and z^2 / (1 + z^2) without overflow of z^2.
-        d_loc = -(nu + 1) * numerics.odd_ratio(z) * inv_sqrt_nu * jnp.exp(-x.p.log_scale)
-        # 1 - (nu + 1) u = (1 - r^2) / (1 + w), factored to keep relative accuracy near |r| = 1.
-        d_log_scale = numerics.one_minus_square_over(r, jnp.square(inv_sqrt_nu))
-        small = jnp.abs(z) <= _SMALL_Z
-        us = jnp.where(small, u, jnp.zeros_like(u))
-        # L = log1p(w) - u = -log1p(-u) - u: the log1pmx series near 0, the direct form elsewhere.
-        zl = jnp.where(small, jnp.ones_like(z), z)
-        big_l = jnp.where(small, -numerics.log1pmx(-us), numerics.log1p_square(zl) - u)
-        d_log_df = x_gamma_ratio_gap_prime(nu / 2) + 0.5 * nu * big_l - 0.5 * u
-        grads = {"loc": d_loc, "log_scale": d_log_scale, "log_df": d_log_df}
-        return ls_.pack(grads, _NAMES, self._fixed, x.p.dtype)
+        p, y = self._with_targets(outputs, targets)
+        finite, y = ls_.finite_targets(y)
+        _, (d_loc, d_log_scale, d_log_df, _) = _value_and_partials(self.df, p.loc, p.log_scale, p.log_df, y)
+        partials = {"loc": d_loc, "log_scale": d_log_scale, "log_df": d_log_df}
+        return ls_.nan_off_support(finite, ls_.neg_partials(partials, _NAMES, self._fixed, p.dtype))
 
     def params(self, outputs) -> dict[str, jax.Array]:
         p = self._unpack(outputs)

@@ -7,6 +7,11 @@ there is ~1e-10). The count families instead use Loader's saddle-point form (C. 
 accurate computation of binomial probabilities", 2000; R's dbinom/dpois/dnbinom), written with
 ``stirlerr`` (the error of Stirling's formula) and ``bd0`` (the deviance term ``x log(x/m) + m - x``):
 every term of the sum has the same sign, so the result keeps the relative accuracy of its parts.
+
+The ``*_in_dtype`` variants (``stirlerr_in_dtype``, ``bd0_in_dtype``, ``log_factorial_part_in_dtype``,
+``binomial_log_pmf_in_dtype``) compute the same values with their series stopped at the dtype's
+precision (float64: the full series; float32: about half the terms), elementwise; ``where`` and
+``softplus`` are ``jnp.where`` and ``jax.nn.softplus`` as primitives (no nested jit to trace).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from mlnll._src.numerics.series import STIRLING_COEFFS, expm1mx_series, stirling_series
+from mlnll._src.numerics.series import EXPM1MX_COEFFS, STIRLING_COEFFS, expm1mx_series, horner, stirling_series
 from mlnll._src.numerics.elementary import LOG_2PI, log1pmx_over_x
 
 
@@ -52,6 +57,34 @@ _DIGAMMA_TAIL = (
 )
 _SERIES_FROM = 10.0
 _FINITE_SUM_BELOW = 16
+# The series terms a float32 (or narrower) result needs; float64 keeps the full tables.
+# exp(x) - 1 - x at |x| <= 1: k = 2..11; the first omitted term x^12/12! is below 5e-9 of the
+# leading x^2/2, under float32's half-ulp.
+_EXPM1MX_TERMS_32 = 10
+# stirlerr(x) at x >= 10: k = 1..3 (to 1/(1260 x^5)); the first omitted term 1/(1680 x^7) <= 6e-11
+# is under float32's half-ulp of every log-pmf it enters (|log p| >= 0.9 once a count is >= 1).
+_STIRLING_TERMS_32 = 3
+# log(x/m) is taken from the ratio x/m where it lies in (e^-1/2, e^1/2), from log x - log m elsewhere.
+_E_MINUS_HALF, _E_HALF = math.exp(-0.5), math.exp(0.5)
+
+
+def where(cond: jax.Array, x, y) -> jax.Array:
+    """``jnp.where(cond, x, y)`` as one ``lax.select``, for x and y of cond's shape (or scalars,
+    broadcast) and one dtype.
+
+    ``jnp.where`` wraps every call in a jit of its own; under ``jax.grad`` each of those is
+    partially evaluated and lowered separately, which for these formulas of dozens of selects
+    costs more tracing time than the rest of the program (2.5x the first compile of a
+    negative binomial NLL). The select itself is the same operation.
+    """
+    dtype = x.dtype if hasattr(x, "dtype") else jnp.asarray(y).dtype
+    x, y = (jnp.broadcast_to(jnp.asarray(v, dtype), cond.shape) for v in (x, y))
+    return jax.lax.select(cond, x, y)
+
+
+def softplus(x: jax.Array) -> jax.Array:
+    """``log(1 + e^x) = max(x, 0) + log1p(e^-|x|)`` (``jax.nn.softplus``'s value, as primitives)."""
+    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
 def check_total_count(family: str, total_count) -> int:
@@ -74,6 +107,35 @@ def is_count(y: jax.Array) -> jax.Array:
     return jnp.isfinite(y) & (y >= 0) & (y == jnp.floor(y))
 
 
+def _single_precision(x: jax.Array) -> bool:
+    """Whether x's dtype is float32 or narrower (its series may stop at float32's precision)."""
+    return jnp.finfo(x.dtype).bits <= 32
+
+
+def _stirlerr(x: jax.Array, series: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """``stirlerr`` with the series used at x >= 10 passed in (see ``stirlerr``)."""
+    large = x >= _SERIES_FROM
+    big = series(where(large, x, jnp.full_like(x, _SERIES_FROM)))
+    xs = where(large, jnp.ones_like(x), x)
+    small = jnp.full_like(x, _STIRLERR_TABLE[-1])
+    for k in range(len(_STIRLERR_TABLE) - 2, 0, -1):
+        small = where(xs == k, jnp.asarray(_STIRLERR_TABLE[k], x.dtype), small)
+    return where(large, big, small)
+
+
+def counts_or_zero(y: jax.Array, total_count: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(ys, valid)``: the valid counts of y (``is_count``, and ``<= total_count`` if given) with
+    every other entry replaced by 0 (the double where's safe value), and whether each was valid.
+
+    ``valid`` is returned as ``ys == y`` (an invalid entry is never 0, a valid one is unchanged):
+    a compare XLA fuses into each consumer, where the mask itself would be stored as a boolean
+    array, and a boolean array read by a large fusion runs it at half speed on XLA:CPU.
+    """
+    valid = is_count(y) if total_count is None else is_count(y) & (y <= total_count)
+    ys = where(valid, y, jnp.zeros_like(y))
+    return ys, ys == y
+
+
 def stirlerr(x: jax.Array) -> jax.Array:
     """``log Gamma(x + 1) - ((x + 1/2) log x - x + log(2 pi)/2)`` at whole numbers x >= 1 (counts,
     never differentiated), to full precision.
@@ -83,13 +145,20 @@ def stirlerr(x: jax.Array) -> jax.Array:
     result of 1/(12 x)); below 10 the table's entry, picked by a chain of nine selects (a gather
     from a 10-entry table costs more than all of them on a CPU).
     """
-    large = x >= _SERIES_FROM
-    big = stirling_series(jnp.where(large, x, jnp.full_like(x, _SERIES_FROM)))
-    xs = jnp.where(large, jnp.ones_like(x), x)
-    small = jnp.full_like(x, _STIRLERR_TABLE[-1])
-    for k in range(len(_STIRLERR_TABLE) - 2, 0, -1):
-        small = jnp.where(xs == k, jnp.asarray(_STIRLERR_TABLE[k], x.dtype), small)
-    return jnp.where(large, big, small)
+    return _stirlerr(x, stirling_series)
+
+
+def _stirling_series_in_dtype(x: jax.Array) -> jax.Array:
+    """Stirling's series of ``stirlerr`` (x >= 10) with the terms x's dtype needs."""
+    coeffs = STIRLING_COEFFS[:_STIRLING_TERMS_32] if _single_precision(x) else STIRLING_COEFFS
+    inv = 1 / x
+    return horner(coeffs, inv * inv) * inv
+
+
+def stirlerr_in_dtype(x: jax.Array) -> jax.Array:
+    """``stirlerr(x)`` to the precision of x's dtype: float64 is ``stirlerr``'s; float32 keeps three
+    terms of Stirling's series (the fourth is below 6e-11 at x >= 10)."""
+    return _stirlerr(x, _stirling_series_in_dtype)
 
 
 def stirlerr_static(n: int) -> float:
@@ -112,10 +181,24 @@ def log_ratio(x: jax.Array, log_m: jax.Array, m: jax.Array | None = None) -> jax
     near = jnp.abs(far) < 0.5
     if m is None:
         # double where: away from 1 the ratio x exp(-log_m) could overflow; there it is replaced by 1.
-        ratio = x * jnp.exp(-jnp.where(near, log_m, jnp.log(x)))
+        ratio = x * jnp.exp(-where(near, log_m, jnp.log(x)))
     else:
         ratio = x / m
-    return jnp.where(near, jnp.log(ratio), far)
+    return where(near, jnp.log(ratio), far)
+
+
+def log_ratio_and_log(x: jax.Array, log_m: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log(x / m), log x)`` for x >= 1 given ``m = exp(log_m)``, from a single log (values only:
+    the ratio of the branch not taken may overflow).
+
+    Where ``x / m`` lies in (e^-1/2, e^1/2) (decided by comparing x with m e^-1/2 and m e^1/2, no
+    log needed) the ratio is taken first, two roundings of a number near 1 as in ``log_ratio``, and
+    ``log x = log(x/m) + log_m`` (an absolute error of ~eps |log m|, harmless in the
+    ``log(2 pi x)/2`` it feeds); elsewhere ``log(x/m) = log x - log_m``.
+    """
+    near = (x > m * _E_MINUS_HALF) & (x < m * _E_HALF)
+    log_arg = jnp.log(where(near, x / where(near, m, jnp.ones_like(m)), x))
+    return where(near, log_arg, log_arg - log_m), where(near, log_arg + log_m, log_arg)
 
 
 def log_share(y: jax.Array, n) -> jax.Array:
@@ -136,11 +219,28 @@ def bd0(x: jax.Array, t: jax.Array, m: jax.Array) -> jax.Array:
     pass m computed directly (``n sigmoid(-z)``, not ``exp(log n + log_sigmoid(-z))``), so a term of
     1e-29 keeps its digits.
     """
+    return _bd0(x, t, m, expm1mx_series)
+
+
+def _bd0(x: jax.Array, t: jax.Array, m: jax.Array, series: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """``bd0`` with the series of ``exp(s) - 1 - s`` (|s| <= 1) passed in (see ``bd0``)."""
     positive = x > 0
     near = positive & (jnp.abs(t) <= 1)
-    t_near = jnp.where(near, t, jnp.zeros_like(t))
-    t_far = jnp.where(positive & ~near, t, jnp.zeros_like(t))
-    return jnp.where(near, x * expm1mx_series(-t_near), m - x * (1 - t_far))
+    t_near = where(near, t, jnp.zeros_like(t))
+    t_far = where(positive & ~near, t, jnp.zeros_like(t))
+    return where(near, x * series(-t_near), m - x * (1 - t_far))
+
+
+def _expm1mx_series_in_dtype(x: jax.Array) -> jax.Array:
+    """``exp(x) - 1 - x`` for |x| <= 1 with the Taylor terms x's dtype needs (k <= 11 in float32)."""
+    coeffs = EXPM1MX_COEFFS[:_EXPM1MX_TERMS_32] if _single_precision(x) else EXPM1MX_COEFFS
+    return horner(coeffs, x) * x * x
+
+
+def bd0_in_dtype(x: jax.Array, t: jax.Array, m: jax.Array) -> jax.Array:
+    """``bd0(x, t, m)`` to the precision of the dtype: float64 is ``bd0``'s; float32 stops the
+    ``expm1mx`` series at k = 11 (half the terms; the first omitted is below 5e-9 relative)."""
+    return _bd0(x, t, m, _expm1mx_series_in_dtype)
 
 
 def log_factorial(y: jax.Array) -> jax.Array:
@@ -158,6 +258,14 @@ def log_factorial_part(y: jax.Array) -> jax.Array:
     positive = y > 0
     ys = jnp.where(positive, y, jnp.ones_like(y))
     return jnp.where(positive, stirlerr(ys) + 0.5 * (LOG_2PI + jnp.log(ys)), jnp.zeros_like(y))
+
+
+def log_factorial_part_in_dtype(y: jax.Array, log_y: jax.Array) -> jax.Array:
+    """``log_factorial_part(y)`` given ``log y`` (any value at y = 0), to the dtype's precision
+    (``stirlerr_in_dtype``): ``stirlerr(y) + log(2 pi y)/2`` for y >= 1, 0 at y = 0."""
+    positive = y > 0
+    ys = where(positive, y, jnp.ones_like(y))
+    return where(positive, stirlerr_in_dtype(ys) + 0.5 * (LOG_2PI + log_y), jnp.zeros_like(y))
 
 
 @functools.partial(jax.jit, static_argnames="total_count")
@@ -201,12 +309,55 @@ def binomial_log_pmf(
     return multinomial_log_pmf(stack(y, n - y), stack(log_p, log_q), stack(p, q), n)
 
 
+def binomial_log_pmf_in_dtype(
+    y: jax.Array, n: int, log_p: jax.Array, log_q: jax.Array, p: jax.Array, q: jax.Array
+) -> jax.Array:
+    """``log C(n, y) + y log p + (n - y) log q`` for valid counts 0 <= y <= n (q = 1 - p), in
+    Loader's form, elementwise and to the dtype's precision (``binomial_log_pmf``'s value without
+    a stacked class axis).
+
+    With k = min(y, n - y) (exact for counts), p_k the probability of the class holding k and
+    p_rest the other's:
+    ``log P = [stirlerr(n) - stirlerr(k) - stirlerr(n - k) - log(2 pi k (n - k)/n)/2]_{k >= 1}
+    - bd0(k, n p_k) - bd0(n - k, n p_rest)``.
+    The bracket is the log-pmf at p = y/n (<= 0, exactly 0 at k = 0) and the deviances are >= 0,
+    so nothing cancels. Both shares are logs of correctly rounded ratios, ``log(k/n)`` and
+    ``log((n - k)/n)`` (absolute error ~eps, all that ``t = log(share) - log p`` and the bracket
+    need; XLA's log1p would be off by 2e-14 at arguments in (-0.5, -0.3) in float64), and
+    ``log(k (n - k)/n)`` is their sum plus ``log n``.
+    """
+    if n == 0:
+        return jnp.zeros_like(y)
+    k = jnp.minimum(y, n - y)
+    k_is_y = y <= n - y
+    positive = k > 0
+    ks = jnp.maximum(k, jnp.ones_like(k))  # double where: k = 0 takes the k = 0 branch
+    log_share = jnp.log(ks / n)  # log(k / n)
+    log_rest_share = jnp.log((n - k) / n)  # log((n - k) / n), exactly 0 at k = 0
+    log_p_k, log_p_rest = where(k_is_y, log_p, log_q), where(k_is_y, log_q, log_p)
+    mean_k, mean_rest = n * where(k_is_y, p, q), n * where(k_is_y, q, p)
+    deviance = (bd0_in_dtype(k, log_share - log_p_k, mean_k)
+                + bd0_in_dtype(n - k, log_rest_share - log_p_rest, mean_rest))
+    # n - k >= n/2: at n >= 20 it is always in the range of Stirling's series.
+    stirlerr_rest = _stirling_series_in_dtype(n - ks) if n >= 2 * _SERIES_FROM else stirlerr_in_dtype(n - ks)
+    head = stirlerr_static(n) - 0.5 * (LOG_2PI + math.log(n))  # one rounded constant
+    at_share = head - 0.5 * (log_share + log_rest_share) - stirlerr_in_dtype(ks) - stirlerr_rest
+    return where(positive, at_share, jnp.zeros_like(at_share)) - deviance
+
+
+def _digamma_tail_in_dtype(dtype) -> tuple[tuple[int, float], ...]:
+    """The ``_DIGAMMA_TAIL`` terms a result in ``dtype`` needs at x >= 10: all nine in float64; in
+    float32 to x^-8 (the first omitted, 1/(132 x^10) <= 7.6e-13, is 1e-11 of psi(x) - log x there)."""
+    return _DIGAMMA_TAIL[:5] if jnp.finfo(dtype).bits <= 32 else _DIGAMMA_TAIL
+
+
 def _psi_minus_log_series(x: jax.Array) -> jax.Array:
-    """``psi(x) - log x = sum_j a_j x^(-m_j)`` for x >= 10 (first omitted term < 3e-18)."""
-    series = jnp.zeros_like(x)
-    for power, coeff in _DIGAMMA_TAIL:
-        series = series + coeff * x ** (-power)
-    return series
+    """``psi(x) - log x = sum_j a_j x^(-m_j)`` for x >= 10 (first omitted term < 3e-18; fewer terms
+    in float32), in powers of one reciprocal: ``-1/(2x) + sum_k c_k (1/x^2)^k``."""
+    (_, half), *even = _digamma_tail_in_dtype(x.dtype)
+    inv = 1 / x
+    inv2 = inv * inv
+    return half * inv + inv2 * horner([c for _, c in even], inv2)  # powers 2, 4, ... of 1/x
 
 
 def _psi_minus_log_small(x: jax.Array, log_x: jax.Array) -> jax.Array:
@@ -217,45 +368,65 @@ def _psi_minus_log_small(x: jax.Array, log_x: jax.Array) -> jax.Array:
     difference cancels ~30-fold near x = 7.
     """
     shift = 10
-    head = _psi_minus_log_series(x + shift) + jax.nn.softplus(math.log(shift) - log_x)
+    head = _psi_minus_log_series(x + shift) + softplus(math.log(shift) - log_x)
     for k in range(shift):
         head = head - 1.0 / (x + k)
     return head
 
 
-@jax.jit
+def _scaled_tail_differences(r: jax.Array, y: jax.Array) -> jax.Array:
+    """``r [phi(r + y) - phi(r)]`` by the series of phi = psi - log, for r >= 10, y >= 0.
+
+    With ``v = y/(r + y)`` (a correctly rounded ratio: it scales the result) and ``u = 1 - v``
+    (needed to an absolute eps only: the terms it enters are <= 2% of the first):
+    ``r [(r + y)^(-m) - r^(-m)] = r^(1 - m) (u^m - 1) = -v r^(1 - m) S_m``,
+    ``S_m = 1 + u + ... + u^(m - 1)`` (u^m - 1 = (u - 1) S_m): every S_m is a sum of positive terms,
+    so nothing cancels, and ``r^(1 - m)`` is a power of ``1/r`` (it underflows to 0 harmlessly
+    at r = 1e35 in float32, where the first term alone is left). Two divisions and products, where
+    ``expm1(-m log1p(y/r))`` per term would cost an expm1 each.
+    """
+    v = y / (r + y)
+    u = 1 - v
+    inv_r = 1 / r
+    total = jnp.zeros_like(r)
+    partial_sum, u_power, m = jnp.zeros_like(r), jnp.ones_like(r), 0  # S_m and u^m
+    r_power, k = jnp.ones_like(r), 1  # r^(1 - k)
+    for power, coeff in _digamma_tail_in_dtype(r.dtype):
+        while m < power:
+            partial_sum, u_power, m = partial_sum + u_power, u_power * u, m + 1
+        while k < power:
+            r_power, k = r_power * inv_r, k + 1
+        total = total + coeff * r_power * partial_sum
+    return -v * total
+
+
 def scaled_digamma_gap(log_r: jax.Array, y: jax.Array) -> jax.Array:
     """``r [psi(r + y) - psi(r) - log(1 + y/r)]`` for r = exp(log_r) > 0, y >= 0 whole.
 
     The bracket is ``phi(r + y) - phi(r)``, phi(x) = psi(x) - log x = sum_j a_j x^(-m_j) + ...:
-    * r >= 10: each difference of the tail as ``a_j r^(-m_j) expm1(-m_j log1p(y/r))`` (no
-      cancellation; ~y/(2 r) at large r), with r folded in as ``r^(1 - m_j)`` so nothing
-      underflows at r = 1e35 in float32;
+    * r >= 10: the differences of the tail, ``a_j r [(r + y)^(-m_j) - r^(-m_j)]``, without
+      cancellation (``_scaled_tail_differences``; ~y/(2 r) at large r);
     * r < 10, y < 16: ``psi(r + y) - psi(r) = sum_{k<y} 1/(r + k)`` exactly, a sum of positive terms;
     * r < 10, y >= 16: ``phi(r + y)`` by the series and ``phi(r)`` by ``_psi_minus_log_small``.
     No digamma call: near its root at 1.46 digamma loses 1e-14 (float64) / 3e-6 (float32).
     """
     r = jnp.exp(log_r)
     large = r >= _SERIES_FROM
-    rl = jnp.where(large, r, jnp.full_like(r, _SERIES_FROM))
-    lr = jnp.log1p(y / rl)
-    series = jnp.zeros_like(r)
-    for power, coeff in _DIGAMMA_TAIL:
-        scale = jnp.ones_like(r) if power == 1 else rl ** (1 - power)
-        series = series + coeff * scale * jnp.expm1(-power * lr)
-    rs = jnp.where(large, jnp.ones_like(r), r)
-    log_rs = jnp.where(large, jnp.zeros_like(r), log_r)
+    rl = where(large, r, jnp.full_like(r, _SERIES_FROM))
+    series = _scaled_tail_differences(rl, y)
+    rs = where(large, jnp.ones_like(r), r)
+    log_rs = where(large, jnp.zeros_like(r), log_r)
     positive = y > 0
-    log_ys = jnp.log(jnp.where(positive, y, jnp.ones_like(y)))
-    log1p_y_over_r = jnp.where(positive, jax.nn.softplus(log_ys - log_rs), jnp.zeros_like(y))
+    log_ys = jnp.log(where(positive, y, jnp.ones_like(y)))
+    log1p_y_over_r = where(positive, softplus(log_ys - log_rs), jnp.zeros_like(y))
     few = y < _FINITE_SUM_BELOW
     finite_sum = jnp.zeros_like(r)
     for k in range(_FINITE_SUM_BELOW):
-        finite_sum = finite_sum + jnp.where(k < y, rs / (rs + k), jnp.zeros_like(r))
-    yl = jnp.where(few, jnp.full_like(y, _FINITE_SUM_BELOW), y)
+        finite_sum = finite_sum + where(k < y, rs / (rs + k), jnp.zeros_like(r))
+    yl = where(few, jnp.full_like(y, _FINITE_SUM_BELOW), y)
     by_tails = rs * (_psi_minus_log_series(rs + yl) - _psi_minus_log_small(rs, log_rs))
-    direct = jnp.where(few, finite_sum - rs * log1p_y_over_r, by_tails)
-    return jnp.where(large, series, direct)
+    direct = where(few, finite_sum - rs * log1p_y_over_r, by_tails)
+    return where(large, series, direct)
 
 
 def softplus_times_exp(log_scale: jax.Array, d: jax.Array) -> jax.Array:
@@ -265,10 +436,10 @@ def softplus_times_exp(log_scale: jax.Array, d: jax.Array) -> jax.Array:
     so ``r log(1 + mu/r)`` stays ``~mu`` when mu/r underflows.
     """
     neg = d <= 0
-    dn = jnp.where(neg, d, jnp.zeros_like(d))
-    dp = jnp.where(neg, jnp.zeros_like(d), d)
+    dn = where(neg, d, jnp.zeros_like(d))
+    dp = where(neg, jnp.zeros_like(d), d)
     small = jnp.exp(log_scale + dn) * (1 + log1pmx_over_x(jnp.exp(dn)))
-    return jnp.where(neg, small, jnp.exp(log_scale) * jax.nn.softplus(dp))
+    return where(neg, small, jnp.exp(log_scale) * softplus(dp))
 
 
 def sum_over_counts(

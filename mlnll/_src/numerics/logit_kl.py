@@ -1,12 +1,37 @@
-"""KL divergences between Bernoulli and geometric laws given their logits, accurate when the two
-logits are close (both Bernoulli and Geometric families, and Binomial through Bernoulli, use them)."""
+"""The logistic function's pieces, and KL divergences between Bernoulli and geometric laws given
+their logits, accurate when the two logits are close (the Bernoulli, Geometric and Binomial families
+use them)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from mlnll._src.numerics.counts import where
 from mlnll._src.numerics.elementary import expm1mx, log1pmx, log1pmx_over_x, log_sigmoid
+
+
+def logistic_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(log p, log q, p, q)`` for ``p = sigmoid(z)``, ``q = 1 - p = sigmoid(-z)``, from one exp,
+    one log1p and two divisions (``log_sigmoid`` and ``sigmoid`` of z and -z would take four exps,
+    two log1p and two divisions).
+
+    With ``e = exp(-|z|) <= 1``: ``log_sigmoid(z) = -softplus(-z) = min(z, 0) - log1p(e)`` and
+    ``log_sigmoid(-z) = min(-z, 0) - log1p(e)`` (each a sum of two terms of one sign); the larger
+    of p and q is ``1/(1 + e)``, the smaller ``e/(1 + e)`` (no cancellation near 0 or 1). ``|z|``
+    and ``min`` are written as selects, so every derivative is the one-sided one, also at z = 0
+    (``abs`` and ``minimum`` would give 0 or a half there). Exact at z = +-inf (p, q in {0, 1}).
+    """
+    pos = z >= 0
+    zero = jnp.zeros_like(z)
+    e = jnp.exp(where(pos, -z, z))
+    log1p_e = jnp.log1p(e)
+    log_p = where(pos, zero, z) - log1p_e
+    log_q = where(pos, -z, zero) - log1p_e
+    larger = 1 / (1 + e)
+    smaller = e / (1 + e)  # a division rather than e * larger: one rounding fewer
+    return log_p, log_q, where(pos, larger, smaller), where(pos, smaller, larger)
+
 
 @jax.jit
 def bernoulli_kl(zp: jax.Array, zq: jax.Array) -> jax.Array:

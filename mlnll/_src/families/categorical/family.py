@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from mlnll._src import info, numerics, validate
+from mlnll._src.closed_form import minus_inf_off_support
 from mlnll._src.families.categorical import cases, inputs, kernels, options
 from mlnll._src.losses import checks
 
@@ -42,7 +43,7 @@ class Categorical:
         # Labels go to the label kernel with the logits in their own dtype: no one-hot row is built.
         x = inputs.prepare(outputs, targets, upcast=not inputs.is_labels(targets))
         lp = -kernels.cross_entropy_logits(x.logits, x.targets)
-        return jnp.where(x.valid(), lp, -jnp.inf).astype(x.dtype)
+        return minus_inf_off_support(lp, x.valid()).astype(x.dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
         """Closed form ``softmax(z) - onehot(y)`` (or ``softmax(z) sum(q) - q``), shape [..., C].

@@ -43,6 +43,20 @@ def is_labels(targets) -> bool:
     return not jnp.issubdtype(jnp.asarray(targets).dtype, jnp.floating)
 
 
+def _int32_labels(y: jax.Array, num_classes: int) -> jax.Array:
+    """Labels as int32. A label beyond int32 (an int64 2**32) becomes int32's minimum first, an
+    invalid label, instead of wrapping to class 0 in the cast; every other label keeps its value
+    (an ``ignore_index`` of -100 included)."""
+    if y.dtype == jnp.bool_ or np.dtype(y.dtype).itemsize < 4 or y.dtype == jnp.int32:
+        return y.astype(jnp.int32)
+    limits = jnp.iinfo(jnp.int32)
+    info = jnp.iinfo(y.dtype)
+    fits = y <= limits.max
+    if info.min < 0:
+        fits = fits & (y >= limits.min)
+    return jnp.where(fits, y, jnp.full_like(y, limits.min if info.min < 0 else limits.max)).astype(jnp.int32)
+
+
 def prepare(outputs, targets, *, upcast: bool = True) -> Inputs:
     """Logits and targets broadcast to one batch shape.
 
@@ -61,12 +75,15 @@ def prepare(outputs, targets, *, upcast: bool = True) -> Inputs:
                 "must have an integer dtype, e.g. targets.astype(jnp.int32)."
             )
         batch = validate.broadcast_shapes("Categorical", [("outputs", z.shape), ("targets", y.shape)])[:-1]
+        if np.dtype(y.dtype).itemsize > np.dtype(z.dtype).itemsize:
+            # Judged in their own precision: float64 1 + 1e-12 must not round into [0, 1].
+            y = jnp.where((y >= 0) & (y <= 1), y, jnp.nan)
         y = jnp.broadcast_to(y.astype(z.dtype), batch + (num_classes,))
         return Inputs(jnp.broadcast_to(z, batch + (num_classes,)), y, True, dtype)
     batch = validate.broadcast_shapes(
         "Categorical", [("outputs[..., :-1] (batch)", z.shape[:-1]), ("targets (labels)", y.shape)]
     )
-    y = jnp.broadcast_to(y.astype(jnp.int32), batch)
+    y = jnp.broadcast_to(_int32_labels(y, num_classes), batch)
     return Inputs(jnp.broadcast_to(z, batch + (num_classes,)), y, False, dtype)
 
 
