@@ -38,7 +38,7 @@ N = 16
 C = 4
 BINOMIAL_N = 20
 MULTINOMIAL_N = 6
-mpmath.mp.dps = 60
+mpmath.mp.dps = max(mpmath.mp.dps, 60)  # never lowered by another module (one process imports them all)
 
 
 def _as_tuple(outputs):

@@ -50,7 +50,7 @@ N = 16
 K = 4
 F64 = jnp.float64
 LOG_2PI = math.log(2 * math.pi)
-mpmath.mp.dps = 50
+mpmath.mp.dps = max(mpmath.mp.dps, 50)  # never lowered by another module (one process imports them all)
 gammaln = jax.scipy.special.gammaln
 
 

@@ -26,7 +26,7 @@ from mlnll._src.families import von_mises as von_mises_module
 from mlnll._src.families.beta import Beta
 from mlnll._src.families.von_mises import VonMises
 
-mpmath.mp.dps = 40
+mpmath.mp.dps = max(mpmath.mp.dps, 40)  # never lowered by another module (one process imports them all)
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 # A few ulps of each float type: the accuracy asked of B(k) and of its derivative.
 B_RTOL = {F32: 8 * float(np.finfo(np.float32).eps), F64: 8 * float(np.finfo(np.float64).eps)}
