@@ -33,8 +33,11 @@ def closed_form(value_and_partials: Callable, *, num_static: int = 0) -> Callabl
     """``f(*static, *arrays)``: ``value_and_partials(...)[0]``, differentiated by its partials.
 
     ``value_and_partials(*static, *arrays) -> (value, partials)`` with ``partials`` a tuple, one
-    entry per array argument: ``d value / d array`` at the value's shape (broadcasting allowed), or
-    ``None`` for an argument whose tangent is ignored. The first ``num_static`` arguments are
+    entry per array argument: ``d value / d array`` at the value's shape (broadcasting allowed) or
+    with event axes after it (``value.shape + event``: a vector's, a matrix's; the tangent sums
+    ``partial * d array`` over them), ``None`` for an argument whose tangent is ignored, or a
+    function of no arguments returning the partial (traced only when that argument is
+    differentiated: a partial that costs a pass of its own). The first ``num_static`` arguments are
     static (hashable Python values, not differentiated). The partials are computed only when the
     function is differentiated (XLA removes them from a value-only program).
     """
@@ -52,7 +55,11 @@ def closed_form(value_and_partials: Callable, *, num_static: int = 0) -> Callabl
         for partial, tangent in zip(partials, tangents, strict=True):
             if partial is None or _is_zero(tangent):
                 continue
+            if callable(partial):
+                partial = partial()
             term = partial * tangent.astype(value.dtype)
+            if term.ndim > value.ndim:  # contract the event axes
+                term = jnp.sum(term, axis=tuple(range(value.ndim, term.ndim)))
             out = term if out is None else out + term
         if out is None:
             out = jnp.zeros_like(value)

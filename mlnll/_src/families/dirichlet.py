@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
-from mlnll._src.closed_form import minus_inf_off_support
-from mlnll._src.families.exponential_family import closed_form_over_events
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.numerics import gamma_bessel as gb
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
@@ -120,10 +119,10 @@ def _log_pdf_and_partials(log_a: jax.Array, y: jax.Array):
 
 
 # log p, differentiated by its partials: jax.grad, jacfwd and hessian of log_prob run the closed form
-# of the class docstring, the partials contracted over the category axis (closed_form_over_events),
+# of the class docstring, the partials contracted over the category axis (closed_form),
 # not autodiff of the series. Jitted: traced once per shape and dtype, without the linearisation's
 # per-operation overhead; XLA inlines it.
-dirichlet_log_pdf = closed_form_over_events(jax.jit(_log_pdf_and_partials))
+dirichlet_log_pdf = closed_form(jax.jit(_log_pdf_and_partials))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +147,7 @@ class Dirichlet:
     ``-a_j u_j - (1 - p_j)/2 + a_j (delta'(a_j) - delta'(n))``, with ``a_j delta'(n) = p_j (n delta'(n))``.
     In the targets (as real vectors, the textbook density's derivative) ``d log p / d y_j =
     (a_j - 1)/y_j``. ``jax.grad`` (and ``jacfwd``, ``hessian``) of ``log_prob`` run through these
-    partials (a custom_jvp contracting them over the category axis, ``closed_form_over_events``;
+    partials (a custom_jvp contracting them over the category axis, ``closed_form``;
     ``grad`` returns the same partials), not through autodiff of the series. delta and ``x delta'``
     of the a_j and of n come from ``stirling_remainder_and_scaled_grad`` (no lgamma or digamma).
 

@@ -54,61 +54,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 from jax.flatten_util import ravel_pytree
 from jax.scipy import special
 
 from mlnll._src import numerics, unpack, validate
-from mlnll._src.closed_form import minus_inf_off_support
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
 __all__ = ["ExponentialFamily", "bernoulli", "categorical", "exponential", "gamma", "normal", "poisson"]
-
-
-def _is_zero(tangent) -> bool:
-    """A tangent that contributes nothing: symbolic zero, or the float0 tangent of an integer."""
-    return isinstance(tangent, SymbolicZero) or getattr(tangent, "dtype", None) == jax.dtypes.float0
-
-
-def closed_form_over_events(value_and_partials: Callable, *, num_static: int = 0) -> Callable:
-    """``closed_form`` (``mlnll._src.closed_form``) for arguments with event axes.
-
-    ``value_and_partials(*static, *arrays) -> (value, partials)`` as for ``closed_form``, except that
-    a partial may carry event axes after the value's: ``d value / d array`` of shape
-    ``value.shape + event`` (a vector's, a matrix's), or broadcastable to ``value.shape`` (no event
-    axes), ``None`` (tangent ignored), or a function of no arguments returning the partial (traced
-    only when that argument is differentiated: a partial that costs a pass of its own, such as a
-    wrapped family's derivative in the targets). The tangent is
-    ``sum over the event axes of partial * d array``, so that ``jax.grad`` of the value is the
-    partial itself. The rule is plain ``jax.numpy``: it is differentiable again (second order is
-    autodiff of the partials). ``custom_jvp`` with symbolic zeros: an argument that is not
-    differentiated costs nothing (XLA removes its partial from the program).
-    """
-    static = tuple(range(num_static))
-
-    @functools.partial(jax.custom_jvp, nondiff_argnums=static)
-    def f(*args):
-        return value_and_partials(*args)[0]
-
-    def jvp(*args):
-        *statics, primals, tangents = args
-        value, partials = value_and_partials(*statics, *primals)
-        value = jnp.asarray(value)
-        out = jnp.zeros_like(value)
-        for partial, tangent in zip(partials, tangents, strict=True):
-            if partial is None or _is_zero(tangent):
-                continue
-            if callable(partial):
-                partial = partial()
-            term = partial * tangent.astype(value.dtype)
-            term = jnp.sum(term, axis=tuple(range(value.ndim, term.ndim)))  # contract the event axes
-            out = out + term
-        return value, jnp.broadcast_to(out, value.shape).astype(value.dtype)
-
-    f.defjvp(jvp, symbolic_zeros=True)
-    functools.update_wrapper(f, value_and_partials, assigned=("__module__", "__doc__"))
-    return f
 
 
 class _Prepared(NamedTuple):
@@ -433,7 +387,7 @@ def _value_and_partials(family: ExponentialFamily, event_ndim: int, eta: jax.Arr
 # The log-density in (eta, T(y), log h(y)), differentiated by the closed form above; the chain rule
 # through natural_params (J^T), sufficient_statistic and log_base_measure is autodiff of the user's
 # functions.
-_log_density = closed_form_over_events(_value_and_partials, num_static=2)
+_log_density = closed_form(_value_and_partials, num_static=2)
 
 
 # -- ready-made builders ---------------------------------------------------------------------------

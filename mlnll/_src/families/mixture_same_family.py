@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
-from mlnll._src.families.exponential_family import closed_form_over_events
+from mlnll._src.closed_form import closed_form
 from mlnll._src.families.normal import Normal
 from mlnll._src.family import Family
 from mlnll._src.verify import draws
@@ -132,7 +132,7 @@ def _value_and_partials(family: MixtureSameFamily, treedef, logits: jax.Array, t
 
 
 # log p(y) of the mixture, differentiated by the closed form (jax.grad, jacfwd, hessian).
-_mixture_log_prob = closed_form_over_events(_value_and_partials, num_static=2)
+_mixture_log_prob = closed_form(_value_and_partials, num_static=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +161,7 @@ class MixtureSameFamily:
     computed only when the targets are differentiated.
 
     Derivatives of ``log_prob`` (``jax.grad``, ``jax.jacfwd``, ``jax.hessian``, in the outputs and
-    the targets) are those of this closed form (a ``custom_jvp``, ``closed_form_over_events``): a
+    the targets) are those of this closed form (a ``custom_jvp``, ``closed_form``): a
     mixture loss's gradient reuses the responsibilities and the component's own closed-form
     gradient, and equals ``grad`` exactly. The tests check it, and its own derivative, against
     autodiff of the plain formula. Where ``log p = -inf`` (no component can produce y) the

@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import info, numerics, unpack, validate
-from mlnll._src.closed_form import minus_inf_off_support
-from mlnll._src.families.exponential_family import closed_form_over_events
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.numerics import counts
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -103,7 +102,7 @@ def _value_and_partials(n: int, z: jax.Array, y: jax.Array):
 
 
 # log p(y | z), differentiated by the closed-form score (jax.grad, jacfwd, hessian); counts are not.
-_log_pmf = closed_form_over_events(_value_and_partials, num_static=1)
+_log_pmf = closed_form(_value_and_partials, num_static=1)
 
 
 def compositions(total_count: int, num_classes: int) -> np.ndarray:

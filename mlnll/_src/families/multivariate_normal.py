@@ -13,8 +13,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from mlnll._src import numerics, unpack, validate
-from mlnll._src.closed_form import minus_inf_off_support
-from mlnll._src.families.exponential_family import closed_form_over_events
+from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -70,7 +69,7 @@ def _value_and_partials(loc: jax.Array, raw: jax.Array, y: jax.Array):
 
 
 # log N(y; loc, L L^T), differentiated by the closed form above (jax.grad, jacfwd, hessian).
-mvn_log_pdf = closed_form_over_events(_value_and_partials)
+mvn_log_pdf = closed_form(_value_and_partials)
 
 
 _NAMES = ("loc", "scale_tril")
