@@ -37,10 +37,6 @@ from mlnll._src.numerics.elementary import expm1mx as expm1mx
 from mlnll._src.numerics.elementary import log1pmx_over_x as log1pmx_over_x
 from mlnll._src.numerics.elementary import log1pmx as log1pmx
 from mlnll._src.numerics.elementary import safe_divide as safe_divide
-from mlnll._src.numerics.elementary import log1p_square as log1p_square
-from mlnll._src.numerics.elementary import square_ratio as square_ratio
-from mlnll._src.numerics.elementary import odd_ratio as odd_ratio
-from mlnll._src.numerics.elementary import one_minus_square_over as one_minus_square_over
 from mlnll._src.numerics.elementary import log_cosh as log_cosh
 from mlnll._src.numerics.elementary import log_hypot1 as log_hypot1
 from mlnll._src.numerics.counts import check_total_count as check_total_count

@@ -191,43 +191,6 @@ def _split_at_one(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return small, jnp.where(small, z, jnp.zeros_like(z)), jnp.where(small, jnp.ones_like(z), z)
 
 
-def log1p_square(z: jax.Array) -> jax.Array:
-    """``log(1 + z^2)`` for every z, without overflow.
-
-    |z| <= 1: ``log1p(z^2)``. Otherwise ``2 log|z| + log1p(1/z^2)`` (log(1 + z^2) = log(z^2 (1 +
-    1/z^2))), so z = 1e30 in float32 gives 138.2, not inf. Both branches have finite gradients.
-    """
-    small, zs, zl = _split_at_one(z)
-    al = jnp.abs(zl)
-    return jnp.where(small, jnp.log1p(zs * zs), 2 * jnp.log(al) + jnp.log1p(jnp.square(1 / al)))
-
-
-def square_ratio(z: jax.Array) -> jax.Array:
-    """``z^2 / (1 + z^2)``, as ``1 / (1 + (1/z)^2)`` for |z| > 1 (no overflow of z^2)."""
-    small, zs, zl = _split_at_one(z)
-    return jnp.where(small, zs * zs / (1 + zs * zs), 1 / (1 + jnp.square(1 / zl)))
-
-
-def odd_ratio(z: jax.Array) -> jax.Array:
-    """``z / (1 + z^2)``, as ``1 / (z + 1/z)`` for |z| > 1 (no overflow of z^2)."""
-    small, zs, zl = _split_at_one(z)
-    return jnp.where(small, zs / (1 + zs * zs), 1 / (zl + 1 / zl))
-
-
-def one_minus_square_over(r: jax.Array, inv_nu: jax.Array) -> jax.Array:
-    """``(1 - r^2) / (1 + r^2 / nu)``, with relative accuracy near |r| = 1 and no overflow of r^2.
-
-    |r| <= 1: ``(1 - |r|)(1 + |r|) / (1 + r^2 / nu)`` (``1 - |r|`` is exact near |r| = 1, where
-    ``1 - r^2`` would cancel); otherwise, dividing through by r^2,
-    ``(1/|r| - 1)(1/|r| + 1) / (1/r^2 + 1/nu)``.
-    """
-    small, rs, rl = _split_at_one(r)
-    a_s, inv_a = jnp.abs(rs), 1 / jnp.abs(rl)
-    near = (1 - a_s) * (1 + a_s) / (1 + rs * rs * inv_nu)
-    far = (inv_a - 1) * (inv_a + 1) / (inv_a * inv_a + inv_nu)
-    return jnp.where(small, near, far)
-
-
 def log_cosh(z: jax.Array) -> jax.Array:
     """``log(cosh z)`` with relative accuracy at z -> 0 in value and derivative, and no overflow.
 
