@@ -39,8 +39,8 @@ def _prepare(outputs, targets) -> tuple[unpack.Params, jax.Array]:
 def _log_one_plus_y_over_r(y: jax.Array, b: jax.Array) -> jax.Array:
     """``log(1 + y/r)`` for y >= 0 as ``softplus(log y - b)``: y/r may overflow, its log does not."""
     positive = y > 0
-    ys = counts.where(positive, y, jnp.ones_like(y))
-    return counts.where(positive, counts.softplus(jnp.log(ys) - b), jnp.zeros_like(y))
+    ys = numerics.where(positive, y, jnp.ones_like(y))
+    return numerics.where(positive, numerics.softplus(jnp.log(ys) - b), jnp.zeros_like(y))
 
 
 def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
@@ -51,12 +51,12 @@ def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
     their series at the dtype's precision.
     """
     positive = y > 0
-    ys = counts.where(positive, y, jnp.ones_like(y))
+    ys = numerics.where(positive, y, jnp.ones_like(y))
     r = jnp.exp(b)
     log_ys = jnp.log(ys)
     # s = log((r + mu) / (r + y)) = log1p(mu/r) - log1p(y/r), both as softplus of a log-ratio.
-    log1p_y_over_r = counts.softplus(log_ys - b)
-    s = counts.softplus(a - b) - log1p_y_over_r
+    log1p_y_over_r = numerics.softplus(log_ys - b)
+    s = numerics.softplus(a - b) - log1p_y_over_r
     t_y = numerics.log_ratio(ys, a) + s  # log(y / m_y), m_y = (r + y) mu / (r + mu)
     delta_r, _ = gamma_bessel.stirling_remainder_and_scaled_grad(r, b)
     # log(r + y) = log r + log1p(y/r); r + y >= 1 (the remainder's unit steps and series).
@@ -71,7 +71,7 @@ def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
     )
     # y = 0: log p = r log(r / (r + mu)) = -r softplus(a - b), kept ~ -mu when mu / r underflows.
     at_zero = -numerics.softplus_times_exp(b, a - b)
-    return counts.where(positive, spread, at_zero)
+    return numerics.where(positive, spread, at_zero)
 
 
 def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -79,19 +79,19 @@ def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Arra
     r = jnp.exp(b)
     # r / (r + mu) = sigmoid(b - a): (mu - y) r / (r + mu) without forming r + mu. Where
     # sigmoid(b - a) would underflow, the product is taken in logs (it can be as large as ~r).
-    log_share = -counts.softplus(a - b)  # log_sigmoid(b - a)
+    log_share = -numerics.softplus(a - b)  # log_sigmoid(b - a)
     gap = jnp.exp(a) - y
     normal = log_share > math.log(jnp.finfo(a.dtype).tiny) + 1
-    abs_gap = counts.where(gap == 0, jnp.ones_like(gap), jnp.abs(gap))  # double where: log(0)
+    abs_gap = numerics.where(gap == 0, jnp.ones_like(gap), jnp.abs(gap))  # double where: log(0)
     in_logs = jnp.sign(gap) * jnp.exp(jnp.log(abs_gap) + log_share)
-    excess = counts.where(normal, gap * jnp.exp(log_share), in_logs)  # (mu - y) r / (r + mu) = -r w
+    excess = numerics.where(normal, gap * jnp.exp(log_share), in_logs)  # (mu - y) r / (r + mu) = -r w
     # r log1pmx(w), w = (y - mu)/(r + mu): near w = 0 as r w * log1pmx(w)/w; elsewhere as
     # r log1p(w) - r w with r log1p(w) = r [log1p(y/r) - log1p(mu/r)] (no overflow of w itself).
     w = (y - jnp.exp(a)) * jnp.exp(-jnp.logaddexp(a, b))
     near = jnp.abs(w) <= 0.5
-    wn = counts.where(near, w, jnp.zeros_like(w))
-    r_log1p_w = r * (_log_one_plus_y_over_r(y, b) - counts.softplus(a - b))
-    r_log1pmx_w = counts.where(near, -excess * numerics.log1pmx_over_x(wn), r_log1p_w + excess)
+    wn = numerics.where(near, w, jnp.zeros_like(w))
+    r_log1p_w = r * (_log_one_plus_y_over_r(y, b) - numerics.softplus(a - b))
+    r_log1pmx_w = numerics.where(near, -excess * numerics.log1pmx_over_x(wn), r_log1p_w + excess)
     return excess, -numerics.scaled_digamma_gap(b, y) - r_log1pmx_w
 
 

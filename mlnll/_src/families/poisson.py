@@ -47,9 +47,9 @@ def _log_pmf_and_partials(log_rate: jax.Array, y: jax.Array) -> tuple[jax.Array,
     log_y = jnp.log(ys)
     far = log_y - log_rate
     # log(y / rate) as the log of the ratio near 1 (a few ulps), as log y - log_rate elsewhere.
-    t = counts.where(jnp.abs(far) < 0.5, jnp.log(ys / rate), far)
+    t = numerics.where(jnp.abs(far) < 0.5, jnp.log(ys / rate), far)
     spread = -counts.log_factorial_part_in_dtype(ys, log_y) - counts.bd0_in_dtype(ys, t, rate)
-    value = counts.where(y > 0, spread, -rate)  # y = 0: log p = -rate
+    value = numerics.where(y > 0, spread, -rate)  # y = 0: log p = -rate
     return value, (y - rate, None)  # counts are not differentiable
 
 

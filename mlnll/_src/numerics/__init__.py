@@ -2,7 +2,7 @@
 ``numerics.log_sigmoid``, ``numerics.stirling_remainder``.
 
 * ``dtypes``: which dtype to compute in and which to return.
-* ``elementary``: log-sigmoid, logsumexp with relative accuracy, ``0 log 0``, ``expm1mx``, ``log1pmx``
+* ``elementary``: log-sigmoid, logsumexp with relative accuracy, ``0 log 0``, one-select ``where``, ``expm1mx``, ``log1pmx``
   and the overflow-free ratios of the location-scale families.
 * ``series``: Horner evaluation and the shared coefficient tables (Bernoulli numbers, Stirling).
 * ``counts``: Loader's saddle-point pieces (``stirlerr``, ``bd0``) and sums over counts.
@@ -33,6 +33,8 @@ from mlnll._src.numerics.elementary import logsumexp_or_neg_inf as logsumexp_or_
 from mlnll._src.numerics.elementary import expand_to as expand_to
 from mlnll._src.numerics.elementary import xlogy as xlogy
 from mlnll._src.numerics.elementary import mul_nonzero as mul_nonzero
+from mlnll._src.numerics.elementary import where as where
+from mlnll._src.numerics.elementary import softplus as softplus
 from mlnll._src.numerics.elementary import expm1mx as expm1mx
 from mlnll._src.numerics.elementary import log1pmx_over_x as log1pmx_over_x
 from mlnll._src.numerics.elementary import log1pmx as log1pmx

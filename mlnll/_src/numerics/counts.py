@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from mlnll._src.numerics.series import EXPM1MX_COEFFS, STIRLING_COEFFS, expm1mx_series, horner, stirling_series
-from mlnll._src.numerics.elementary import LOG_2PI, log1pmx_over_x
+from mlnll._src.numerics.elementary import LOG_2PI, log1pmx_over_x, softplus, where
 
 
 # stirlerr(k) = log(k!) - ((k + 1/2) log k - k + log(2 pi) / 2) for k = 0..9, from mpmath at 40
@@ -66,25 +66,6 @@ _EXPM1MX_TERMS_32 = 10
 _STIRLING_TERMS_32 = 3
 # log(x/m) is taken from the ratio x/m where it lies in (e^-1/2, e^1/2), from log x - log m elsewhere.
 _E_MINUS_HALF, _E_HALF = math.exp(-0.5), math.exp(0.5)
-
-
-def where(cond: jax.Array, x, y) -> jax.Array:
-    """``jnp.where(cond, x, y)`` as one ``lax.select``, for x and y of cond's shape (or scalars,
-    broadcast) and one dtype.
-
-    ``jnp.where`` wraps every call in a jit of its own; under ``jax.grad`` each of those is
-    partially evaluated and lowered separately, which for these formulas of dozens of selects
-    costs more tracing time than the rest of the program (2.5x the first compile of a
-    negative binomial NLL). The select itself is the same operation.
-    """
-    dtype = x.dtype if hasattr(x, "dtype") else jnp.asarray(y).dtype
-    x, y = (jnp.broadcast_to(jnp.asarray(v, dtype), cond.shape) for v in (x, y))
-    return jax.lax.select(cond, x, y)
-
-
-def softplus(x: jax.Array) -> jax.Array:
-    """``log(1 + e^x) = max(x, 0) + log1p(e^-|x|)`` (``jax.nn.softplus``'s value, as primitives)."""
-    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
 def check_total_count(family: str, total_count) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mlnll._src.numerics.counts import where
+from mlnll._src.numerics.elementary import where
 from mlnll._src.numerics.elementary import expm1mx, log1pmx, log1pmx_over_x, log_sigmoid
 
 
