@@ -16,7 +16,6 @@ from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.family import PerExample
 from mlnll._src.losses import checks
 from mlnll._src.losses import options as check
-from mlnll._src.numerics import counts
 from mlnll._src.numerics.logit_kl import logistic_parts
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -40,13 +39,24 @@ def _in_support(y: jax.Array) -> jax.Array:
 
 
 def _log_pmf_and_partials(z: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """``log p(y | z)`` for y in [0, 1] and its partials ``(y - p, z)`` in (z, y) (see the class)."""
-    log_p, log_q, p, q = logistic_parts(z)
-    # 0 * log 0 = 0: each term is dropped where its weight is exactly 0, so a logit of -inf or
-    # 3e38 against a label it agrees with gives 0, not NaN.
-    value = numerics.mul_nonzero(y, log_p) + numerics.mul_nonzero(1 - y, log_q)
-    # y - p as y q - (1 - y) p: relative accuracy for a confident, correct prediction.
-    return value, (y * q - (1 - y) * p, z)
+    """``log p(y | z)`` for y in [0, 1] and its partials ``(y - p, z)`` in (z, y) (see the class).
+
+    With ``e = exp(-|z|)``: ``log p = min(z, 0) - log1p(e)`` and ``log(1 - p) = min(-z, 0) - log1p(e)``,
+    so ``y log p + (1 - y) log(1 - p) = -w |z| - log1p(e)`` with ``w = 1 - y`` for z >= 0 and
+    ``w = y`` for z < 0 (the weight of the term whose probability is the smaller): two terms <= 0.
+    With ``r = 1/(1 + e)``, ``p = r`` and ``1 - p = e r`` for z >= 0 (swapped for z < 0), so
+    ``y (1 - p) - (1 - y) p`` is ``r (y e - (1 - y))`` or ``r (y - (1 - y) e)``: one division.
+    """
+    pos = z >= 0
+    minus_abs = numerics.where(pos, -z, z)
+    e = jnp.exp(minus_abs)  # exp(-|z|) <= 1
+    w = numerics.where(pos, 1 - y, y)
+    # 0 * log 0 = 0: w |z| is dropped where w is exactly 0, so a logit of -inf or 3e38 against a
+    # label it agrees with gives 0, not NaN.
+    value = numerics.mul_nonzero(w, minus_abs) - jnp.log1p(e)
+    # y - p as y (1 - p) - (1 - y) p: relative accuracy for a confident, correct prediction.
+    score = numerics.where(pos, y * e - (1 - y), y - (1 - y) * e) / (1 + e)
+    return value, (score, z)
 
 
 # y log p + (1 - y) log(1 - p), differentiated by its partials (jax.grad runs the closed form).
@@ -71,8 +81,7 @@ class Bernoulli:
     In a soft label, ``d log p/dy = log_sigmoid(z) - log_sigmoid(-z) = z``. ``log_prob``
     differentiates through exactly these partials (a ``closed_form`` custom_jvp, also what
     ``grad`` returns), so ``jax.grad``, ``jacfwd`` and ``hessian`` run the derivation, not autodiff of
-    the stable value. The four logistic pieces come from one exp, one log1p and one division
-    (``logistic_parts``).
+    the stable value. Value and gradient come from one exp, one log1p and one division.
 
     Fisher information: ``E[(p - y)^2] = p (1 - p) = sigmoid(z) sigmoid(-z)``, which is also the
     second derivative of ``-log p`` in z (Bernoulli is an exponential family in z).
@@ -82,7 +91,7 @@ class Bernoulli:
         """Per-example ``log p(targets | logits)``, every constant included (scipy's logpmf)."""
         z, y, dtype = _prepare(outputs, targets)
         valid = _in_support(y)
-        lp = bernoulli_log_pmf(z, counts.where(valid, y, jnp.zeros_like(y)))  # double where: y in [0, 1]
+        lp = bernoulli_log_pmf(z, numerics.where(valid, y, jnp.zeros_like(y)))  # double where: y in [0, 1]
         return minus_inf_off_support(lp, valid).astype(dtype)
 
     def grad(self, outputs, targets) -> jax.Array:
@@ -226,7 +235,7 @@ class BernoulliOptions:
         the positive-class weights broadcast to z, and whether each target is in [0, 1]."""
         z, y, _ = _prepare(outputs, targets)
         valid = _in_support(y)
-        return z, counts.where(valid, y, jnp.zeros_like(y)), self._pos_weight(z.shape, z.dtype), valid
+        return z, numerics.where(valid, y, jnp.zeros_like(y)), self._pos_weight(z.shape, z.dtype), valid
 
     def per_example(self, outputs, targets) -> PerExample:
         """The per-example loss; inf where the target is outside [0, 1] (NaN derivatives there).

@@ -12,7 +12,6 @@ import numpy as np
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.numerics import counts
-from mlnll._src.numerics.logit_kl import logistic_parts
 from mlnll._src.verify.case import Case, ScipyReference
 
 # Truncated support for expectation_nodes: the counts 0..2047. They hold all but
@@ -37,11 +36,21 @@ def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
 
 
 def _log_pmf_and_partials(z: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[jax.Array, None]]:
-    """``log p(y | z)`` for valid counts y and its partials ``((1 - p) - y p, None)`` (see the class)."""
-    log_p, log_q, p, q = logistic_parts(z)
-    # log(1 - p) = log_sigmoid(-z), log p = log_sigmoid(z); 0 * log(1 - p) = 0 even at z = +inf.
-    value = numerics.mul_nonzero(y, log_q) + log_p
-    return value, (q - y * p, None)  # counts are not differentiable
+    """``log p(y | z)`` for valid counts y and its partials ``((1 - p) - y p, None)`` (see the class).
+
+    With ``e = exp(-|z|)`` and ``L = log1p(e)``: ``log p = min(z, 0) - L`` and
+    ``log(1 - p) = min(-z, 0) - L``, so ``log p(y) = y min(-z, 0) + min(z, 0) - (1 + y) L``, a sum
+    of terms <= 0 (no cancellation). With ``r = 1/(1 + e)``, ``p = r`` and ``1 - p = e r`` for
+    z >= 0 (swapped for z < 0), so the score ``(1 - p) - y p`` is one division and two selects.
+    """
+    pos = z >= 0
+    zero, one = jnp.zeros_like(z), jnp.ones_like(z)
+    e = jnp.exp(numerics.where(pos, -z, z))  # exp(-|z|) <= 1
+    # y * min(-z, 0) taken as 0 at y = 0 even for z = +inf (where min(-z, 0) = -inf).
+    value = numerics.mul_nonzero(y, numerics.where(pos, -z, zero)) + numerics.where(pos, zero, z) - (1 + y) * jnp.log1p(e)
+    r = 1 / (1 + e)
+    score = r * (numerics.where(pos, e, one) - y * numerics.where(pos, one, e))
+    return value, (score, None)  # counts are not differentiable
 
 
 # y log(1 - p) + log p, differentiated by its partials (jax.grad runs the closed form).
@@ -64,7 +73,7 @@ class Geometric:
     ``d(-log p)/dz = y sigmoid(z) - sigmoid(-z) = y p - (1 - p)``. ``log_prob`` differentiates
     through exactly this partial (a ``closed_form`` custom_jvp, also what ``grad`` returns; the
     counts are not differentiable), so ``jax.grad``, ``jacfwd`` and ``hessian`` run the derivation.
-    All four logistic pieces come from one exp, one log1p and one division (``logistic_parts``).
+    Value and score come from one exp, one log1p and one division.
 
     Fisher information: the second derivative is ``(y + 1) sigmoid(z) sigmoid(-z)``, and
     ``E[y + 1] = 1/p``, so the Fisher information in z is ``sigmoid(-z) = 1 - p``.
