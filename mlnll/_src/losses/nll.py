@@ -115,7 +115,8 @@ class Loss:
         if where is not None or weights is not None:
             outputs, targets = self._isolate_dropped(outputs, targets, where, weights)
         terms, dtype = self._terms(outputs, targets)
-        w = self._weights(terms, where, weights)
+        plain = where is None and weights is None and terms.keep is None
+        w = None if plain else self._weights(terms, where, weights)
         return reduce_.reduce(terms.loss, w, self.reduction, dtype, norm=terms.norm)
 
     def _isolate_dropped(self, outputs, targets, where, weights):

@@ -54,12 +54,19 @@ def example_weights(shape: tuple[int, ...], dtype, *, where=None, weights=None, 
     return w
 
 
-def reduce(losses: jax.Array, w: jax.Array, reduction: str, dtype, *, norm: jax.Array | None = None) -> jax.Array:
+def reduce(losses: jax.Array, w: jax.Array | None, reduction: str, dtype, *,
+           norm: jax.Array | None = None) -> jax.Array:
     """``"none"``: ``w l`` per example; ``"sum"``: ``sum(w l)``; ``"mean"``: ``sum(w l) / sum(w norm)``.
 
     A zero weight drops an example whatever its loss (``inf * 0`` would be NaN), and a batch with
-    nothing kept has mean 0 and a zero gradient (not 0/0). The result is cast to ``dtype``.
+    nothing kept has mean 0 and a zero gradient (not 0/0). ``w=None`` (no mask, weights or ignored
+    examples) is the plain sum or mean, with no weight array for XLA to build and fold away. The
+    result is cast to ``dtype``.
     """
+    if w is None and norm is None:
+        return _unweighted(losses, reduction).astype(dtype)
+    if w is None:
+        w = jnp.ones(losses.shape, losses.dtype)
     weighted = numerics.mul_nonzero(w, losses)
     if reduction == "none":
         return weighted.astype(dtype)
@@ -67,6 +74,16 @@ def reduce(losses: jax.Array, w: jax.Array, reduction: str, dtype, *, norm: jax.
     if reduction == "sum":
         return total.astype(dtype)
     return numerics.safe_divide(total, jnp.sum(w if norm is None else w * norm)).astype(dtype)
+
+
+def _unweighted(losses: jax.Array, reduction: str) -> jax.Array:
+    """The plain per-example losses, their sum, or their mean (0 for an empty batch, not 0/0)."""
+    if reduction == "none":
+        return losses
+    total = jnp.sum(losses)
+    if reduction == "sum" or losses.size == 0:
+        return total
+    return total / losses.size
 
 
 def gradient_scale(w: jax.Array, reduction: str, *, norm: jax.Array | None = None) -> jax.Array:
