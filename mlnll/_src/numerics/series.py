@@ -29,10 +29,17 @@ EXPM1MX_COEFFS = tuple(1.0 / math.factorial(k) for k in range(2, 22))
 
 
 def horner(coeffs: Sequence[float], x: jax.Array) -> jax.Array:
-    """``sum_i coeffs[i] x^i`` (coefficients in increasing powers), by Horner's rule."""
-    out = jnp.zeros_like(x)
-    for c in reversed(coeffs):
-        out = out * x + float(c)
+    """``sum_i coeffs[i] x^i`` (coefficients in increasing powers), by Horner's rule.
+
+    Written in ``lax`` operations: each ``jax.numpy`` operator is a small jit of its own, and a
+    series of 20 terms under ``jax.grad`` spent more time tracing those than XLA spends compiling.
+    """
+    x = jnp.asarray(x)
+    if not coeffs:
+        return jnp.zeros_like(x)
+    out = jnp.full_like(x, float(coeffs[-1]))
+    for c in reversed(coeffs[:-1]):
+        out = jax.lax.add(jax.lax.mul(out, x), jax.lax.full_like(x, float(c)))
     return out
 
 
