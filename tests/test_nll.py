@@ -46,6 +46,20 @@ def test_weights_give_weighted_mean():
     )
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_the_unweighted_path_equals_unit_weights_and_an_empty_batch_gives_zero(reduction):
+    # Without where/weights nll reduces by a plain sum or mean; it must agree with explicit unit
+    # weights (the weighted path) in value and gradient, and keep mean([]) = 0, not 0/0.
+    z, y = _categorical_batch(jax.random.PRNGKey(4))
+    loss = mlnll.nll(mlnll.Categorical(), reduction=reduction)
+    ones = jnp.ones((8,), F64)
+    np.testing.assert_allclose(loss(z, y), loss(z, y, weights=ones), rtol=1e-15)
+    total = lambda a, **kw: jnp.sum(loss(a, y, **kw))  # noqa: E731
+    np.testing.assert_allclose(jax.grad(total)(z), jax.grad(lambda a: total(a, weights=ones))(z), rtol=1e-15)
+    empty = loss(jnp.zeros((0, 4), F64), jnp.zeros((0,), jnp.int32))
+    assert empty.shape == ((0,) if reduction == "none" else ()) and np.all(np.asarray(empty) == 0.0)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_nothing_kept_gives_zero_and_zero_gradient(reduction):
     z, y = _categorical_batch(jax.random.PRNGKey(3))
