@@ -2,8 +2,8 @@
 ``numerics.log_sigmoid``, ``numerics.stirling_remainder``.
 
 * ``dtypes``: which dtype to compute in and which to return.
-* ``elementary``: log-sigmoid, logsumexp with relative accuracy, ``0 log 0``, one-select ``where``, ``expm1mx``, ``log1pmx``
-  and the overflow-free ratios of the location-scale families.
+* ``elementary``: log-sigmoid, logsumexp with relative accuracy, ``0 log 0``, a one-select
+  ``where``, ``expm1mx``, ``log1pmx`` and the overflow-free ratios of the location-scale families.
 * ``series``: Horner evaluation and the shared coefficient tables (Bernoulli numbers, Stirling).
 * ``counts``: Loader's saddle-point pieces (``stirlerr``, ``bd0``) and sums over counts.
 * ``gamma_bessel``: the log-gamma remainder, trigamma, log-gamma near its zeros, ``log I0`` and

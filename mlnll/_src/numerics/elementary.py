@@ -128,7 +128,7 @@ def where(cond: jax.Array, x, y) -> jax.Array:
     broadcast) and one dtype.
 
     ``jnp.where`` wraps every call in a jit of its own; under ``jax.grad`` each of those is
-    partially evaluated and lowered separately, which for these formulas of dozens of selects
+    partially evaluated and lowered separately, which for the count formulas of dozens of selects
     costs more tracing time than the rest of the program (2.5x the first compile of a
     negative binomial NLL). The select itself is the same operation.
     """

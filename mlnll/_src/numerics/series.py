@@ -31,8 +31,9 @@ EXPM1MX_COEFFS = tuple(1.0 / math.factorial(k) for k in range(2, 22))
 def horner(coeffs: Sequence[float], x: jax.Array) -> jax.Array:
     """``sum_i coeffs[i] x^i`` (coefficients in increasing powers), by Horner's rule.
 
-    Written in ``lax`` operations: each ``jax.numpy`` operator is a small jit of its own, and a
-    series of 20 terms under ``jax.grad`` spent more time tracing those than XLA spends compiling.
+    Written in ``lax`` operations: each ``jax.numpy`` operator is a small jit of its own whose
+    partial evaluation under ``jax.grad`` costs ~0.25 ms; with the series in ``lax``, tracing a
+    negative binomial NLL's value and grad went from 0.215 s to 0.145 s.
     """
     x = jnp.asarray(x)
     if not coeffs:
