@@ -29,6 +29,31 @@ def _is_zero(tangent) -> bool:
     return isinstance(tangent, SymbolicZero) or getattr(tangent, "dtype", None) == jax.dtypes.float0
 
 
+def _value_and_needed_partials(value_and_partials, statics, needed, *primals):
+    """The value and, for each argument in ``needed``, its partial (a callable partial called)."""
+    value, partials = value_and_partials(*statics, *primals)
+    kept = []
+    for partial, need in zip(partials, needed, strict=True):
+        if partial is None or not need:
+            kept.append(None)
+        else:
+            kept.append(partial() if callable(partial) else partial)
+    return jnp.asarray(value), tuple(kept)
+
+
+def _staged(value_and_partials, statics, needed, primals):
+    """``_value_and_needed_partials`` traced to one jaxpr first, then evaluated equation by equation.
+
+    Under ``jax.grad`` the tangent rule is partially evaluated, and each ``jax.numpy`` call in it
+    (itself a small jit) would be partially evaluated on its own; the staged jaxpr holds the
+    primitives those calls inline to, whose partial evaluation is cheap.
+    """
+    fn = functools.partial(_value_and_needed_partials, value_and_partials, statics, needed)
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*primals)
+    flat = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves(primals))
+    return jax.tree.unflatten(jax.tree.structure(shape), flat)
+
+
 def closed_form(value_and_partials: Callable, *, num_static: int = 0) -> Callable:
     """``f(*static, *arrays)``: ``value_and_partials(...)[0]``, differentiated by its partials.
 
@@ -49,14 +74,12 @@ def closed_form(value_and_partials: Callable, *, num_static: int = 0) -> Callabl
 
     def jvp(*args):
         *statics, primals, tangents = args
-        value, partials = value_and_partials(*statics, *primals)
-        value = jnp.asarray(value)
+        needed = tuple(not _is_zero(t) for t in tangents)
+        value, partials = _staged(value_and_partials, tuple(statics), needed, primals)
         out = None
         for partial, tangent in zip(partials, tangents, strict=True):
-            if partial is None or _is_zero(tangent):
+            if partial is None:
                 continue
-            if callable(partial):
-                partial = partial()
             term = partial * tangent.astype(value.dtype)
             if term.ndim > value.ndim:  # contract the event axes
                 term = jnp.sum(term, axis=tuple(range(value.ndim, term.ndim)))

@@ -46,7 +46,7 @@ def _log_one_plus_y_over_r(y: jax.Array, b: jax.Array) -> jax.Array:
 def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
     """``log p(y)`` for valid counts y, mean e^a, concentration e^b, in Loader's form (see the class).
 
-    The log-gamma remainders come from ``stirling_remainder_and_scaled_grad`` (arithmetic alone,
+    The log-gamma remainders come from ``stirling_remainder_in_dtype`` (arithmetic alone,
     no lgamma call: XLA:CPU's lgamma costs as much as ~40 logs), and ``stirlerr`` and ``bd0`` stop
     their series at the dtype's precision.
     """
@@ -58,9 +58,8 @@ def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
     log1p_y_over_r = numerics.softplus(log_ys - b)
     s = numerics.softplus(a - b) - log1p_y_over_r
     t_y = numerics.log_ratio(ys, a) + s  # log(y / m_y), m_y = (r + y) mu / (r + mu)
-    delta_r, _ = gamma_bessel.stirling_remainder_and_scaled_grad(r, b)
-    # log(r + y) = log r + log1p(y/r); r + y >= 1 (the remainder's unit steps and series).
-    delta_r_plus_y, _ = gamma_bessel.stirling_remainder_and_scaled_grad(r + ys, b + log1p_y_over_r)
+    delta_r = gamma_bessel.stirling_remainder_in_dtype(r, b)
+    delta_r_plus_y = gamma_bessel.stirling_remainder_in_dtype(r + ys)  # r + y >= 1: no x < 1 branch
     spread = (
         -0.5 * log1p_y_over_r
         - delta_r

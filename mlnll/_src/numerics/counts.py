@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from mlnll._src.numerics.series import EXPM1MX_COEFFS, STIRLING_COEFFS, expm1mx_series, horner, stirling_series
-from mlnll._src.numerics.elementary import LOG_2PI, log1pmx_over_x, softplus, where
+from mlnll._src.numerics.elementary import LOG_2PI, softplus, where
 
 
 # stirlerr(k) = log(k!) - ((k + 1/2) log k - k + log(2 pi) / 2) for k = 0..9, from mpmath at 40
@@ -413,14 +413,18 @@ def scaled_digamma_gap(log_r: jax.Array, y: jax.Array) -> jax.Array:
 def softplus_times_exp(log_scale: jax.Array, d: jax.Array) -> jax.Array:
     """``exp(log_scale) * softplus(d)`` without overflow or underflow of the factors.
 
-    For d <= 0 it is ``exp(log_scale + d) * log1p(u)/u`` with u = e^d (log1p(u)/u -> 1 as u -> 0),
-    so ``r log(1 + mu/r)`` stays ``~mu`` when mu/r underflows.
+    For d <= 0 it is ``exp(log_scale + d) * log1p(u)/u`` with u = e^d in (0, 1]: the quotient
+    rounds twice (log1p is accurate to an ulp at any u, and log1p(u) = u where u is tiny), and
+    u = 0 (d below the log of the smallest subnormal) takes its limit 1. So ``r log(1 + mu/r)``
+    stays ``~mu`` when mu/r underflows.
     """
     neg = d <= 0
     dn = where(neg, d, jnp.zeros_like(d))
     dp = where(neg, jnp.zeros_like(d), d)
-    small = jnp.exp(log_scale + dn) * (1 + log1pmx_over_x(jnp.exp(dn)))
-    return where(neg, small, jnp.exp(log_scale) * softplus(dp))
+    u = jnp.exp(dn)
+    tiny = u == 0
+    log1p_over_u = where(tiny, jnp.ones_like(u), jnp.log1p(u) / where(tiny, jnp.ones_like(u), u))
+    return where(neg, jnp.exp(log_scale + dn) * log1p_over_u, jnp.exp(log_scale) * softplus(dp))
 
 
 def sum_over_counts(

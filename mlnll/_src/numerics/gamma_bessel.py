@@ -463,9 +463,9 @@ def _reciprocals(ds: list[jax.Array]) -> list[jax.Array]:
     return [(prefix[k] * suffix[k]) * inv_all for k in range(n)]
 
 
-def _unit_steps(x: jax.Array, inv_2x_plus: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
+def _unit_steps(x: jax.Array, inv_2x_plus: list[jax.Array], *, with_grad: bool) -> tuple[jax.Array, jax.Array | None]:
     """``(delta(x) - delta(x + m), delta'(x) - delta'(x + m))`` for x >= 1, m unit steps, given
-    ``w_j = 1/(2(x + j) + 1)``.
+    ``w_j = 1/(2(x + j) + 1)`` (the second None unless ``with_grad``).
 
     With w = 1/(2y + 1), delta(y) - delta(y + 1) = (y + 1/2) log1p(1/y) - 1 = atanh(w)/w - 1
     = sum_(k>=1) w^(2k)/(2k + 1), and its derivative in y (dw/dy = -2 w^2) is
@@ -473,12 +473,37 @@ def _unit_steps(x: jax.Array, inv_2x_plus: list[jax.Array]) -> tuple[jax.Array, 
     sign, so nothing cancels (written as logs, the step would cancel 12 y^2-fold).
     """
     d_value = jnp.zeros_like(x)
-    d_grad = jnp.zeros_like(x)
+    d_grad = jnp.zeros_like(x) if with_grad else None
     for w, k in zip(inv_2x_plus, _unit_step_terms(x.dtype), strict=True):
         w2 = w * w
         d_value = d_value + horner([1 / (2 * i + 3) for i in range(k)], w2) * w2
-        d_grad = d_grad - 2 * horner([(2 * i + 2) / (2 * i + 3) for i in range(k)], w2) * (w2 * w)
+        if with_grad:
+            d_grad = d_grad - 2 * horner([(2 * i + 2) / (2 * i + 3) for i in range(k)], w2) * (w2 * w)
     return d_value, d_grad
+
+
+def _stirling_above_one(x: jax.Array, *, with_grad: bool) -> tuple[jax.Array, jax.Array | None]:
+    """``(delta(x), x delta'(x))`` for x >= 1 (the second None unless ``with_grad``): Stirling's
+    series from x0 on, unit steps up to x0 below it (``stirling_remainder_and_scaled_grad``)."""
+    x0, n_terms, n_steps = _series_plan(x.dtype)
+    large = x >= x0
+    xm = jnp.where(large, jnp.ones_like(x), jnp.maximum(x, 1))  # the unit steps' domain [1, x0)
+    big = jnp.where(large, x, xm + n_steps)
+    # One division for all: the steps' 2(x + j) + 1 are replaced by 1 where x >= x0, so that the
+    # product is x itself there (finite) and at most 13 * 11 * 9 * 7 (float32) elsewhere.
+    steps = [jnp.where(large, jnp.ones_like(x), 2 * (xm + j) + 1) for j in range(n_steps)]
+    inv = _reciprocals(steps + [big])
+    d_value, d_grad = _unit_steps(xm, inv[:-1], with_grad=with_grad)
+    inv_big = inv[-1]
+    v = inv_big * inv_big
+    coeffs = _STIRLING[:n_terms]
+    tail_value = horner(coeffs, v) * inv_big
+    delta = jnp.where(large, tail_value, tail_value + d_value)
+    if not with_grad:
+        return delta, None
+    # X delta'(X) = -sum_k (2k - 1) c_k X^-(2k-1); delta'(X) is that times 1/X.
+    tail_scaled = -horner([(2 * k - 1) * c for k, c in enumerate(coeffs, start=1)], v) * inv_big
+    return delta, jnp.where(large, tail_scaled, xm * (tail_scaled * inv_big + d_grad))
 
 
 def stirling_remainder_and_scaled_grad(x: jax.Array, log_x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -500,34 +525,36 @@ def stirling_remainder_and_scaled_grad(x: jax.Array, log_x: jax.Array) -> tuple[
 
     Plain jax.numpy throughout (differentiable to any order); no lgamma or digamma is called.
     """
-    x0, n_terms, n_steps = _series_plan(x.dtype)
-    large = x >= x0
     below_one = x < 1
-    middle = ~(large | below_one)
-    xm = jnp.where(middle, x, jnp.ones_like(x))  # the unit steps' domain [1, x0)
-    big = jnp.where(large, x, xm + n_steps)
-    # One division for all: the steps' 2(x + j) + 1 are replaced by 1 where x >= x0, so that the
-    # product is x itself there (finite) and at most 13 * 11 * 9 * 7 (float32) elsewhere.
-    steps = [jnp.where(large, jnp.ones_like(x), 2 * (xm + j) + 1) for j in range(n_steps)]
-    inv = _reciprocals(steps + [big])
-    d_value, d_grad = _unit_steps(xm, inv[:-1])
-    inv_big = inv[-1]
-    v = inv_big * inv_big
-    coeffs = _STIRLING[:n_terms]
-    tail_value = horner(coeffs, v) * inv_big
-    # X delta'(X) = -sum_k (2k - 1) c_k X^-(2k-1); delta'(X) is that times 1/X.
-    tail_scaled = -horner([(2 * k - 1) * c for k, c in enumerate(coeffs, start=1)], v) * inv_big
-    middle_value = tail_value + d_value
-    middle_scaled = xm * (tail_scaled * inv_big + d_grad)
+    high_value, high_scaled = _stirling_above_one(x, with_grad=True)
     # Below 1: the polynomials at t = x (x = 1/2 in the unused lanes keeps every term finite).
     xs = jnp.where(below_one, x, jnp.full_like(x, 0.5))
     log_xs = jnp.where(below_one, log_x, jnp.full_like(log_x, -math.log(2)))
-    lgamma_1p = xs * (xs - 1) * horner(_lgamma1p_ratio_coeffs(x.dtype), 2 * xs - 1)
-    low_value = lgamma_1p - (xs + 0.5) * log_xs + xs - HALF_LOG_2PI
+    low_value = _low_value(xs, log_xs)
     low_scaled = xs * (horner(_digamma1p_coeffs(x.dtype), 2 * xs - 1) - log_xs) - 0.5
-    delta = jnp.where(large, tail_value, jnp.where(below_one, low_value, middle_value))
-    scaled = jnp.where(large, tail_scaled, jnp.where(below_one, low_scaled, middle_scaled))
-    return delta, scaled
+    return jnp.where(below_one, low_value, high_value), jnp.where(below_one, low_scaled, high_scaled)
+
+
+def _low_value(xs: jax.Array, log_xs: jax.Array) -> jax.Array:
+    """``delta(x) = lgamma(1 + x) - (x + 1/2) log x + x - log(2 pi)/2`` for 0 < x < 1."""
+    lgamma_1p = xs * (xs - 1) * horner(_lgamma1p_ratio_coeffs(xs.dtype), 2 * xs - 1)
+    return lgamma_1p - (xs + 0.5) * log_xs + xs - HALF_LOG_2PI
+
+
+def stirling_remainder_in_dtype(x: jax.Array, log_x: jax.Array | None = None) -> jax.Array:
+    """``delta(x)`` alone, as in ``stirling_remainder_and_scaled_grad`` (for a log-density's value,
+    whose partials come from elsewhere: the derivative terms are not even traced).
+
+    ``log_x=None`` promises x >= 1 (e.g. ``r + y`` with a count y >= 1): the x < 1 polynomial
+    is then left out too.
+    """
+    value, _ = _stirling_above_one(x, with_grad=False)
+    if log_x is None:
+        return value
+    below_one = x < 1
+    xs = jnp.where(below_one, x, jnp.full_like(x, 0.5))
+    log_xs = jnp.where(below_one, log_x, jnp.full_like(log_x, -math.log(2)))
+    return jnp.where(below_one, _low_value(xs, log_xs), value)
 
 
 # h(t) = lgamma(1 + t) / (t (t - 1)) on [0, 1] (h(0) = euler_gamma, h(1) = 1 - euler_gamma) as
