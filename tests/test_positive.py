@@ -886,6 +886,24 @@ def test_arithmetic_stirling_remainder_and_scaled_grad_match_mpmath(dtype):
     _assert_close_scaled(scaled, want_scaled, np.abs(want_scaled), 16 * eps, "x delta'")
 
 
+def test_stirling_remainder_derivatives_hold_at_the_branch_edges(dtype):
+    # Gamma's and Beta's Hessians differentiate x delta'(x): its derivative
+    # d/dx [x delta'(x)] = x psi'(x) + psi(x) - log x - 1 must hold on the edges of the branches too
+    # (x = 1 and x0 exactly, where a clamp by maximum(x, 1) would halve it), and the value-only
+    # stirling_remainder_in_dtype must equal delta with and without its x < 1 branch.
+    x = np.array([0.5, 1.0, 1.0 + 2 ** -20, 2.0, 4.0, 7.0, 10.0, 30.0])
+    xd = jnp.asarray(x, dtype)
+    d_scaled = jax.jit(jax.vmap(jax.grad(lambda t: numerics_gb.stirling_remainder_and_scaled_grad(t, jnp.log(t))[1])))(xd)
+    mp = [mpmath.mpf(float(v)) for v in f64(xd)]
+    want = np.array([float(v * mpmath.polygamma(1, v) + mpmath.digamma(v) - mpmath.log(v) - 1) for v in mp])
+    _assert_close_scaled(d_scaled, want, np.abs(want), 64 * float(np.finfo(dtype).eps), "d/dx x delta'")
+    delta, _ = numerics_gb.stirling_remainder_and_scaled_grad(xd, jnp.log(xd))
+    alone = numerics_gb.stirling_remainder_in_dtype(xd, jnp.log(xd))
+    np.testing.assert_array_equal(f64(alone), f64(delta))
+    at_least_one = f64(xd) >= 1
+    np.testing.assert_array_equal(f64(numerics_gb.stirling_remainder_in_dtype(xd))[at_least_one], f64(delta)[at_least_one])
+
+
 def test_lgamma_below_two_keeps_relative_accuracy_near_one_and_two(dtype):
     # log Gamma(x) = t (t - 1) h(t) on [1, 2) (t = x - 1 = expm1(log x)), and log Gamma(1 + x) - log x
     # below 1: exactly 0 at x = 1, relative accuracy within 1e-4 of log x = 0 and down to x = e^-40.

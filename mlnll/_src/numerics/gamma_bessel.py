@@ -487,7 +487,8 @@ def _stirling_above_one(x: jax.Array, *, with_grad: bool) -> tuple[jax.Array, ja
     series from x0 on, unit steps up to x0 below it (``stirling_remainder_and_scaled_grad``)."""
     x0, n_terms, n_steps = _series_plan(x.dtype)
     large = x >= x0
-    xm = jnp.where(large, jnp.ones_like(x), jnp.maximum(x, 1))  # the unit steps' domain [1, x0)
+    # The unit steps' domain [1, x0), by a select (maximum(x, 1) would halve the derivative at x = 1).
+    xm = jnp.where(large | (x < 1), jnp.ones_like(x), x)
     big = jnp.where(large, x, xm + n_steps)
     # One division for all: the steps' 2(x + j) + 1 are replaced by 1 where x >= x0, so that the
     # product is x itself there (finite) and at most 13 * 11 * 9 * 7 (float32) elsewhere.

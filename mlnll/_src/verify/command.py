@@ -54,7 +54,8 @@ def _batch_size(tree) -> int:
 
 
 def case_program(case: Case, dtype, batch: int, seed: int):
-    """``key -> (outputs, arrays)``: the case's random and extreme inputs as one batch, checked.
+    """``key -> (outputs, targets, arrays)``: the case's random inputs (the first ``batch``
+    examples) and extreme inputs as one batch, and everything the check compares there.
 
     Finite differences run in the float64 row only: they are computed in float64 whatever the
     dtype, so a float32 row would repeat the float64 row's check of the derivation.
@@ -71,17 +72,23 @@ def case_program(case: Case, dtype, batch: int, seed: int):
         mask = jnp.arange(batch + extra) < batch
         arrays = cg.evaluate(case.family, outputs, targets, seed=seed, finite_differences=finite_differences,
                              fd_mask=mask)
-        return outputs, arrays
+        return outputs, targets, arrays
 
     return jax.jit(run)
 
 
-def check_row(case: Case, dtype, *, index: int, seed: int = 0, batch: int = 64) -> cg.GradCheck:
-    """One row of the table: compile the case's program for ``dtype``, run it, judge it."""
+def row_arrays(case: Case, dtype, *, index: int, seed: int = 0, batch: int = 64) -> tuple:
+    """``(outputs, targets, arrays)`` of one row: the case's program for ``dtype`` compiled (at
+    XLA backend level 0: it runs once) and run; ``check_row`` judges the arrays."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
     with cg.x64_scope():
         program = case_program(case, dtype, batch, seed).lower(key).compile(compiler_options=COMPILER_OPTIONS)
-        outputs, arrays = program(key)
+        return program(key)
+
+
+def check_row(case: Case, dtype, *, index: int, seed: int = 0, batch: int = 64) -> cg.GradCheck:
+    """One row of the table: compile the case's program for ``dtype``, run it, judge it."""
+    outputs, _, arrays = row_arrays(case, dtype, index=index, seed=seed, batch=batch)
     return cg.judge(case.family, outputs, arrays)
 
 
