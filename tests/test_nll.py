@@ -107,27 +107,35 @@ def test_jit_vmap_and_every_derivative_transformation():
     loss = mlnll.nll(fam)
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(4), 3)
     loc, log_scale, y = (jax.random.normal(k, (6,), F64) for k in (k1, k2, k3))
-    value = loss((loc, log_scale), y)
-    np.testing.assert_allclose(jax.jit(loss)((loc, log_scale), y), value, rtol=1e-15)
-    per = jax.vmap(lambda a, b, c: loss((a, b), c))(loc, log_scale, y)
-    np.testing.assert_allclose(jnp.mean(per), value, rtol=1e-14)
-
-    f = lambda m: loss((m, log_scale), y)  # noqa: E731
-    g = jax.grad(f)(loc)
-    np.testing.assert_allclose(jax.jacfwd(f)(loc), g, rtol=1e-13)
-    np.testing.assert_allclose(jax.jacrev(f)(loc), g, rtol=1e-13)
-    np.testing.assert_allclose(g, fam.grad((loc, log_scale), y)[0] / 6, rtol=1e-13)
-    h = jax.hessian(f)(loc)
-    np.testing.assert_allclose(h, jnp.diag(jnp.exp(-2 * log_scale)) / 6, rtol=1e-13)
-
+    value = loss((loc, log_scale), y)  # eager: every transformation below is one jitted program
     zc, yc = _categorical_batch(jax.random.PRNGKey(5))
     closs = mlnll.nll(mlnll.Categorical())
-    gc = jax.grad(closs)(zc, yc)
-    np.testing.assert_allclose(jax.jacfwd(closs)(zc, yc), gc, rtol=1e-13)
-    hc = jax.hessian(lambda a: closs(a[None], yc[:1]))(zc[0])
-    np.testing.assert_allclose(hc, mlnll.Categorical().fisher(zc[0]), rtol=1e-12, atol=1e-15)
-    hb = jax.hessian(lambda a: mlnll.nll(mlnll.Bernoulli(), reduction="sum")(a, jnp.ones((4,), F64)))(zc[0])
-    np.testing.assert_allclose(hb, jnp.diag(mlnll.Bernoulli().fisher(zc[0])), rtol=1e-12, atol=1e-15)
+    bloss = mlnll.nll(mlnll.Bernoulli(), reduction="sum")
+
+    @jax.jit
+    def transformed(loc, log_scale, y, zc, yc):
+        f = lambda m: loss((m, log_scale), y)  # noqa: E731
+        return {
+            "jit": loss((loc, log_scale), y),
+            "vmap": jax.vmap(lambda a, b, c: loss((a, b), c))(loc, log_scale, y),
+            "grad": jax.grad(f)(loc), "jacfwd": jax.jacfwd(f)(loc), "jacrev": jax.jacrev(f)(loc),
+            "hessian": jax.hessian(f)(loc),
+            "c_grad": jax.grad(closs)(zc, yc), "c_jacfwd": jax.jacfwd(closs)(zc, yc),
+            "c_hessian": jax.hessian(lambda a: closs(a[None], yc[:1]))(zc[0]),
+            "b_hessian": jax.hessian(lambda a: bloss(a, jnp.ones((4,), F64)))(zc[0]),
+        }
+
+    got = transformed(loc, log_scale, y, zc, yc)
+    np.testing.assert_allclose(got["jit"], value, rtol=1e-15)
+    np.testing.assert_allclose(jnp.mean(got["vmap"]), value, rtol=1e-14)
+    g = got["grad"]
+    np.testing.assert_allclose(got["jacfwd"], g, rtol=1e-13)
+    np.testing.assert_allclose(got["jacrev"], g, rtol=1e-13)
+    np.testing.assert_allclose(g, fam.grad((loc, log_scale), y)[0] / 6, rtol=1e-13)
+    np.testing.assert_allclose(got["hessian"], jnp.diag(jnp.exp(-2 * log_scale)) / 6, rtol=1e-13)
+    np.testing.assert_allclose(got["c_jacfwd"], got["c_grad"], rtol=1e-13)
+    np.testing.assert_allclose(got["c_hessian"], mlnll.Categorical().fisher(zc[0]), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got["b_hessian"], jnp.diag(mlnll.Bernoulli().fisher(zc[0])), rtol=1e-12, atol=1e-15)
 
 
 def test_loss_is_invariant_to_batch_permutation():
