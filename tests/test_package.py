@@ -36,3 +36,16 @@ def test_readme_python_examples_run():
         if "params" in namespace:  # the optax example: it learns the separating direction
             w = namespace["params"]
             assert float(namespace["loss"](namespace["x"] @ w[:3] + w[3], namespace["y"])) < 0.1
+
+
+def test_the_version_is_single_sourced_and_the_license_ships():
+    # pyproject reads the version from mlnll.__version__; the installed metadata must agree, and
+    # the license the metadata names is the file in the repository (and in the wheel).
+    import importlib.metadata
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert importlib.metadata.version("mlnll") == mlnll.__version__
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
