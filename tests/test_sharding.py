@@ -52,7 +52,9 @@ def _run_checks() -> dict:
             "value": _rel(s_value, value),
             "grads": max(_rel(a, b) for a, b in zip(jax.tree.leaves(s_grads), jax.tree.leaves(grads))),
             # Where the gradients live: evidence that the computation really was sharded.
-            "grad_specs": [str(getattr(g.sharding, "spec", None)) for g in jax.tree.leaves(s_grads)],
+            # jax 0.6.1 to 0.7.x print a spec as PartitionSpec(...), 0.10 as P(...): one spelling here.
+            "grad_specs": [str(getattr(g.sharding, "spec", None)).replace("PartitionSpec(", "P(")
+                           for g in jax.tree.leaves(s_grads)],
         }
 
     keys = jax.random.split(jax.random.PRNGKey(0), 6)  # float32 inputs throughout (x64 is on for the oracle)
