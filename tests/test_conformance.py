@@ -188,6 +188,8 @@ def _jacfwd_and_hessian(case, outputs, targets):
     for name, log_prob in (("family", case.family.log_prob), ("plain", case.plain_log_prob)):
         result[name] = (jax.hessian(lambda t, f=log_prob: jnp.sum(f(unravel(t), first[1])))(flat),
                         jax.jacfwd(lambda t, f=log_prob: f(unravel_all(t), targets))(flat_all))
+    # Reverse mode of the family's summed log-density, against its forward mode (the jacfwd rows summed).
+    result["reverse"] = jax.grad(lambda t: jnp.sum(case.family.log_prob(unravel_all(t), targets)))(flat_all)
     return result
 
 
@@ -196,6 +198,8 @@ def test_jacfwd_and_hessian_match_autodiff_of_the_plain_formula(case):
     outputs, targets = _inputs(case, F64, 4)
     got = _jacfwd_and_hessian(case, outputs, targets)
     (got_h, got_j), (want_h, want_j) = [tuple(map(_f64, got[k])) for k in ("family", "plain")]
+    assert np.all(np.isfinite(got_h)), got_h
+    np.testing.assert_allclose(_f64(got["reverse"]), got_j.sum(axis=0), rtol=1e-10, atol=1e-14)
     scale = np.sqrt(np.abs(np.outer(np.diag(want_h), np.diag(want_h)))) + np.abs(want_h)
     assert np.all(np.abs(got_h - want_h) <= 1e-9 * np.maximum(scale, 1e-300)), (got_h, want_h)
     np.testing.assert_allclose(got_j, want_j, rtol=1e-10, atol=1e-12 * np.max(np.abs(want_j)))
