@@ -526,14 +526,20 @@ def stirling_remainder_and_scaled_grad(x: jax.Array, log_x: jax.Array) -> tuple[
 
     Plain jax.numpy throughout (differentiable to any order); no lgamma or digamma is called.
     """
-    below_one = x < 1
     high_value, high_scaled = _stirling_above_one(x, with_grad=True)
-    # Below 1: the polynomials at t = x (x = 1/2 in the unused lanes keeps every term finite).
-    xs = jnp.where(below_one, x, jnp.full_like(x, 0.5))
-    log_xs = jnp.where(below_one, log_x, jnp.full_like(log_x, -math.log(2)))
+    below_one, xs, log_xs = _below_one_inputs(x, log_x)
     low_value = _low_value(xs, log_xs)
     low_scaled = xs * (horner(_digamma1p_coeffs(x.dtype), 2 * xs - 1) - log_xs) - 0.5
     return jnp.where(below_one, low_value, high_value), jnp.where(below_one, low_scaled, high_scaled)
+
+
+def _below_one_inputs(x: jax.Array, log_x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(x < 1, x there else 1/2, log x there else log 1/2)``: the polynomials' inputs below 1
+    (x = 1/2 in the unused lanes keeps every term finite)."""
+    below_one = x < 1
+    xs = jnp.where(below_one, x, jnp.full_like(x, 0.5))
+    log_xs = jnp.where(below_one, log_x, jnp.full_like(log_x, -math.log(2)))
+    return below_one, xs, log_xs
 
 
 def _low_value(xs: jax.Array, log_xs: jax.Array) -> jax.Array:
@@ -552,9 +558,7 @@ def stirling_remainder_in_dtype(x: jax.Array, log_x: jax.Array | None = None) ->
     value, _ = _stirling_above_one(x, with_grad=False)
     if log_x is None:
         return value
-    below_one = x < 1
-    xs = jnp.where(below_one, x, jnp.full_like(x, 0.5))
-    log_xs = jnp.where(below_one, log_x, jnp.full_like(log_x, -math.log(2)))
+    below_one, xs, log_xs = _below_one_inputs(x, log_x)
     return jnp.where(below_one, _low_value(xs, log_xs), value)
 
 
