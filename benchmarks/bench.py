@@ -406,12 +406,18 @@ def machine() -> str:
             f"jaxlib {jaxlib.__version__}, optax {optax.__version__}")
 
 
+TABLES = ("categorical", "families", "every-family", "checked", "fused", "scaling")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller sweeps (a smoke test)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per table (default 15, quick 3)")
     parser.add_argument("--run-big", action="store_true", help="also time the N=8192, V=131072 fused call")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="results folder")
+    parser.add_argument("--only", choices=TABLES, action="append", default=None,
+                        help="run only this table (repeatable); the report goes to <backend>-<tables>.md "
+                        "and the full report is left as it is")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 15)
     try:  # imported here: family_speed imports this module's timing functions
@@ -419,12 +425,13 @@ def main(argv=None) -> int:
     except ImportError:  # imported as benchmarks.bench
         from benchmarks import family_speed
     backend = jax.default_backend()
+    command = " ".join(["python benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)])
     started = datetime.datetime.now(datetime.timezone.utc)
     report = [
         f"# mlnll benchmarks ({backend})",
         "",
         f"- Machine: {machine()}",
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC; command: `python benchmarks/bench.py{' --quick' if args.quick else ''}`",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; command: `{command}`",
         f"- Method: {rounds} interleaved rounds per table after compile + 2 warm-up calls; medians; "
         "ratios are ratios of medians measured in this one process. Spread = interquartile range / median.",
         f"- Load average at start: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes share the cores).",
@@ -434,14 +441,18 @@ def main(argv=None) -> int:
     for title, fn in (
         ("categorical", lambda: categorical_table(rounds)),
         ("families", lambda: families_table(rounds, 2**20 if args.quick else 2**24)),
-        ("every family", lambda: family_speed.table(rounds, 2**18 if args.quick else 2**22)),
+        ("every-family", lambda: family_speed.table(rounds, 2**18 if args.quick else 2**22)),
         ("checked", lambda: checked_table(rounds, *((2**20, 512, 8192) if args.quick else ()))),
         ("fused", lambda: fused_table(max(3, rounds // 3), **({"rows": 256, "vocab": 8192} if args.quick else {}),
                                       run_big=args.run_big)),
     ):
+        if args.only and title not in args.only:
+            continue
         lines, summary[title] = fn()
         report += lines + [""]
         print("\n".join(lines) + "\n", flush=True)
+    if args.only and "scaling" not in args.only:
+        return _write_report(report, started, args.out / f"{backend}-{'-'.join(args.only)}.md")
     row_sweep = (1024, 2048, 4096) if args.quick else (1024, 2048, 4096, 8192, 16384)
     class_sweep = (8192, 16384, 32768) if args.quick else (8192, 16384, 32768, 65536, 131072)
     fixed_classes, fixed_rows = 8192, 1024
@@ -452,11 +463,16 @@ def main(argv=None) -> int:
         lines += ["", f"![scaling]({plot.name})"]
     report += lines + [""]
     print("\n".join(lines) + "\n", flush=True)
+    suffix = "-quick" if args.quick else "" if not args.only else "-" + "-".join(args.only)
+    return _write_report(report, started, args.out / f"{backend}{suffix}.md", plot)
+
+
+def _write_report(report: list[str], started, out: pathlib.Path, plot: pathlib.Path | None = None) -> int:
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     report.append(f"Total benchmark time: {elapsed:.0f} s.")
-    out = args.out / f"{backend}{'-quick' if args.quick else ''}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(report) + "\n")
-    print(f"Wrote {out}" + (f" and {plot}" if plot.exists() else ""))
+    print(f"Wrote {out}" + (f" and {plot}" if plot is not None and plot.exists() else ""))
     return 0
 
 
