@@ -32,7 +32,7 @@ def _is_zero(tangent) -> bool:
 def _value_and_needed_partials(value_and_partials, statics, needed, *primals):
     """The value and, for each argument in ``needed``, its partial (a callable partial called)."""
     value, partials = value_and_partials(*statics, *primals)
-    kept = []
+    kept: list[jax.Array | None] = []
     for partial, need in zip(partials, needed, strict=True):
         if partial is None or not need:
             kept.append(None)

@@ -14,7 +14,10 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 
-Outputs = Any  # an array, or a tuple of arrays in the order of the family's table row
+# An array, or a tuple of arrays in the order of the family's table row. The protocol leaves it open
+# (any family, a user's included, must conform); each built-in family annotates its own layout
+# (``mlnll._src.types``: ``NormalOutputs`` is ``(loc, log_scale)`` or ``loc``, ...).
+Outputs = Any
 Targets = Any
 
 
@@ -53,21 +56,32 @@ class Family(Protocol):
       ``verify.case.Case``.
     """
 
-    def log_prob(self, outputs: Outputs, targets: Targets) -> jax.Array: ...
+    def log_prob(self, outputs: Outputs, targets: Targets) -> jax.Array:
+        """Per-example ``log p(targets | outputs)``, every constant included (scipy's logpdf/logpmf).
 
-    def grad(self, outputs: Outputs, targets: Targets) -> Outputs: ...
+        Shape: the broadcast batch shape. A target outside the support gives ``-inf``.
+        """
 
-    def params(self, outputs: Outputs) -> dict[str, jax.Array]: ...
+    def grad(self, outputs: Outputs, targets: Targets) -> Outputs:
+        """Closed-form ``d(-log_prob)/d(outputs)`` per example, in the same tree as ``outputs``."""
 
-    def mean(self, outputs: Outputs) -> jax.Array: ...
+    def params(self, outputs: Outputs) -> dict[str, jax.Array]:
+        """The conventional parameters as a dict, e.g. ``{"loc": ..., "scale": ...}``."""
 
-    def sample(self, key: jax.Array, outputs: Outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array: ...
+    def mean(self, outputs: Outputs) -> jax.Array:
+        """The mean of the target under the distribution the outputs give."""
 
-    def entropy(self, outputs: Outputs) -> jax.Array: ...
+    def sample(self, key: jax.Array, outputs: Outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+        """Targets drawn with ``key``, shape ``sample_shape + batch + event``."""
 
-    def kl(self, outputs_p: Outputs, outputs_q: Outputs) -> jax.Array: ...
+    def entropy(self, outputs: Outputs) -> jax.Array:
+        """The entropy (differential for continuous targets) per example, in nats."""
 
-    def fisher(self, outputs: Outputs) -> jax.Array: ...
+    def kl(self, outputs_p: Outputs, outputs_q: Outputs) -> jax.Array:
+        """``KL(p || q)`` per example, p given by ``outputs_p`` and q by ``outputs_q``."""
+
+    def fisher(self, outputs: Outputs) -> jax.Array:
+        """The Fisher information with respect to the raw outputs, ``batch + (P, P)`` (``batch`` if P = 1)."""
 
 
 class PerExample(NamedTuple):

@@ -10,6 +10,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, validate
 
@@ -34,27 +35,27 @@ def _pair(p, q, names: tuple[str, str]) -> tuple[jax.Array, jax.Array, jnp.dtype
     return jnp.broadcast_to(p, shape), jnp.broadcast_to(q, shape), dtype
 
 
-def information_content(p, *, base=None) -> jax.Array:
+def information_content(p: ArrayLike, *, base: float | None = None) -> jax.Array:
     """Self-information ``-log p`` of an event of probability ``p`` (an event of 1/8 is 3 bits)."""
     p = _probs(p, "p")
     (p,), dtype = numerics.upcast(p)
     return (-jnp.log(p) / _units(base)).astype(dtype)
 
 
-def entropy(p, *, axis: int = -1, base=None) -> jax.Array:
+def entropy(p: ArrayLike, *, axis: int = -1, base: float | None = None) -> jax.Array:
     """``H(p) = -sum_i p_i log p_i`` along ``axis``; a fair coin has 1 bit (``base=2``)."""
     p = _probs(p, "p")
     (p,), dtype = numerics.upcast(p)
     return (-jnp.sum(numerics.xlogy(p, p), axis=axis) / _units(base)).astype(dtype)
 
 
-def cross_entropy(p, q, *, axis: int = -1, base=None) -> jax.Array:
+def cross_entropy(p: ArrayLike, q: ArrayLike, *, axis: int = -1, base: float | None = None) -> jax.Array:
     """``H(p, q) = -sum_i p_i log q_i`` along ``axis``: the cost of coding p with a code built for q."""
     p, q, dtype = _pair(p, q, ("p", "q"))
     return (-jnp.sum(numerics.xlogy(p, q), axis=axis) / _units(base)).astype(dtype)
 
 
-def kl_divergence(p, q, *, axis: int = -1, base=None) -> jax.Array:
+def kl_divergence(p: ArrayLike, q: ArrayLike, *, axis: int = -1, base: float | None = None) -> jax.Array:
     """``KL(p || q) = sum_i p_i log(p_i / q_i) = H(p, q) - H(p)``, >= 0 (Gibbs' inequality).
 
     Terms with p_i = 0 are 0; a p_i > 0 with q_i = 0 makes it inf.
@@ -71,14 +72,14 @@ def _logits(x, name: str) -> tuple[jax.Array, jnp.dtype]:
     return x, dtype
 
 
-def entropy_with_logits(logits, *, axis: int = -1, base=None) -> jax.Array:
+def entropy_with_logits(logits: ArrayLike, *, axis: int = -1, base: float | None = None) -> jax.Array:
     """Entropy of ``softmax(logits)`` along ``axis``, from the logits (``-inf`` logits allowed)."""
     z, dtype = _logits(logits, "logits")
     log_p = numerics.log_softmax(z, axis)
     return (-jnp.sum(numerics.mul_nonzero(jnp.exp(log_p), log_p), axis=axis) / _units(base)).astype(dtype)
 
 
-def cross_entropy_with_logits(p, logits, *, axis: int = -1, base=None) -> jax.Array:
+def cross_entropy_with_logits(p: ArrayLike, logits: ArrayLike, *, axis: int = -1, base: float | None = None) -> jax.Array:
     """``-sum_i p_i log softmax(logits)_i``: cross-entropy of target probabilities ``p`` against logits."""
     p = _probs(p, "p")
     z = validate.float_outputs(logits, where="logits")
@@ -88,7 +89,7 @@ def cross_entropy_with_logits(p, logits, *, axis: int = -1, base=None) -> jax.Ar
     return (-jnp.sum(numerics.mul_nonzero(p, log_q), axis=axis) / _units(base)).astype(dtype)
 
 
-def kl_divergence_with_logits(logits_p, logits_q, *, axis: int = -1, base=None) -> jax.Array:
+def kl_divergence_with_logits(logits_p: ArrayLike, logits_q: ArrayLike, *, axis: int = -1, base: float | None = None) -> jax.Array:
     """``KL(softmax(logits_p) || softmax(logits_q))`` along ``axis``, from the logits."""
     zp = validate.float_outputs(logits_p, where="logits_p")
     zq = validate.float_outputs(logits_q, where="logits_q")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from mlnll._src.family import Family
+from typing import Any
+
+from jax.typing import ArrayLike
+
+from mlnll._src.family import Family, Outputs
 
 
-def mle(family: Family, targets, *, axis: int = 0, **options):
+def mle(family: Family, targets: ArrayLike, *, axis: int = 0, **options: Any) -> Outputs:
     """Raw outputs (same convention as the family's outputs) maximising the likelihood of ``targets``.
 
     The estimate is taken over ``axis`` of the targets; e.g. ``mle(Bernoulli(), y)`` is the logit of

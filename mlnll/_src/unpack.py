@@ -24,6 +24,9 @@ class Params(Mapping):
     """
 
     __slots__ = ("_arrays", "dtype", "batch_shape")
+    _arrays: dict[str, jax.Array]
+    dtype: np.dtype
+    batch_shape: tuple[int, ...]
 
     def __init__(self, arrays: Mapping[str, jax.Array], dtype, batch_shape: tuple[int, ...]):
         object.__setattr__(self, "_arrays", dict(arrays))

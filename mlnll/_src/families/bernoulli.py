@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
@@ -87,29 +89,29 @@ class Bernoulli:
     second derivative of ``-log p`` in z (Bernoulli is an exponential family in z).
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log p(targets | logits)``, every constant included (scipy's logpmf)."""
         z, y, dtype = _prepare(outputs, targets)
         valid = _in_support(y)
         lp = bernoulli_log_pmf(z, numerics.where(valid, y, jnp.zeros_like(y)))  # double where: y in [0, 1]
         return minus_inf_off_support(lp, valid).astype(dtype)
 
-    def grad(self, outputs, targets) -> jax.Array:
+    def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``sigmoid(z) - y`` of d(-log_prob)/dz (NaN where the target is invalid)."""
         z, y, dtype = _prepare(outputs, targets)
         valid = _in_support(y)
         _, (score, _) = _log_pmf_and_partials(z, jnp.where(valid, y, jnp.zeros_like(y)))
         return jnp.where(valid, -score, jnp.nan).astype(dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         z, dtype = _logits(outputs)
         return {"logits": z.astype(dtype), "probs": jax.nn.sigmoid(z).astype(dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ArrayLike) -> jax.Array:
         z, dtype = _logits(outputs)
         return jax.nn.sigmoid(z).astype(dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """0/1 draws in the logits' dtype, shape ``sample_shape + logits.shape``."""
         z, dtype = _logits(outputs)
         shape = tuple(sample_shape) + z.shape
@@ -117,13 +119,13 @@ class Bernoulli:
         u = jax.random.uniform(key, shape, dtype=z.dtype)
         return (jnp.log(u) < jnp.broadcast_to(numerics.log_sigmoid(z), shape)).astype(dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ArrayLike) -> jax.Array:
         """``-p log p - (1-p) log(1-p)`` as ``sigmoid(z) softplus(-z) + sigmoid(-z) softplus(z)``."""
         z, dtype = _logits(outputs)
         h = jax.nn.sigmoid(z) * jax.nn.softplus(-z) + jax.nn.sigmoid(-z) * jax.nn.softplus(z)
         return h.astype(dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ArrayLike, outputs_q: ArrayLike) -> jax.Array:
         """KL(p || q) = p (log p - log q) + (1 - p)(log(1 - p) - log(1 - q)), from logits.
 
         It equals ``softplus(z_q) - softplus(z_p) - p (z_q - z_p)``, the Bregman divergence of
@@ -136,24 +138,24 @@ class Bernoulli:
         (zp, zq), dtype = numerics.upcast(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
         return numerics.bernoulli_kl(zp, zq).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ArrayLike) -> jax.Array:
         """``p (1 - p)``, computed as ``sigmoid(z) sigmoid(-z)`` (no cancellation near p = 1)."""
         z, dtype = _logits(outputs)
         return (jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` that does not depend on the outputs: none, so 0."""
         y = validate.numeric_targets(targets, where="Bernoulli targets")
         return jnp.zeros(y.shape, numerics.accumulation_dtype(numerics.float_dtype(y)))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Exact expectation over y in {0, 1}: nodes ``[2, *batch]`` and their probabilities."""
         z, _ = _logits(outputs)
         nodes = jnp.stack([jnp.zeros_like(z), jnp.ones_like(z)])
         weights = jnp.stack([jax.nn.sigmoid(-z), jax.nn.sigmoid(z)])
         return nodes, weights
 
-    def mle(self, targets, *, axis: int = 0) -> jax.Array:
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> jax.Array:
         """Closed-form MLE: the logit of the mean target, ``log(sum y) - log(sum (1 - y))``.
 
         All-zero or all-one data give a logit of -inf or +inf (the MLE is on the boundary).
@@ -164,11 +166,12 @@ class Bernoulli:
 
     # -- loss options, value checks and check cases ---------------------------------------------
 
-    def loss_options(self, **kwargs) -> BernoulliOptions:
+    def loss_options(self, **kwargs: Any) -> BernoulliOptions:
         """``nll(Bernoulli(), ...)``'s options (see ``BernoulliOptions``), validated."""
         return check.build(BernoulliOptions, "Bernoulli", kwargs)
 
-    def value_checks(self, outputs, targets, loss_options=None) -> list[checks.ValueCheck]:
+    def value_checks(self, outputs: ArrayLike, targets: ArrayLike,
+                     loss_options: BernoulliOptions | None = None) -> list[checks.ValueCheck]:
         """For ``checked()``: NaN or +inf logits (-inf is a probability of 0) and targets outside [0, 1]."""
         return [*checks.finite_outputs(outputs, allow_neg_inf=True), checks.in_support(self, outputs, targets)]
 
@@ -237,7 +240,7 @@ class BernoulliOptions:
         valid = _in_support(y)
         return z, numerics.where(valid, y, jnp.zeros_like(y)), self._pos_weight(z.shape, z.dtype), valid
 
-    def per_example(self, outputs, targets) -> PerExample:
+    def per_example(self, outputs: ArrayLike, targets: ArrayLike) -> PerExample:
         """The per-example loss; inf where the target is outside [0, 1] (NaN derivatives there).
 
         ``jax.grad`` runs through the closed form of the class docstring (``_option_loss``)."""
@@ -245,7 +248,7 @@ class BernoulliOptions:
         loss = _option_loss(float(self.focal_gamma), float(self.label_smoothing), z, y, pos_weight)
         return PerExample(-minus_inf_off_support(-loss, valid))
 
-    def per_example_grad(self, outputs, targets) -> jax.Array:
+    def per_example_grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed-form dL/dz per example (NaN where the target is invalid)."""
         z, y, pos_weight, valid = self._prepare(outputs, targets)
         _, (d_z, _, _) = _option_loss_and_partials(float(self.focal_gamma), float(self.label_smoothing), z, y, pos_weight)

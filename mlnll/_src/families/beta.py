@@ -10,10 +10,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.numerics import gamma_bessel
+from mlnll._src.types import BetaOutputArrays, BetaOutputs
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -165,9 +167,11 @@ class Beta:
     of exactly 0 or 1, or outside (0, 1), gives ``-inf`` and NaN derivatives for its example
     (``minus_inf_off_support``).
     It is evaluated in the saddle-point form: with ``n = a + b``, the mean ``p = a/n``,
-    ``q = b/n``, ``u1 = log(y/p)``, ``u2 = log((1-y)/q)`` and Stirling's remainder ``delta``,
-    ``log p = -a (e^u1 - 1 - u1) - b (e^u2 - 1 - u2) + log(a q)/2 - log y - log(1 - y)
-              - log(2 pi)/2 - delta(a) - delta(b) + delta(n)``
+    ``q = b/n``, ``u1 = log(y/p)``, ``u2 = log((1-y)/q)`` and Stirling's remainder ``delta``::
+
+        log p = -a (e^u1 - 1 - u1) - b (e^u2 - 1 - u2) + log(a q)/2 - log y - log(1 - y)
+                - log(2 pi)/2 - delta(a) - delta(b) + delta(n)
+
     (the ``-1`` and ``-u`` terms cancel because ``a e^u1 + b e^u2 = n``). Each term is O(1) near the
     mode, where the plain form subtracts numbers of size ``n log n``.
 
@@ -183,18 +187,19 @@ class Beta:
 
     Fisher information in ``(log a, log b)``: the Hessian of ``-log p`` is
     ``[[a (digamma(a) - digamma(n) - log y) + a^2 (trigamma(a) - trigamma(n)), -a b trigamma(n)], ...]``
-    and ``E[log y] = digamma(a) - digamma(n)``, so
-    ``F = [[a^2 (trigamma(a) - trigamma(n)), -a b trigamma(n)],
-           [-a b trigamma(n), b^2 (trigamma(b) - trigamma(n))]]``.
+    and ``E[log y] = digamma(a) - digamma(n)``, so::
+
+        F = [[a^2 (trigamma(a) - trigamma(n)), -a b trigamma(n)],
+             [-a b trigamma(n), b^2 (trigamma(b) - trigamma(n))]]
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: BetaOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example log-density, equal to scipy.stats.beta.logpdf(y, a, b)."""
         p, y, valid = _prepare(outputs, targets)
         lp = beta_log_pdf(p.log_concentration1, p.log_concentration0, y)
         return minus_inf_off_support(lp, valid).astype(p.dtype)
 
-    def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
+    def grad(self, outputs: BetaOutputs, targets: ArrayLike) -> BetaOutputArrays:
         """Closed form ``(-a u1 - q/2 + a (delta'(a) - delta'(n)), -b u2 - p/2 + b (delta'(b) - delta'(n)))``."""
         p, y, valid = _prepare(outputs, targets)
         _, (d_log_a, d_log_b, _) = _log_pdf_and_partials(p.log_concentration1, p.log_concentration0, y)
@@ -202,17 +207,17 @@ class Beta:
         return (jnp.where(valid, -d_log_a, nan).astype(p.dtype),
                 jnp.where(valid, -d_log_b, nan).astype(p.dtype))
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: BetaOutputs) -> dict[str, jax.Array]:
         p = _params(outputs)
         return {"concentration1": jnp.exp(p.log_concentration1).astype(p.dtype),
                 "concentration0": jnp.exp(p.log_concentration0).astype(p.dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: BetaOutputs) -> jax.Array:
         """``a / (a + b) = sigmoid(log_concentration1 - log_concentration0)``."""
         p = _params(outputs)
         return jax.nn.sigmoid(p.log_concentration1 - p.log_concentration0).astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: BetaOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``G_a / (G_a + G_b) = sigmoid(log G_a - log G_b)`` from two log-gamma draws.
 
         Working with log G keeps tiny concentrations exact until the final sigmoid; a draw closer to
@@ -226,12 +231,13 @@ class Beta:
         gb = jax.random.loggamma(kb, jnp.broadcast_to(jnp.exp(log_b), shape), shape, dtype=log_a.dtype)
         return jax.nn.sigmoid(ga - gb).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: BetaOutputs) -> jax.Array:
         """``log B(a, b) - (a - 1) digamma(a) - (b - 1) digamma(b) + (n - 2) digamma(n)``, Stirling form.
 
-        With gammaln and digamma in their Stirling forms the ``x log x`` terms cancel exactly:
-        ``H = log(2 pi)/2 + (log a + log b)/2 - 3 log(n)/2 + 1/2 - 1/(2a) - 1/(2b) + 1/n
-             + delta(a) + delta(b) - delta(n) - (a-1) delta'(a) - (b-1) delta'(b) + (n-2) delta'(n)``.
+        With gammaln and digamma in their Stirling forms the ``x log x`` terms cancel exactly::
+
+            H = log(2 pi)/2 + (log a + log b)/2 - 3 log(n)/2 + 1/2 - 1/(2a) - 1/(2b) + 1/n
+                + delta(a) + delta(b) - delta(n) - (a-1) delta'(a) - (b-1) delta'(b) + (n-2) delta'(n)
         """
         p = _params(outputs)
         log_a, log_b = p.log_concentration1, p.log_concentration0
@@ -242,7 +248,7 @@ class Beta:
              - 0.5 / a - 0.5 / b + 1 / n + s(a) + s(b) - s(n) - (a - 1) * ds(a) - (b - 1) * ds(b) + (n - 2) * ds(n))
         return h.astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: BetaOutputs, outputs_q: BetaOutputs) -> jax.Array:
         """KL(p || q): the Bregman divergence of log B, ``G(a) + G(b) - G(n)`` with G = gammaln.
 
         ``KL = log B(a_q, b_q) - log B(a_p, b_p) + (a_p - a_q) digamma(a_p) + (b_p - b_q) digamma(b_p)
@@ -259,7 +265,7 @@ class Beta:
         kl = breg(la_q, la_p) + breg(lb_q, lb_p) - breg(jnp.logaddexp(la_q, lb_q), jnp.logaddexp(la_p, lb_p))
         return kl.astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: BetaOutputs) -> jax.Array:
         """``[[a^2 (trigamma(a) - trigamma(n)), -a b trigamma(n)], [., b^2 (trigamma(b) - trigamma(n))]]``.
 
         The diagonal uses ``scaled_trigamma_difference`` (no cancellation when one concentration
@@ -274,7 +280,7 @@ class Beta:
         f_bb = numerics.scaled_trigamma_difference(b, a)
         return jnp.stack([jnp.stack([f_aa, off], -1), jnp.stack([off, f_bb], -1)], -2).astype(p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log y - log(1 - y)`` (0 outside (0, 1))."""
         y = validate.numeric_targets(targets, where="Beta targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
@@ -282,7 +288,7 @@ class Beta:
         ys = jnp.where(valid, y, jnp.full_like(y, 0.5))
         return jnp.where(valid, -jnp.log(ys) - _log1m(ys), jnp.zeros_like(y))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: BetaOutputs) -> tuple[jax.Array, jax.Array]:
         """A 192-node rule for ``E[f(y)]``: nodes ``[192, *batch]`` in (0, 1), weights summing to 1.
 
         In x = logit(y) the density is proportional to ``exp(-a (e^u1 - 1 - u1) - b (e^u2 - 1 - u2))``;

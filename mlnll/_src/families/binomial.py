@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
@@ -105,21 +106,21 @@ class Binomial:
     def _valid(self, y: jax.Array) -> jax.Array:
         return numerics.is_count(y) & (y <= self.total_count)
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.binom.logpmf."""
         z, y, dtype = self._prepare(outputs, targets)
         ys, valid = counts.counts_or_zero(y, self.total_count)  # double where: a count in 0..n
         lp = binomial_log_pmf(z, ys, self.total_count)
         return minus_inf_off_support(lp, valid).astype(dtype)
 
-    def grad(self, outputs, targets) -> jax.Array:
+    def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``n sigmoid(z) - y`` of d(-log_prob)/dz (NaN where the target is invalid)."""
         z, y, dtype = self._prepare(outputs, targets)
         ys, valid = counts.counts_or_zero(y, self.total_count)
         _, (score, _) = _log_pmf_and_partials(self.total_count, z, ys)
         return jnp.where(valid, -score, jnp.nan).astype(dtype)  # (n - y) sigmoid(z) - y sigmoid(-z)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         z, dtype = _logits(outputs)
         return {
             "total_count": jnp.full(z.shape, self.total_count, dtype),
@@ -127,11 +128,11 @@ class Binomial:
             "probs": jax.nn.sigmoid(z).astype(dtype),
         }
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ArrayLike) -> jax.Array:
         z, dtype = _logits(outputs)
         return (self.total_count * jax.nn.sigmoid(z)).astype(dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Counts in the logits' dtype, shape ``sample_shape + logits.shape`` (jax.random.binomial)."""
         z, dtype = _logits(outputs)
         shape = tuple(sample_shape) + z.shape
@@ -139,7 +140,7 @@ class Binomial:
         p = jnp.broadcast_to(jax.nn.sigmoid(z), shape)
         return jax.random.binomial(key, n, p, shape, z.dtype).astype(dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ArrayLike) -> jax.Array:
         """``-sum_{y=0}^{n} p(y) log p(y)``: an exact finite sum (no closed form exists).
 
         O(n) work per example, summed in chunks of 1024 counts so memory stays O(1024) per example.
@@ -156,7 +157,7 @@ class Binomial:
 
         return numerics.sum_over_counts(terms, self.total_count, z.dtype).astype(dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ArrayLike, outputs_q: ArrayLike) -> jax.Array:
         """KL(p || q) = ``n KL_Bernoulli(p || q)``, accurate when the two logits are close."""
         zp, _ = _logits(outputs_p, "Binomial.kl p", upcast=False)
         zq, _ = _logits(outputs_q, "Binomial.kl q", upcast=False)
@@ -165,12 +166,12 @@ class Binomial:
         kl = numerics.bernoulli_kl(zp, zq)
         return (self.total_count * kl).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ArrayLike) -> jax.Array:
         """``n p (1 - p)``, computed as ``n sigmoid(z) sigmoid(-z)`` (no cancellation near p = 1)."""
         z, dtype = _logits(outputs)
         return (self.total_count * jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """``log C(n, y)``, the part of ``log_prob`` free of the logits (0 for an invalid count, whose
         ``log_prob`` is already -inf: ``nll(..., drop_constants=True)`` then gives inf, not NaN)."""
         y = validate.numeric_targets(targets, where="Binomial targets")
@@ -179,7 +180,7 @@ class Binomial:
         ys = jnp.where(valid, y, jnp.zeros_like(y))
         return jnp.where(valid, _log_binomial_coefficient(ys, self.total_count), jnp.zeros_like(y))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Exact expectation over all n + 1 outcomes: nodes ``[n + 1, *batch]`` and probabilities."""
         z, _ = _logits(outputs)
         n = self.total_count
@@ -188,7 +189,7 @@ class Binomial:
         weights = jnp.exp(binomial_log_pmf(jnp.broadcast_to(z[None], nodes.shape), nodes, n))
         return nodes, weights
 
-    def mle(self, targets, *, axis: int = 0) -> jax.Array:
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> jax.Array:
         """Closed-form MLE: the logit of ``mean(y) / n``, ``log(sum y) - log(sum (n - y))``.
 
         All-zero or all-n data give -inf or +inf (the MLE is on the boundary).

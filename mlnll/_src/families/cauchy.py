@@ -9,10 +9,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.types import CauchyOutputArrays, CauchyOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
@@ -57,9 +59,9 @@ class Cauchy(ls_.FixedScaleUnpacking):
     Gradient. ``dr/dloc = -1/s``, ``dr/dlog_scale = -r`` and ``d log(1 + r^2)/dr = 2r / (1 + r^2)``:
     ``d(-log p)/dloc = -2 r / ((1 + r^2) s)`` and
     ``d(-log p)/dlog_scale = 1 - 2 r^2 / (1 + r^2) = (1 - r^2) / (1 + r^2)``.
-    Beyond |r| = 2^60 the ratios are evaluated as ``1 / r`` and ``1`` (to 2^-120), so a target 1e30
+    Beyond ``|r| = 2^60`` the ratios are evaluated as ``1 / r`` and ``1`` (to 2^-120), so a target 1e30
     scales away gives finite, correct gradients even in float32; ``1 - r^2`` is taken as
-    ``(1 - |r|)(1 + |r|)``, which keeps its relative accuracy near |r| = 1. ``jax.grad`` (and
+    ``(1 - |r|)(1 + |r|)``, which keeps its relative accuracy near ``|r| = 1``. ``jax.grad`` (and
     ``jacfwd``, ``hessian``) of ``log_prob`` run through this closed form; the targets are
     differentiable too (``d log p/dy = -2 r / ((1 + r^2) s)``).
 
@@ -80,41 +82,41 @@ class Cauchy(ls_.FixedScaleUnpacking):
 
     # -- the protocol -----------------------------------------------------------------------
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: CauchyOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log Cauchy(y; loc, s)``, equal to scipy.stats.cauchy.logpdf."""
         p, y = self._unpack_with(outputs, targets)
         finite, ys = ls_.finite_targets(y)
         lp = cauchy_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, finite).astype(p.dtype)
 
-    def grad(self, outputs, targets):
+    def grad(self, outputs: CauchyOutputs, targets: ArrayLike) -> CauchyOutputArrays:
         """Closed form ``(-2 r / ((1 + r^2) s), (1 - r^2) / (1 + r^2))``; loc's alone for a fixed scale."""
         p, y = self._unpack_with(outputs, targets)
         finite, y = ls_.finite_targets(y)
         _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
         return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: CauchyOutputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: CauchyOutputs) -> jax.Array:
         """NaN everywhere: E|y| is infinite, so the Cauchy distribution has no mean (loc is its median)."""
         p = self._unpack(outputs)
         return jnp.full(p.batch_shape, jnp.nan, p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: CauchyOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + s * e`` with e standard Cauchy, shape ``sample_shape + batch``."""
         p = self._unpack(outputs)
         shape = tuple(sample_shape) + p.batch_shape
         eps = jax.random.cauchy(key, shape, dtype=p.loc.dtype)
         return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: CauchyOutputs) -> jax.Array:
         """``log(4 pi) + log_scale``."""
         p = self._unpack(outputs)
         return (p.log_scale + _LOG_4PI).astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: CauchyOutputs, outputs_q: CauchyOutputs) -> jax.Array:
         """KL(p || q) in a form that stays accurate when p and q are close.
 
         ``KL = log(((s_p + s_q)^2 + (mu_p - mu_q)^2) / (4 s_p s_q))``, and
@@ -128,19 +130,19 @@ class Cauchy(ls_.FixedScaleUnpacking):
         b = 0.5 * (p.loc - q.loc) * jnp.exp(-(p.log_scale + q.log_scale) / 2)
         return numerics.log_hypot1(a, b).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: CauchyOutputs) -> jax.Array:
         """``diag(1 / (2 s^2), 1/2)`` per example (shape [..., 2, 2]); ``1 / (2 s^2)`` with a fixed scale."""
         p = self._unpack(outputs)
         entries = {("loc", "loc"): 0.5 * jnp.exp(-2 * p.log_scale),
                    ("log_scale", "log_scale"): jnp.full_like(p.log_scale, 0.5)}
         return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log pi``, and ``-log(scale)`` if fixed."""
         const = -_LOG_PI - (math.log(self.scale) if self.scale is not None else 0.0)
         return ls_.constant_like(targets, const, family=self._name)
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: CauchyOutputs) -> tuple[jax.Array, jax.Array]:
         """Nodes ``loc + s tan(theta_k)`` at the 8 midpoints theta_k of (-pi/2, pi/2), weights 1/8.
 
         The CDF substitution ``y = loc + s tan(theta)`` makes theta uniform; the midpoint rule is

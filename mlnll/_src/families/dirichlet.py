@@ -10,6 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
@@ -137,9 +138,11 @@ class Dirichlet:
     ``log p(y) = sum_k (a_k - 1) log y_k - log B(a)``,
     ``log B(a) = sum_k gammaln(a_k) - gammaln(n)`` (scipy.stats.dirichlet).
     It is evaluated in the saddle-point form: with the mean ``p = a/n``, ``u_k = log(y_k / p_k)``,
-    ``s = sum(y) - 1`` and Stirling's remainder ``delta``,
-    ``log p = -sum_k a_k (e^u_k - 1 - u_k) + n s - sum_k log y_k + sum_k log(a_k)/2 - log(n)/2
-              - (K - 1) log(2 pi)/2 - sum_k delta(a_k) + delta(n)``,
+    ``s = sum(y) - 1`` and Stirling's remainder ``delta``::
+
+        log p = -sum_k a_k (e^u_k - 1 - u_k) + n s - sum_k log y_k + sum_k log(a_k)/2 - log(n)/2
+                - (K - 1) log(2 pi)/2 - sum_k delta(a_k) + delta(n)
+
     every term O(1) near the mode where the plain form subtracts numbers of size ``n log n``.
 
     Gradient. ``d(-log p)/d log a_j = a_j (digamma(a_j) - digamma(n) - log y_j)``; with
@@ -159,28 +162,28 @@ class Dirichlet:
     log-partition function ``log B(a)`` in the natural parameters instead.
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example log-density (shape = batch), equal to scipy.stats.dirichlet.logpdf."""
         p, y, valid = _prepare(outputs, targets)
         lp = dirichlet_log_pdf(p.log_concentration, y)
         return minus_inf_off_support(lp, valid).astype(p.dtype)
 
-    def grad(self, outputs, targets) -> jax.Array:
+    def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``-a u - (1 - p)/2 + a (delta'(a) - delta'(n))``, shape [..., K] (NaN rows if invalid)."""
         p, y, valid = _prepare(outputs, targets)
         _, (d_log_a, _) = _log_pdf_and_partials(p.log_concentration, y)
         return jnp.where(valid[..., None], -d_log_a, jnp.nan).astype(p.dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         p = _params(outputs)
         return {"concentration": jnp.exp(p.log_concentration).astype(p.dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ArrayLike) -> jax.Array:
         """``a / sum(a) = softmax(log_concentration)``, shape [..., K]."""
         p = _params(outputs)
         return jax.nn.softmax(p.log_concentration, axis=-1).astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``softmax(log G)`` with ``G_k ~ Gamma(a_k, 1)`` drawn in log space; shape
         ``sample_shape + log_concentration.shape``. Entries below the float type's range are 0."""
         p = _params(outputs)
@@ -189,12 +192,13 @@ class Dirichlet:
         log_g = jax.random.loggamma(key, jnp.broadcast_to(jnp.exp(log_a), shape), shape, dtype=log_a.dtype)
         return jax.nn.softmax(log_g, axis=-1).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ArrayLike) -> jax.Array:
         """``log B(a) + (n - K) digamma(n) - sum_j (a_j - 1) digamma(a_j)``, in the Stirling form.
 
-        The ``x log x`` terms cancel exactly, leaving
-        ``H = (K-1) log(2 pi)/2 + sum_j log(a_j)/2 + (1/2 - K) log n + (K - 1)/2 + K/(2n)
-             - sum_j 1/(2 a_j) + sum_j delta(a_j) - delta(n) + (n - K) delta'(n) - sum_j (a_j - 1) delta'(a_j)``.
+        The ``x log x`` terms cancel exactly, leaving::
+
+            H = (K-1) log(2 pi)/2 + sum_j log(a_j)/2 + (1/2 - K) log n + (K - 1)/2 + K/(2n)
+                - sum_j 1/(2 a_j) + sum_j delta(a_j) - delta(n) + (n - K) delta'(n) - sum_j (a_j - 1) delta'(a_j)
         """
         p = _params(outputs)
         log_a = p.log_concentration
@@ -208,7 +212,7 @@ class Dirichlet:
              + jnp.sum(per_category, axis=-1) - s(n) + (n - k) * ds(n))
         return h.astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ArrayLike, outputs_q: ArrayLike) -> jax.Array:
         """KL(p || q): the Bregman divergence of log B, ``sum_j B_G(a_j) - B_G(n)`` with G = gammaln.
 
         ``KL = log B(a_q) - log B(a_p) + sum_j (a_pj - a_qj) (digamma(a_pj) - digamma(n_p))``,
@@ -223,7 +227,7 @@ class Dirichlet:
         kl = jnp.sum(breg(la_q, la_p), axis=-1) - breg(log_n_q, log_n_p)
         return kl.astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ArrayLike) -> jax.Array:
         """``diag(a^2 trigamma(a)) - a a^T trigamma(n)``, shape [..., K, K].
 
         Diagonal ``a_j^2 (trigamma(a_j) - trigamma(n))`` from ``scaled_trigamma_difference`` (no
@@ -241,7 +245,7 @@ class Dirichlet:
         diagonal = numerics.scaled_trigamma_difference(a, rest)
         return jnp.where(eye, diagonal[..., :, None], outer).astype(p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-sum_k log y_k`` (0 where a row has an
         entry <= 0); shape = batch."""
         y = validate.numeric_targets(targets, where="Dirichlet targets")

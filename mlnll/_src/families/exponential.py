@@ -9,6 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
@@ -73,40 +74,40 @@ class Exponential:
     for every rate (the log-rate is the variance-stabilising parameter).
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log_rate - rate y``, equal to scipy.stats.expon.logpdf(y, scale=1/rate)."""
         p, y, valid = _prepare(outputs, targets)
         lp = exponential_log_pdf(p.log_rate, y)
         return minus_inf_off_support(lp, valid).astype(p.dtype)
 
-    def grad(self, outputs, targets) -> jax.Array:
+    def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``rate y - 1`` of d(-log_prob)/d log_rate (NaN where the target is invalid)."""
         p, y, valid = _prepare(outputs, targets)
         _, (d_log_rate, _) = _log_pdf_and_partials(p.log_rate, y)
         return jnp.where(valid, -d_log_rate, jnp.nan).astype(p.dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         p = _params(outputs)
         return {"rate": jnp.exp(p.log_rate).astype(p.dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ArrayLike) -> jax.Array:
         """``1 / rate = exp(-log_rate)``."""
         p = _params(outputs)
         return jnp.exp(-p.log_rate).astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``E / rate`` with E a standard exponential; shape ``sample_shape + log_rate.shape``."""
         p = _params(outputs)
         shape = tuple(sample_shape) + p.batch_shape
         e = jax.random.exponential(key, shape, dtype=p.log_rate.dtype)
         return (e * jnp.broadcast_to(jnp.exp(-p.log_rate), shape)).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ArrayLike) -> jax.Array:
         """``1 - log_rate``."""
         p = _params(outputs)
         return (1 - p.log_rate).astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ArrayLike, outputs_q: ArrayLike) -> jax.Array:
         """KL(p || q) = ``log(r_p / r_q) + r_q / r_p - 1 = exp(d) - 1 - d``, d = log_rate_q - log_rate_p.
 
         ``exp(d) - 1 - d`` is ``expm1mx(d)``, a series near 0, so a KL of 1e-14 keeps its digits.
@@ -117,18 +118,18 @@ class Exponential:
         (eta_p, eta_q), dtype = numerics.upcast(jnp.broadcast_to(eta_p, shape), jnp.broadcast_to(eta_q, shape))
         return numerics.expm1mx(eta_q - eta_p).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ArrayLike) -> jax.Array:
         """1 per example (shape = batch): ``E[rate y] = 1``."""
         p = _params(outputs)
         return jnp.ones_like(p.log_rate).astype(p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: none, so 0."""
         y = validate.numeric_targets(targets, where="Exponential targets")
         return jnp.zeros(y.shape, numerics.accumulation_dtype(numerics.float_dtype(y)))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
-        """Gauss-Laguerre nodes ``x_k / rate`` and weights ``w_k``, shape [8, *batch]; exact for
+    def expectation_nodes(self, outputs: ArrayLike) -> tuple[jax.Array, jax.Array]:
+        """Gauss-Laguerre nodes ``x_k / rate`` and weights ``w_k``, shape ``[8, *batch]``; exact for
         polynomials in y of degree < 16."""
         eta = _params(outputs).log_rate
         x = jnp.asarray(_GL_NODES, eta.dtype).reshape((-1,) + (1,) * eta.ndim)
@@ -136,7 +137,7 @@ class Exponential:
         nodes = x * jnp.exp(-eta)[None]
         return nodes, jnp.broadcast_to(w, nodes.shape)
 
-    def mle(self, targets, *, axis: int = 0) -> jax.Array:
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> jax.Array:
         """Closed-form MLE: ``log_rate = -log(mean(y))`` (the rate is 1 / sample mean).
 
         Setting ``sum_i (rate y_i - 1) = 0`` gives rate = n / sum(y). All-zero data give +inf.

@@ -59,6 +59,7 @@ from jax.scipy import special
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.types import ExponentialFamilyOutputArrays, ExponentialFamilyOutputs
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -192,7 +193,7 @@ class ExponentialFamily:
             raise TypeError(f"{self!r} {where} must contain at least one array; got {outputs!r}.")
         leaves = [validate.float_outputs(x, where=f"{self!r} {where}") for x in leaves]
         leaves, dtype = numerics.upcast(*leaves)
-        return treedef.unflatten(leaves), dtype
+        return jax.tree.unflatten(treedef, leaves), dtype
 
     def _eta(self, outputs) -> tuple[jax.Array, tuple[int, ...]]:
         """``(eta, batch)``: the natural parameter and the batch shape of ``A(eta)``."""
@@ -257,7 +258,7 @@ class ExponentialFamily:
 
     # -- the protocol -----------------------------------------------------------------------
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ExponentialFamilyOutputs, targets: Any) -> jax.Array:
         """``<eta, T(y)> - A(eta) + log h(y)`` per example; ``-inf`` outside the support.
 
         Differentiated through the closed form: ``d log p/d eta = T(y) - mean(eta)``, chained by
@@ -268,7 +269,7 @@ class ExponentialFamily:
         lp = _log_density(self, x.event_ndim, x.eta, x.statistic, x.log_base)
         return minus_inf_off_support(lp, x.valid).astype(x.dtype)
 
-    def grad(self, outputs, targets):
+    def grad(self, outputs: ExponentialFamilyOutputs, targets: Any) -> ExponentialFamilyOutputArrays:
         """``J^T (mean(eta) - T(y))`` per example, same tree as the outputs (NaN outside the support)."""
         x = self._prepare(outputs, targets)
         eta, pullback = jax.vjp(lambda o: jnp.asarray(self.natural_params(o)), x.outputs)
@@ -277,19 +278,19 @@ class ExponentialFamily:
         nan_outside = lambda a: jnp.where(numerics.expand_to(x.valid, a.ndim), a, jnp.nan)  # noqa: E731
         return jax.tree.map(lambda a: nan_outside(a).astype(x.dtype), g)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ExponentialFamilyOutputs) -> dict[str, jax.Array]:
         """``{"natural_params": eta, "mean_params": E[T(y)]}``."""
         outputs, dtype = self._outputs(outputs)
         eta, _ = self._eta(outputs)
         return {"natural_params": eta.astype(dtype), "mean_params": self._mean(eta).astype(dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ExponentialFamilyOutputs) -> jax.Array:
         """The mean parameter ``E[T(y)] = grad A(eta)`` (the mean of y when ``T(y) = y``)."""
         outputs, dtype = self._outputs(outputs)
         eta, _ = self._eta(outputs)
         return self._mean(eta).astype(dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ExponentialFamilyOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``sampler(key, eta, sample_shape + batch)``, floating draws in the outputs' dtype."""
         if self.sampler is None:
             raise NotImplementedError(f"{self!r} has no generic sampler: pass sampler=... or draw from the "
@@ -301,7 +302,7 @@ class ExponentialFamily:
         y = jnp.asarray(self.sampler(key, eta, shape))
         return y.astype(dtype) if jnp.issubdtype(y.dtype, jnp.floating) else y
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ExponentialFamilyOutputs) -> jax.Array:
         """``A(eta) - <eta, mean(eta)> - E[log h(y)]``; needs ``expected_log_base_measure``."""
         if self.expected_log_base_measure is None:
             raise NotImplementedError(
@@ -313,7 +314,7 @@ class ExponentialFamily:
         h = self.log_partition(eta) - self._inner(eta, self._mean(eta), k) - expected_log_h
         return h.astype(dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ExponentialFamilyOutputs, outputs_q: ExponentialFamilyOutputs) -> jax.Array:
         """The Bregman divergence of A: ``A(eta_q) - A(eta_p) - <eta_q - eta_p, mean(eta_p)>``."""
         dtype = numerics.float_dtype(*(jnp.asarray(x) for x in jax.tree.leaves((outputs_p, outputs_q))))
         outputs_p, _ = self._outputs(outputs_p, "kl outputs_p")
@@ -331,7 +332,7 @@ class ExponentialFamily:
         kl = self.log_partition(eta_q) - self.log_partition(eta_p) - gap
         return kl.astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ExponentialFamilyOutputs) -> jax.Array:
         """``J^T Hessian(A)(eta) J`` per example: ``[..., P, P]`` over the flattened outputs (``[...]`` if
         P = 1); ``Hessian(A)`` is the Jacobian of ``mean`` when it is given."""
         outputs, dtype = self._outputs(outputs)
@@ -343,13 +344,13 @@ class ExponentialFamily:
         def one_example(*xs):
             theta, unravel = ravel_pytree(list(xs))
             def eta_of(t):
-                return jnp.asarray(self.natural_params(treedef.unflatten(unravel(t)))).reshape(-1)
+                return jnp.asarray(self.natural_params(jax.tree.unflatten(treedef, unravel(t)))).reshape(-1)
 
             jac = jax.jacfwd(eta_of)(theta)  # [m, P]
-            eta = jnp.asarray(self.natural_params(treedef.unflatten(list(xs))))
+            eta = jnp.asarray(self.natural_params(jax.tree.unflatten(treedef, list(xs))))
             m = jac.shape[0]
             if self.mean_params is not None:
-                cov = jax.jacfwd(lambda e: jnp.asarray(self.mean_params(e)))(eta).reshape(m, m)
+                cov = jax.jacfwd(lambda e: jnp.asarray(self.mean_params(e)))(eta).reshape(m, m)  # type: ignore[misc]  # not None (checked above)
             else:
                 cov = jax.hessian(self.log_partition)(eta).reshape(m, m)
             return jac.T @ cov @ jac
@@ -359,7 +360,7 @@ class ExponentialFamily:
         fisher = fisher.reshape(batch + (num_params, num_params))
         return (fisher[..., 0, 0] if num_params == 1 else fisher).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: Any) -> jax.Array:
         """``log h(y)``: the part of ``log_prob`` free of the outputs (0 outside the support)."""
         y = validate.numeric_targets(targets, where=f"{self!r} targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))

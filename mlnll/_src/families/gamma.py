@@ -10,10 +10,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.numerics import gamma_bessel as gb
+from mlnll._src.types import GammaOutputArrays, GammaOutputs
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -125,7 +127,7 @@ class Gamma:
     Gradient. ``-log p = -a log b + gammaln(a) - (a - 1) log y + b y``; with ``da/dlog_a = a``,
     ``db/dlog_b = b`` and ``digamma(a) = log a - 1/(2a) + delta'(a)``:
     ``d(-log p)/d log_concentration = a (digamma(a) - log z) = a (delta'(a) - u) - 1/2``,
-    ``d(-log p)/d log_rate = -a + b y = z - a`` (as ``a expm1(u)`` when |u| <= 1), and in the
+    ``d(-log p)/d log_rate = -a + b y = z - a`` (as ``a expm1(u)`` when ``|u| <= 1``), and in the
     target ``d log p / d y = (a - 1)/y - b``. ``jax.grad`` (and ``jacfwd``, ``hessian``) of
     ``log_prob`` run through these partials (a ``closed_form`` custom_jvp whose partials are also
     what ``grad`` returns), in the outputs and in the targets; second order is autodiff of the
@@ -137,13 +139,13 @@ class Gamma:
     ``F = [[a^2 trigamma(a), -a], [-a, a]]``.
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: GammaOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example log-density, equal to scipy.stats.gamma.logpdf(y, a, scale=1/b)."""
         p, y, valid = _prepare(outputs, targets)
         lp = gamma_log_pdf(p.log_concentration, p.log_rate, y)
         return minus_inf_off_support(lp, valid).astype(p.dtype)
 
-    def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
+    def grad(self, outputs: GammaOutputs, targets: ArrayLike) -> GammaOutputArrays:
         """Closed form ``(a (delta'(a) - u) - 1/2, z - a)`` (NaN where the target is invalid)."""
         p, y, valid = _prepare(outputs, targets)
         _, (d_log_a, d_log_b, _) = _log_pdf_and_partials(p.log_concentration, p.log_rate, y)
@@ -151,17 +153,17 @@ class Gamma:
         return (jnp.where(valid, -d_log_a, nan).astype(p.dtype),
                 jnp.where(valid, -d_log_b, nan).astype(p.dtype))
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: GammaOutputs) -> dict[str, jax.Array]:
         p = _params(outputs)
         return {"concentration": jnp.exp(p.log_concentration).astype(p.dtype),
                 "rate": jnp.exp(p.log_rate).astype(p.dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: GammaOutputs) -> jax.Array:
         """``a / b = exp(log_concentration - log_rate)``."""
         p = _params(outputs)
         return jnp.exp(p.log_concentration - p.log_rate).astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: GammaOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``exp(log G - log_rate)``, G ~ Gamma(a, 1) drawn in log space (``jax.random.loggamma``).
 
         Drawing log G keeps small-concentration draws (a = 1e-3 puts half its mass below 1e-300)
@@ -173,7 +175,7 @@ class Gamma:
         log_g = jax.random.loggamma(key, a, shape, dtype=a.dtype)
         return jnp.exp(log_g - jnp.broadcast_to(p.log_rate, shape)).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: GammaOutputs) -> jax.Array:
         """``a - log b + gammaln(a) + (1 - a) digamma(a)``, in the Stirling form.
 
         Substituting gammaln and digamma by their Stirling forms, the ``a log a`` terms cancel
@@ -186,7 +188,7 @@ class Gamma:
              + numerics.stirling_remainder(a) + (1 - a) * numerics.stirling_remainder_grad(a))
         return h.astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: GammaOutputs, outputs_q: GammaOutputs) -> jax.Array:
         """KL(p || q) = ``(a_p - a_q) digamma(a_p) - gammaln(a_p) + gammaln(a_q)
         + a_q log(b_p / b_q) + a_p (b_q - b_p) / b_p``.
 
@@ -208,7 +210,7 @@ class Gamma:
               - a_p * jnp.expm1(la_q - la_p) * d)
         return kl.astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: GammaOutputs) -> jax.Array:
         """``[[a^2 trigamma(a), -a], [-a, a]]`` per example, shape [..., 2, 2].
 
         ``a^2 trigamma(a)`` is ``scaled_trigamma``: finite for every a (-> 1 as a -> 0, ~ a + 1/2
@@ -219,14 +221,14 @@ class Gamma:
         rows = [jnp.stack([numerics.scaled_trigamma(a), -a], -1), jnp.stack([-a, a], -1)]
         return jnp.stack(rows, -2).astype(p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log y`` (0 outside the support)."""
         y = validate.numeric_targets(targets, where="Gamma targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         valid = (y > 0) & jnp.isfinite(y)
         return jnp.where(valid, -jnp.log(jnp.where(valid, y, jnp.ones_like(y))), jnp.zeros_like(y))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: GammaOutputs) -> tuple[jax.Array, jax.Array]:
         """A 192-node rule for ``E[f(y)]``: nodes ``[192, *batch]`` of targets, weights summing to 1.
 
         In u = log(b y / a) the density is proportional to ``exp(-a (e^u - 1 - u))``; the rule is

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
@@ -79,30 +80,30 @@ class Geometric:
     ``E[y + 1] = 1/p``, so the Fisher information in z is ``sigmoid(-z) = 1 - p``.
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.geom.logpmf(y + 1, p)."""
         z, y, dtype = _prepare(outputs, targets)
         ys, valid = counts.counts_or_zero(y)  # double where: the closed form sees a count
         lp = geometric_log_pmf(z, ys)
         return minus_inf_off_support(lp, valid).astype(dtype)
 
-    def grad(self, outputs, targets) -> jax.Array:
+    def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``y sigmoid(z) - sigmoid(-z)`` of d(-log_prob)/dz (NaN where y is invalid)."""
         z, y, dtype = _prepare(outputs, targets)
         ys, valid = counts.counts_or_zero(y)
         _, (score, _) = _log_pmf_and_partials(z, ys)
         return jnp.where(valid, -score, jnp.nan).astype(dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         z, dtype = _logits(outputs)
         return {"logits": z.astype(dtype), "probs": jax.nn.sigmoid(z).astype(dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ArrayLike) -> jax.Array:
         """``(1 - p) / p = exp(-z)``."""
         z, dtype = _logits(outputs)
         return jnp.exp(-z).astype(dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Counts in the logits' dtype, shape ``sample_shape + logits.shape``, by inversion.
 
         ``y = floor(log(u) / log(1 - p))`` with u uniform on (0, 1] has P(y >= k) = (1 - p)^k;
@@ -114,7 +115,7 @@ class Geometric:
         y = jnp.floor(log_u / jnp.broadcast_to(numerics.log_sigmoid(-z), shape))
         return jnp.maximum(y, jnp.zeros_like(y)).astype(dtype)  # -0.0 (from 0 / -inf) becomes 0
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ArrayLike) -> jax.Array:
         """``-log p - (1 - p)/p log(1 - p) = softplus(-z) + exp(-z) softplus(z)``.
 
         For z < 0 the second term is ``log1p(u)/u`` with u = e^z in (0, 1) (-> 1 as p -> 0), so
@@ -127,7 +128,7 @@ class Geometric:
         second = jnp.where(neg, 1 + numerics.log1pmx_over_x(jnp.exp(zn)), jnp.exp(-zp) * jax.nn.softplus(zp))
         return (jax.nn.softplus(-z) + second).astype(dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ArrayLike, outputs_q: ArrayLike) -> jax.Array:
         """KL(p || q) = ``log(p/q) + (1 - p)/p log((1 - p)/(1 - q)) = KL_Bernoulli(p || q) / p``.
 
         Evaluated by ``numerics.geometric_kl``: accurate for nearly equal logits, and finite
@@ -139,18 +140,18 @@ class Geometric:
         (zp, zq), dtype = numerics.upcast(jnp.broadcast_to(zp, shape), jnp.broadcast_to(zq, shape))
         return numerics.geometric_kl(zp, zq).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ArrayLike) -> jax.Array:
         """``1 - p = sigmoid(-z)``, per example."""
         z, dtype = _logits(outputs)
         return jax.nn.sigmoid(-z).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the logits: none, so 0."""
         y = validate.numeric_targets(targets, where="Geometric targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
         return jnp.zeros_like(y)
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """A truncated support: the counts 0..2047 (``NUM_NODES``) and their probabilities.
 
         They hold all but ``(1 - p)^2048`` of the mass: less than 1e-16 for p >= 0.0180 (logits
@@ -160,7 +161,7 @@ class Geometric:
         nodes = numerics.window_nodes(jnp.zeros_like(z), jnp.zeros_like(z), NUM_NODES)
         return nodes, jnp.exp(geometric_log_pmf(jnp.broadcast_to(z[None], nodes.shape), nodes))
 
-    def mle(self, targets, *, axis: int = 0) -> jax.Array:
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> jax.Array:
         """Closed-form MLE: ``p = 1 / (1 + mean(y))``, i.e. logits ``-log(mean(y))`` (+inf if all 0)."""
         y = validate.numeric_targets(targets, where="Geometric.mle targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))

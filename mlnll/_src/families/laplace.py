@@ -9,10 +9,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.types import LaplaceOutputArrays, LaplaceOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
@@ -54,7 +56,7 @@ class Laplace(ls_.FixedScaleUnpacking):
     Gradient. ``dr/dloc = -1/b`` and ``dr/dlog_scale = -r``, and ``d|r|/dr = sign(r)``, so
     ``d(-log p)/dloc = -sign(r) / b = sign(loc - y) / b`` and
     ``d(-log p)/dlog_scale = 1 - sign(r) r = 1 - |r|``.
-    At y = loc, |r| has a kink: its subdifferential in loc is [-1/b, 1/b], and the closed form
+    At y = loc, ``|r|`` has a kink: its subdifferential in loc is [-1/b, 1/b], and the closed form
     returns the subgradient ``sign(0) / b = 0``, the one of least norm (so a median of an odd
     number of points has gradient exactly 0). ``jax.grad`` (and ``jacfwd``, ``hessian``) of
     ``log_prob`` run through this closed form, so they take the same subgradient (autodiff of
@@ -81,40 +83,40 @@ class Laplace(ls_.FixedScaleUnpacking):
 
     # -- the protocol -----------------------------------------------------------------------
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: LaplaceOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log Laplace(y; loc, b)``, equal to scipy.stats.laplace.logpdf."""
         p, y = self._unpack_with(outputs, targets)
         finite, ys = ls_.finite_targets(y)
         lp = laplace_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, finite).astype(p.dtype)
 
-    def grad(self, outputs, targets):
+    def grad(self, outputs: LaplaceOutputs, targets: ArrayLike) -> LaplaceOutputArrays:
         """Closed form ``(-sign(r) / b, 1 - |r|)``, 0 in loc at y = loc; loc's alone if the scale is fixed."""
         p, y = self._unpack_with(outputs, targets)
         finite, y = ls_.finite_targets(y)
         _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
         return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: LaplaceOutputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: LaplaceOutputs) -> jax.Array:
         p = self._unpack(outputs)
         return p.loc.astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: LaplaceOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + b * e`` with e standard Laplace, shape ``sample_shape + batch``."""
         p = self._unpack(outputs)
         shape = tuple(sample_shape) + p.batch_shape
         eps = jax.random.laplace(key, shape, dtype=p.loc.dtype)
         return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: LaplaceOutputs) -> jax.Array:
         """``1 + log 2 + log_scale``."""
         p = self._unpack(outputs)
         return (p.log_scale + 1 + numerics.LOG_2).astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: LaplaceOutputs, outputs_q: LaplaceOutputs) -> jax.Array:
         """KL(p || q) as a sum of non-negative terms, accurate when p and q are close.
 
         With ``d = log b_p - log b_q``, ``delta = |mu_p - mu_q|`` and ``v = delta / b_p``:
@@ -136,14 +138,14 @@ class Laplace(ls_.FixedScaleUnpacking):
         far = delta * jnp.exp(-q.log_scale) - 1 - d + jnp.exp(d - jnp.where(near, jnp.ones_like(v), v))
         return jnp.where(near, close, far).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: LaplaceOutputs) -> jax.Array:
         """``diag(1/b^2, 1)`` per example (shape [..., 2, 2]); ``1/b^2`` with a fixed scale."""
         p = self._unpack(outputs)
         entries = {("loc", "loc"): jnp.exp(-2 * p.log_scale),
                    ("log_scale", "log_scale"): jnp.ones_like(p.log_scale)}
         return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log 2``, and ``-log(scale)`` if fixed.
 
         Dropping it from ``Laplace(scale=1)`` leaves exactly the absolute error.
@@ -151,7 +153,7 @@ class Laplace(ls_.FixedScaleUnpacking):
         const = -numerics.LOG_2 - (math.log(self.scale) if self.scale is not None else 0.0)
         return ls_.constant_like(targets, const, family=self._name)
 
-    def score_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def score_nodes(self, outputs: LaplaceOutputs) -> tuple[jax.Array, jax.Array]:
         """A rule for ``E_y[f(y)]``: nodes ``loc -+ b t_k`` and weights ``w_k / 2``, ``[16, *batch]``.
 
         ``t_k, w_k`` is the 8-point Gauss-Laguerre rule, applied on each side of the kink, so the
@@ -168,7 +170,7 @@ class Laplace(ls_.FixedScaleUnpacking):
         nodes = p.loc[None] + jnp.exp(p.log_scale)[None] * t
         return nodes, jnp.broadcast_to(w, nodes.shape)
 
-    def mle(self, targets, *, axis: int = 0):
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> LaplaceOutputArrays:
         """Closed-form MLE: loc = the sample median, log_scale = log of the mean absolute deviation from it.
 
         ``sum |y_i - loc|`` is smallest at a median (any point between the two middle values when

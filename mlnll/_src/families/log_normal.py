@@ -9,10 +9,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.types import LogNormalOutputArrays, LogNormalOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
@@ -78,14 +80,14 @@ class LogNormal(ls_.FixedScaleUnpacking):
 
     # -- the protocol -----------------------------------------------------------------------
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: LogNormalOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log LogNormal(y; loc, s)``, equal to scipy.stats.lognorm.logpdf; -inf at y <= 0."""
         p, y = self._unpack_with(outputs, targets)
         positive, ys = _in_support(y)
         lp = log_normal_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, positive).astype(p.dtype)
 
-    def grad(self, outputs, targets):
+    def grad(self, outputs: LogNormalOutputs, targets: ArrayLike) -> LogNormalOutputArrays:
         """Closed form ``((loc - log y) / s^2, 1 - r^2)``, NaN where y <= 0; loc's alone if the scale is fixed."""
         p, y = self._unpack_with(outputs, targets)
         positive, ys = _in_support(y)
@@ -96,28 +98,28 @@ class LogNormal(ls_.FixedScaleUnpacking):
                     "log_scale": jnp.where(positive, d_log_scale, nan)}
         return ls_.neg_partials(partials, _NAMES, self._fixed, p.dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: LogNormalOutputs) -> dict[str, jax.Array]:
         """``{"loc", "scale"}`` of ``log y`` (scipy's ``s = scale`` and ``scale = exp(loc)``)."""
         return ls_.loc_and_scale(self._unpack(outputs))
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: LogNormalOutputs) -> jax.Array:
         """``exp(loc + s^2 / 2)``, exponentiated once (no product of two overflowing factors)."""
         p = self._unpack(outputs)
         return jnp.exp(p.loc + 0.5 * jnp.exp(2 * p.log_scale)).astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: LogNormalOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``exp(loc + s * e)`` with e standard normal, shape ``sample_shape + batch``."""
         p = self._unpack(outputs)
         shape = tuple(sample_shape) + p.batch_shape
         eps = jax.random.normal(key, shape, dtype=p.loc.dtype)
         return jnp.exp(ls_.shift_and_scale(p.loc, p.log_scale, eps)).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: LogNormalOutputs) -> jax.Array:
         """``loc + log_scale + (1 + log(2 pi)) / 2``: Normal's entropy plus ``E[log y] = loc``."""
         p = self._unpack(outputs)
         return (p.loc + p.log_scale + 0.5 + numerics.HALF_LOG_2PI).astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: LogNormalOutputs, outputs_q: LogNormalOutputs) -> jax.Array:
         """KL(p || q), equal to Normal's KL between the laws of ``log y`` (KL is invariant under y -> log y).
 
         With ``d = log_scale_p - log_scale_q``: ``KL = (e^{2d} - 1 - 2d) / 2 + ((mu_p - mu_q) / s_q)^2 / 2``,
@@ -127,14 +129,14 @@ class LogNormal(ls_.FixedScaleUnpacking):
         gap = (p.loc - q.loc) * jnp.exp(-q.log_scale)
         return (0.5 * numerics.expm1mx(2 * (p.log_scale - q.log_scale)) + 0.5 * jnp.square(gap)).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: LogNormalOutputs) -> jax.Array:
         """``diag(1/s^2, 2)`` per example (shape [..., 2, 2]); ``1/s^2`` with a fixed scale."""
         p = self._unpack(outputs)
         entries = {("loc", "loc"): jnp.exp(-2 * p.log_scale),
                    ("log_scale", "log_scale"): jnp.full_like(p.log_scale, 2.0)}
         return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log y - log(2 pi)/2`` (and ``-log(scale)`` if fixed).
 
         Where ``y <= 0`` the ``-log y`` term is left out (the value stays finite), so that
@@ -147,7 +149,7 @@ class LogNormal(ls_.FixedScaleUnpacking):
         const = -numerics.HALF_LOG_2PI - (math.log(self.scale) if self.scale is not None else 0.0)
         return jnp.where(positive, const - log_y, jnp.full_like(y, const))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: LogNormalOutputs) -> tuple[jax.Array, jax.Array]:
         """Gauss-Hermite in log y: nodes ``exp(loc + sqrt(2) s x_k)``, weights ``w_k / sqrt(pi)``, [8, ...]."""
         p = self._unpack(outputs)
         x = numerics.batch_nodes(_GH_NODES, p.loc)
@@ -155,7 +157,7 @@ class LogNormal(ls_.FixedScaleUnpacking):
         w = numerics.batch_nodes(_GH_WEIGHTS / math.sqrt(math.pi), p.loc)
         return nodes, jnp.broadcast_to(w, nodes.shape)
 
-    def mle(self, targets, *, axis: int = 0):
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> LogNormalOutputArrays:
         """Closed-form MLE: loc = mean of log y, log_scale = log of the (biased, 1/n) std of log y.
 
         Any ``y <= 0`` makes the likelihood 0 for every output; the estimate is then NaN or -inf.

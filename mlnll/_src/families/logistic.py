@@ -9,10 +9,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.types import LogisticOutputArrays, LogisticOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
@@ -106,63 +108,63 @@ class Logistic(ls_.FixedScaleUnpacking):
 
     # -- the protocol -----------------------------------------------------------------------
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: LogisticOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log Logistic(y; loc, s)``, equal to scipy.stats.logistic.logpdf."""
         p, y = self._unpack_with(outputs, targets)
         finite, ys = ls_.finite_targets(y)
         lp = logistic_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, finite).astype(p.dtype)
 
-    def grad(self, outputs, targets):
+    def grad(self, outputs: LogisticOutputs, targets: ArrayLike) -> LogisticOutputArrays:
         """Closed form ``(-tanh(r/2) / s, 1 - r tanh(r/2))``; loc's alone if the scale is fixed."""
         p, y = self._unpack_with(outputs, targets)
         finite, y = ls_.finite_targets(y)
         _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
         return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: LogisticOutputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: LogisticOutputs) -> jax.Array:
         p = self._unpack(outputs)
         return p.loc.astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: LogisticOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + s * e`` with e standard logistic, shape ``sample_shape + batch``."""
         p = self._unpack(outputs)
         shape = tuple(sample_shape) + p.batch_shape
         eps = jax.random.logistic(key, shape, dtype=p.loc.dtype)
         return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: LogisticOutputs) -> jax.Array:
         """``log_scale + 2``."""
         p = self._unpack(outputs)
         return (p.log_scale + 2).astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: LogisticOutputs, outputs_q: LogisticOutputs) -> jax.Array:
         """Not available: the KL divergence between two logistic distributions has no closed form."""
         raise NotImplementedError(
             f"{self._name}.kl: the KL divergence between two logistic distributions has no closed form; "
             "estimate it by Monte Carlo, e.g. mean(log_prob(p, y) - log_prob(q, y)) over y = sample(key, p)."
         )
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: LogisticOutputs) -> jax.Array:
         """``diag(1 / (3 s^2), (pi^2 + 3) / 9)`` per example ([..., 2, 2]); ``1 / (3 s^2)`` for a fixed scale."""
         p = self._unpack(outputs)
         entries = {("loc", "loc"): jnp.exp(-2 * p.log_scale) / 3,
                    ("log_scale", "log_scale"): jnp.full_like(p.log_scale, (_PI2 + 3) / 9)}
         return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log 4``, and ``-log(scale)`` if fixed."""
         const = -_LOG_4 - (math.log(self.scale) if self.scale is not None else 0.0)
         return ls_.constant_like(targets, const, family=self._name)
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
-        """Trapezoid rule in ``r = (y - loc) / s``: ``r_k = k/3`` for |r_k| <= 50, ``[301, *batch]``.
+    def expectation_nodes(self, outputs: LogisticOutputs) -> tuple[jax.Array, jax.Array]:
+        """Trapezoid rule in ``r = (y - loc) / s``: ``r_k = k/3`` for ``|r_k| <= 50``, ``[301, *batch]``.
 
         Weights are the logistic density at the nodes, normalised to sum to 1. Every integrand
-        here is analytic in the strip |Im r| < pi, where the trapezoid rule converges
+        here is analytic in the strip ``|Im r| < pi``, where the trapezoid rule converges
         geometrically: the expected Hessian comes out to ~1e-16 relative.
         """
         p = self._unpack(outputs)

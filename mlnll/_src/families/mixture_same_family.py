@@ -9,11 +9,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form
 from mlnll._src.families.normal import Normal
 from mlnll._src.family import Family
+from mlnll._src.types import MixtureOutputArrays, MixtureOutputs
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case
 
@@ -222,7 +224,7 @@ class MixtureSameFamily:
         dtype = numerics.float_dtype(p.mixture_logits, *leaves)
         acc = numerics.accumulation_dtype(dtype)
         cast = lambda x: x.astype(acc) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
-        return _Outputs(p.mixture_logits.astype(acc), treedef.unflatten([cast(x) for x in leaves]), dtype)
+        return _Outputs(p.mixture_logits.astype(acc), jax.tree.unflatten(treedef, [cast(x) for x in leaves]), dtype)
 
     def _component_targets(self, targets, num_components: int) -> jax.Array:
         """``targets`` [*batch, *event] as [*batch, K, *event]: one copy per component, so the
@@ -237,7 +239,7 @@ class MixtureSameFamily:
 
     # -- the protocol -----------------------------------------------------------------------
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: MixtureOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log sum_k pi_k p_k(y)``; ``-inf`` where every component gives ``-inf``.
 
         Its derivative in the outputs is the closed form ``grad``, in the targets
@@ -248,14 +250,14 @@ class MixtureSameFamily:
         leaves, treedef = jax.tree.flatten(o.component_outputs)
         return _mixture_log_prob(self, treedef, o.mixture_logits, y, *leaves).astype(o.dtype)
 
-    def responsibilities(self, outputs, targets) -> jax.Array:
+    def responsibilities(self, outputs: MixtureOutputs, targets: ArrayLike) -> jax.Array:
         """``r_k = p(component k | y) = softmax_k(log pi + log p_k(y))``, shape [..., K]."""
         o = self._split(outputs)
         y = self._component_targets(targets, o.mixture_logits.shape[-1])
         _, r = _log_sum_and_posterior(_joint(self.component, o.mixture_logits, o.component_outputs, y).joint)
         return r.astype(o.dtype)
 
-    def grad(self, outputs, targets):
+    def grad(self, outputs: MixtureOutputs, targets: ArrayLike) -> MixtureOutputArrays:
         """Closed form ``(softmax(mixture_logits) - r, r_k * component.grad)``.
 
         Where every component gives ``-inf`` the responsibilities, and so the gradient, are NaN.
@@ -266,14 +268,14 @@ class MixtureSameFamily:
         _, (d_logits, _, *d_leaves) = _value_and_partials(self, treedef, o.mixture_logits, y, *leaves)
         return (-d_logits).astype(o.dtype), jax.tree.unflatten(treedef, [(-d).astype(o.dtype) for d in d_leaves])
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: MixtureOutputs) -> dict[str, jax.Array]:
         """``mixture_logits``, ``mixture_probs`` and the component's parameters prefixed ``component_``."""
         o = self._split(outputs)
         out = {"mixture_logits": o.mixture_logits, "mixture_probs": jax.nn.softmax(o.mixture_logits, axis=-1)}
         out.update({f"component_{k}": v for k, v in self.component.params(o.component_outputs).items()})
         return {k: v.astype(o.dtype) for k, v in out.items()}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: MixtureOutputs) -> jax.Array:
         """``sum_k pi_k mean_k``, shape batch (+ the component's event axes)."""
         o = self._split(outputs)
         means = jnp.asarray(self.component.mean(o.component_outputs))
@@ -283,7 +285,7 @@ class MixtureSameFamily:
         means = means.reshape((1,) * (pi.ndim - means.ndim) + means.shape)
         return jnp.sum(pi * means.astype(pi.dtype), axis=-1 - self.event_ndim).astype(o.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: MixtureOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Pick ``k ~ Categorical(pi)``, then draw from component k; ``sample_shape + batch (+ event)``."""
         o = self._split(outputs)
         key_pick, key_draw = jax.random.split(key)
@@ -296,19 +298,19 @@ class MixtureSameFamily:
         drawn = jnp.squeeze(jnp.take_along_axis(every, index, axis=k_axis), axis=k_axis)
         return drawn.astype(o.dtype) if jnp.issubdtype(drawn.dtype, jnp.floating) else drawn
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: MixtureOutputs) -> jax.Array:
         raise NotImplementedError("MixtureSameFamily has no closed-form entropy (an expected logsumexp).")
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: MixtureOutputs, outputs_q: MixtureOutputs) -> jax.Array:
         raise NotImplementedError("MixtureSameFamily has no closed-form KL divergence (sample it).")
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: MixtureOutputs) -> jax.Array:
         raise NotImplementedError(
             "MixtureSameFamily has no closed-form Fisher information: E[grad grad^T] involves the "
             "responsibilities, which have no closed-form expectation."
         )
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The component's constant terms: they depend on y alone, so they factor out of the sum over k."""
         method = getattr(self.component, "constant_terms", None)
         if method is None:

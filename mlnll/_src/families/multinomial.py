@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import info, numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
@@ -181,7 +182,7 @@ class Multinomial:
         off = jnp.sum(jnp.abs(y - jnp.floor(y)) + jnp.maximum(-y, 0), axis=-1)
         return (off == 0) & (jnp.sum(y, axis=-1) == self.total_count)
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.multinomial.logpmf."""
         z, y, dtype = self._prepare(outputs, targets)
         valid = self._valid(y)
@@ -191,14 +192,14 @@ class Multinomial:
         lp = _log_pmf(self.total_count, z, ys)
         return minus_inf_off_support(lp, valid).astype(dtype)
 
-    def grad(self, outputs, targets) -> jax.Array:
+    def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``n softmax(z) - y``, shape [..., C] (rows with an invalid target are NaN)."""
         z, y, dtype = self._prepare(outputs, targets)
         _, p, one_minus_p, _, _ = _log_p_p_and_complement(z)
         g = -_score(self.total_count, y, p, one_minus_p)  # p (n - y) - y (1 - p)
         return jnp.where(self._valid(y)[..., None], g, jnp.nan).astype(dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         z, dtype = _logits(outputs)
         return {
             "total_count": jnp.full(z.shape[:-1], self.total_count, dtype),
@@ -206,12 +207,12 @@ class Multinomial:
             "probs": jax.nn.softmax(z).astype(dtype),
         }
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ArrayLike) -> jax.Array:
         """``n softmax(z)``, shape [..., C]."""
         z, dtype = _logits(outputs)
         return (self.total_count * jax.nn.softmax(z)).astype(dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Count vectors in the logits' dtype, shape ``sample_shape + logits.shape``.
 
         Drawn by ``jax.random.multinomial`` (a binomial per class, conditioned on the rest).
@@ -222,7 +223,7 @@ class Multinomial:
         n = jnp.asarray(float(self.total_count), z.dtype)
         return _multinomial_draws(key, n, p, shape=shape).astype(dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ArrayLike) -> jax.Array:
         """An exact finite sum over each class's binomial marginal (no closed form exists).
 
         From Loader's form, ``-log p(y) = -stirlerr(n) - log(2 pi n)/2 + sum_c g_c(y_c)`` with
@@ -252,13 +253,13 @@ class Multinomial:
         head = numerics.stirlerr_static(n) + 0.5 * (numerics.LOG_2PI + math.log(n))
         return (numerics.sum_over_counts(terms, n, z.dtype) - head).astype(dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ArrayLike, outputs_q: ArrayLike) -> jax.Array:
         """KL(p || q) = ``n sum_c p_c (log p_c - log q_c)``: n times the categorical KL."""
         zp, _ = _logits(outputs_p, "Multinomial.kl p")
         zq, _ = _logits(outputs_q, "Multinomial.kl q")
         return self.total_count * info.kl_divergence_with_logits(zp, zq)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ArrayLike) -> jax.Array:
         """``n (diag(p) - p p^T)``, shape [..., C, C]; the diagonal as ``n p (1 - p)``."""
         z, dtype = _logits(outputs)
         _, p, one_minus_p, _ = _softmax_parts(z)
@@ -266,7 +267,7 @@ class Multinomial:
         outer = -p[..., :, None] * p[..., None, :]
         return (self.total_count * jnp.where(diagonal, (p * one_minus_p)[..., :, None], outer)).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """``log n! - sum_c log y_c!``, the part of ``log_prob`` free of the logits (batch shape).
 
         Evaluated as ``multinomial_log_pmf``'s factorial terms plus ``sum_c y_c log(n / y_c)``
@@ -291,7 +292,7 @@ class Multinomial:
         spread = head - jnp.sum(numerics.log_factorial_part(ys), axis=-1) - entropy_part
         return jnp.where(valid & ~single, spread, jnp.zeros_like(spread))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Exact expectation over every count vector: nodes ``[K, *batch, C]`` and probabilities.
 
         K = C(n + C - 1, C - 1) (15 for n = 4, C = 3): meant for small n and C.
@@ -304,7 +305,7 @@ class Multinomial:
         weights = jnp.exp(self.log_prob(jnp.broadcast_to(z[None], nodes.shape), nodes).astype(z.dtype))
         return nodes, weights
 
-    def mle(self, targets, *, axis: int = 0) -> jax.Array:
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> jax.Array:
         """Closed-form MLE: logits = log of the pooled class frequencies ``sum_i y_ic / (n N)``.
 
         ``axis`` is the sample axis (not the class axis, which is last); an unseen class gets -inf.

@@ -11,9 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.types import MultivariateNormalOutputArrays, MultivariateNormalOutputs
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -145,7 +147,7 @@ class MultivariateNormal:
       -2.337877
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: MultivariateNormalOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log N(y; loc, L L^T)`` (every constant), equal to scipy's logpdf; ``-inf``
         (with NaN derivatives) for a target with an infinite or NaN coordinate.
 
@@ -156,7 +158,7 @@ class MultivariateNormal:
         ys = jnp.where(finite[..., None], y, p.loc)  # double where: the closed form sees z = 0 there
         return minus_inf_off_support(mvn_log_pdf(p.loc, p.scale_tril, ys), finite).astype(p.dtype)
 
-    def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
+    def grad(self, outputs: MultivariateNormalOutputs, targets: ArrayLike) -> MultivariateNormalOutputArrays:
         """Closed form ``(-w, tril(-w z^T) with diagonal 1 - L_ii w_i z_i)``, ``w = L^{-T} z`` (NaN for a
         target off the support)."""
         p, y = _params_and_targets(outputs, targets)
@@ -165,7 +167,7 @@ class MultivariateNormal:
         nan_off = lambda g: jnp.where(numerics.expand_to(finite, g.ndim), -g, jnp.nan)  # noqa: E731
         return nan_off(d_loc).astype(p.dtype), nan_off(d_raw).astype(p.dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: MultivariateNormalOutputs) -> dict[str, jax.Array]:
         """``{"loc", "scale_tril" (the Cholesky factor L itself), "covariance" (L L^T)}``."""
         p = _params(outputs)
         L, _ = cholesky_factor(p.scale_tril)
@@ -173,11 +175,11 @@ class MultivariateNormal:
         out = {"loc": p.loc, "scale_tril": L, "covariance": covariance}
         return {name: value.astype(p.dtype) for name, value in out.items()}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: MultivariateNormalOutputs) -> jax.Array:
         p = _params(outputs)
         return p.loc.astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: MultivariateNormalOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + L eps`` with ``eps ~ N(0, I)``, shape ``sample_shape + batch + (d,)``."""
         p = _params(outputs)
         L, _ = cholesky_factor(p.scale_tril)
@@ -186,20 +188,22 @@ class MultivariateNormal:
         L = jnp.broadcast_to(L, shape + (p.loc.shape[-1],))
         return (jnp.broadcast_to(p.loc, shape) + jnp.matmul(L, eps[..., None])[..., 0]).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: MultivariateNormalOutputs) -> jax.Array:
         """``d (1 + log(2 pi)) / 2 + sum_i log L_ii``."""
         p = _params(outputs)
         log_diag = jnp.diagonal(p.scale_tril, axis1=-2, axis2=-1)
         entropy = p.loc.shape[-1] * (0.5 + numerics.HALF_LOG_2PI) + jnp.sum(log_diag, axis=-1)
         return entropy.astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: MultivariateNormalOutputs, outputs_q: MultivariateNormalOutputs) -> jax.Array:
         """KL(p || q) in a form with no cancellation when p and q are close.
 
         With ``M = L_q^{-1} L_p`` (lower triangular, ``M_ii = exp(delta_i)``,
-        ``delta = log diag L_p - log diag L_q``) and ``m = L_q^{-1} (loc_p - loc_q)``:
-        ``KL = (tr(Sigma_q^{-1} Sigma_p) + m^T m - d + log det Sigma_q - log det Sigma_p) / 2
-             = (sum_{i>j} M_ij^2 + sum_i (exp(2 delta_i) - 1 - 2 delta_i) + m^T m) / 2``,
+        ``delta = log diag L_p - log diag L_q``) and ``m = L_q^{-1} (loc_p - loc_q)``::
+
+            KL = (tr(Sigma_q^{-1} Sigma_p) + m^T m - d + log det Sigma_q - log det Sigma_p) / 2
+               = (sum_{i>j} M_ij^2 + sum_i (exp(2 delta_i) - 1 - 2 delta_i) + m^T m) / 2
+
         because ``tr(M M^T) = sum_ij M_ij^2``; ``exp(x) - 1 - x`` is ``expm1mx`` (a series near 0).
         """
         p = _params(outputs_p, "MultivariateNormal.kl outputs_p")
@@ -221,7 +225,7 @@ class MultivariateNormal:
         m = _solve_lower(L_q, jnp.broadcast_to(loc_p, batch + (d,)) - jnp.broadcast_to(loc_q, batch + (d,)))
         return (0.5 * (off_diagonal + diagonal + jnp.sum(jnp.square(m), axis=-1))).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: MultivariateNormalOutputs) -> jax.Array:
         """The closed form above, shape ``[..., d + d^2, d + d^2]`` (loc, then scale_tril row-major)."""
         p = _params(outputs)
         L, _ = cholesky_factor(p.scale_tril)
@@ -234,7 +238,7 @@ class MultivariateNormal:
         bottom = jnp.concatenate([jnp.swapaxes(zeros, -1, -2), scale_block], axis=-1)
         return jnp.concatenate([top, bottom], axis=-2).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-d log(2 pi) / 2``, shape ``targets.shape[:-1]``.
         """
         y = validate.numeric_targets(targets, where="MultivariateNormal targets")
@@ -243,8 +247,8 @@ class MultivariateNormal:
         const = -y.shape[-1] * numerics.HALF_LOG_2PI
         return jnp.full(y.shape[:-1], const, numerics.accumulation_dtype(numerics.float_dtype(y)))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
-        """Product Gauss-Hermite rule: nodes ``loc + sqrt(2) L x``, ``x`` in a 2^d grid; [2^d, *batch, d].
+    def expectation_nodes(self, outputs: MultivariateNormalOutputs) -> tuple[jax.Array, jax.Array]:
+        """Product Gauss-Hermite rule: nodes ``loc + sqrt(2) L x``, ``x`` in a 2^d grid; ``[2^d, *batch, d]``.
 
         Exact for polynomials in y of degree < 4 per coordinate, so for the expected Hessian (degree 2).
         """
@@ -262,7 +266,7 @@ class MultivariateNormal:
         w = jnp.asarray(weights, loc.dtype).reshape((-1,) + batch_ones)
         return nodes, jnp.broadcast_to(w, (len(grid),) + loc.shape[:-1])
 
-    def mle(self, targets, *, axis: int = 0) -> tuple[jax.Array, jax.Array]:
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> MultivariateNormalOutputArrays:
         """Closed-form MLE: loc = sample mean; scale_tril = Cholesky factor of the 1/n covariance,
         its diagonal as a log (the strict upper triangle 0). ``axis`` is a batch axis of the targets."""
         y = validate.numeric_targets(targets, where="MultivariateNormal.mle targets")

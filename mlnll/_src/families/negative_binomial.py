@@ -10,10 +10,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.numerics import counts, gamma_bessel
+from mlnll._src.types import NegativeBinomialOutputArrays, NegativeBinomialOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
 # Truncated support for expectation_nodes: 2048 consecutive counts from max(0, floor(mean - 10 sd)),
@@ -155,14 +157,14 @@ class NegativeBinomial:
     ``fisher`` raises NotImplementedError.
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: NegativeBinomialOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log p(targets | outputs)``, equal to scipy.stats.nbinom.logpmf(y, r, r/(r+mu))."""
         p, y = _prepare(outputs, targets)
         ys, valid = counts.counts_or_zero(y)  # double where: the closed form sees a count
         lp = nb_log_pmf(p.log_mean, p.log_concentration, ys)
         return minus_inf_off_support(lp, valid).astype(p.dtype)
 
-    def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
+    def grad(self, outputs: NegativeBinomialOutputs, targets: ArrayLike) -> NegativeBinomialOutputArrays:
         """Closed forms of ``d(-log_prob)/d(log_mean, log_concentration)`` (NaN where y is invalid)."""
         p, y = _prepare(outputs, targets)
         ys, valid = counts.counts_or_zero(y)
@@ -173,16 +175,16 @@ class NegativeBinomial:
             jnp.where(valid, d_log_concentration, nan).astype(p.dtype),
         )
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: NegativeBinomialOutputs) -> dict[str, jax.Array]:
         p = _outputs(outputs)
         mean, concentration = jnp.exp(p.log_mean), jnp.exp(p.log_concentration)
         return {"mean": mean.astype(p.dtype), "concentration": concentration.astype(p.dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: NegativeBinomialOutputs) -> jax.Array:
         p = _outputs(outputs)
         return jnp.exp(p.log_mean).astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: NegativeBinomialOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Counts in the outputs' dtype: ``y ~ Poisson(mu / r * g)``, ``g ~ Gamma(r, 1)``.
 
         ``log g`` comes from ``jax.random.loggamma`` (accurate for tiny r); the Poisson draw has
@@ -192,21 +194,21 @@ class NegativeBinomial:
         shape = tuple(sample_shape) + p.batch_shape
         return _gamma_poisson_draws(key, p.log_mean, p.log_concentration, shape).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: NegativeBinomialOutputs) -> jax.Array:
         """Not implemented: the negative binomial entropy has no closed form."""
         raise NotImplementedError(
             "NegativeBinomial.entropy has no closed form: it needs E[lgamma(y + r) - log(y!)], an "
             "infinite series in y."
         )
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: NegativeBinomialOutputs, outputs_q: NegativeBinomialOutputs) -> jax.Array:
         """Not implemented: the KL between two negative binomials has no closed form."""
         raise NotImplementedError(
             "NegativeBinomial.kl has no closed form: with different concentrations it needs "
             "E_p[lgamma(y + r_p) - lgamma(y + r_q)], an infinite series in y."
         )
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: NegativeBinomialOutputs) -> jax.Array:
         """Not implemented: the (log_concentration, log_concentration) entry has no closed form.
 
         ``I = [[mu r/(r + mu), 0], [0, r^2 sum_k P(y > k)/(r + k)^2 - r mu/(r + mu)]]`` (derivation
@@ -219,7 +221,7 @@ class NegativeBinomial:
             "concentration. The (log_mean, log_mean) entry is mu r/(r + mu) and the cross term is 0."
         )
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """``-log(y!)``, the part of ``log_prob`` free of the outputs (0 for an invalid count, whose
         ``log_prob`` is already -inf: ``nll(..., drop_constants=True)`` then gives inf, not NaN)."""
         y = validate.numeric_targets(targets, where="NegativeBinomial targets")
@@ -228,7 +230,7 @@ class NegativeBinomial:
         ys = jnp.where(valid, y, jnp.zeros_like(y))
         return jnp.where(valid, -numerics.log_factorial(ys), jnp.zeros_like(y))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: NegativeBinomialOutputs) -> tuple[jax.Array, jax.Array]:
         """A truncated support: ``NUM_NODES`` (2048) consecutive counts and their probabilities.
 
         The counts start at ``max(0, floor(mu - 10 sd))``, ``sd = sqrt(mu + mu^2/r)``; the region

@@ -9,10 +9,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.types import NormalOutputArrays, NormalOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
 # Gauss-Hermite rule: exact for polynomials of degree < 16 under exp(-x^2), so exact for the
@@ -82,7 +84,7 @@ class Normal:
 
     # -- the protocol -----------------------------------------------------------------------
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: NormalOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log N(y; loc, scale)``, equal to scipy.stats.norm.logpdf."""
         loc, log_scale, y, dtype = self._prepare(outputs, targets)
         if self.scale is not None:  # a fixed scale enters as a scalar, never as an [N] array
@@ -90,7 +92,7 @@ class Normal:
         finite, ys = ls_.finite_targets(y)
         return minus_inf_off_support(normal_log_pdf(loc, log_scale, ys), finite).astype(dtype)
 
-    def grad(self, outputs, targets):
+    def grad(self, outputs: NormalOutputs, targets: ArrayLike) -> NormalOutputArrays:
         """Closed form ``((loc - y) / scale^2, 1 - r^2)``; with a fixed scale, the first alone."""
         loc, log_scale, y, dtype = self._prepare(outputs, targets)
         # -r * inv_scale instead of (loc - y) / scale^2: scale^2 overflows long before the product.
@@ -98,31 +100,33 @@ class Normal:
         _, (d_loc, d_log_scale, _) = _value_and_partials(loc, log_scale, ys)
         return ls_.nan_off_support(finite, self._pack((-d_loc).astype(dtype), (-d_log_scale).astype(dtype)))
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: NormalOutputs) -> dict[str, jax.Array]:
         loc, log_scale, dtype = self._loc_log_scale(outputs)
         return {"loc": loc.astype(dtype), "scale": jnp.exp(log_scale).astype(dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: NormalOutputs) -> jax.Array:
         loc, _, dtype = self._loc_log_scale(outputs)
         return loc.astype(dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: NormalOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         loc, log_scale, dtype = self._loc_log_scale(outputs)
         shape = tuple(sample_shape) + loc.shape
         eps = jax.random.normal(key, shape, dtype=loc.dtype)
         return (jnp.broadcast_to(loc, shape) + jnp.broadcast_to(jnp.exp(log_scale), shape) * eps).astype(dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: NormalOutputs) -> jax.Array:
         """``log_scale + (1 + log(2 pi)) / 2``."""
         _, log_scale, dtype = self._loc_log_scale(outputs)
         return (log_scale + 0.5 + numerics.HALF_LOG_2PI).astype(dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: NormalOutputs, outputs_q: NormalOutputs) -> jax.Array:
         """KL(p || q) in the form that stays accurate when the two scales are close.
 
-        With ``d = log_scale_p - log_scale_q``:
-        ``KL = log(s_q/s_p) + (s_p^2 + (mu_p - mu_q)^2) / (2 s_q^2) - 1/2
-             = (exp(2d) - 1 - 2d) / 2 + ((mu_p - mu_q) / s_q)^2 / 2``,
+        With ``d = log_scale_p - log_scale_q``::
+
+            KL = log(s_q/s_p) + (s_p^2 + (mu_p - mu_q)^2) / (2 s_q^2) - 1/2
+               = (exp(2d) - 1 - 2d) / 2 + ((mu_p - mu_q) / s_q)^2 / 2
+
         and ``exp(x) - 1 - x`` is evaluated by ``expm1mx`` (a series near 0), so a KL of 1e-12
         between nearly equal scales is not lost to cancellation.
         """
@@ -133,7 +137,7 @@ class Normal:
         gap = (loc_p - loc_q) * jnp.exp(-ls_q)
         return (0.5 * numerics.expm1mx(2 * (ls_p - ls_q)) + 0.5 * jnp.square(gap)).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: NormalOutputs) -> jax.Array:
         """``diag(1/scale^2, 2)`` per example (shape [..., 2, 2]); ``1/scale^2`` with a fixed scale."""
         _, log_scale, dtype = self._loc_log_scale(outputs)
         inv_var = jnp.exp(-2 * log_scale)
@@ -143,7 +147,7 @@ class Normal:
         rows = [jnp.stack([inv_var, zero], -1), jnp.stack([zero, jnp.full_like(inv_var, 2.0)], -1)]
         return jnp.stack(rows, -2).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log(2 pi)/2``, and ``-log(scale)`` if fixed.
 
         Dropping it from ``Normal(scale=1)`` leaves exactly half the squared error.
@@ -152,15 +156,15 @@ class Normal:
         const = -numerics.HALF_LOG_2PI - (math.log(self.scale) if self.scale is not None else 0.0)
         return jnp.full(y.shape, const, numerics.accumulation_dtype(numerics.float_dtype(y)))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
-        """Gauss-Hermite nodes ``loc + sqrt(2) scale x_k`` and weights ``w_k / sqrt(pi)``, [8, *batch]."""
+    def expectation_nodes(self, outputs: NormalOutputs) -> tuple[jax.Array, jax.Array]:
+        """Gauss-Hermite nodes ``loc + sqrt(2) scale x_k`` and weights ``w_k / sqrt(pi)``, ``[8, *batch]``."""
         loc, log_scale, _ = self._loc_log_scale(outputs)
         x = jnp.asarray(_GH_NODES, loc.dtype).reshape((-1,) + (1,) * loc.ndim)
         w = jnp.asarray(_GH_WEIGHTS / math.sqrt(math.pi), loc.dtype).reshape((-1,) + (1,) * loc.ndim)
         nodes = loc[None] + math.sqrt(2.0) * jnp.exp(log_scale)[None] * x
         return nodes, jnp.broadcast_to(w, nodes.shape)
 
-    def mle(self, targets, *, axis: int = 0):
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> NormalOutputArrays:
         """Closed-form MLE: loc = sample mean, log_scale = log of the (biased, 1/n) sample std."""
         y = validate.numeric_targets(targets, where="Normal.mle targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
@@ -86,29 +87,29 @@ class Poisson:
     the two differ deliberately by Stirling's remainder (~1/(12 y); 0.0413 at y = 2) — pinned by a test.
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log p(targets | log_rate)``, equal to scipy.stats.poisson.logpmf."""
         lr, y, dtype = _prepare(outputs, targets)
         ys, valid = counts.counts_or_zero(y)  # double where: the closed form sees a count
         lp = poisson_log_pmf(lr, ys)
         return minus_inf_off_support(lp, valid).astype(dtype)
 
-    def grad(self, outputs, targets) -> jax.Array:
+    def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``exp(log_rate) - y`` of d(-log_prob)/d log_rate (NaN where y is invalid)."""
         lr, y, dtype = _prepare(outputs, targets)
         ys, valid = counts.counts_or_zero(y)
         _, (score, _) = _log_pmf_and_partials(lr, ys)
         return jnp.where(valid, -score, jnp.nan).astype(dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         lr, dtype = _log_rate(outputs)
         return {"log_rate": lr.astype(dtype), "rate": jnp.exp(lr).astype(dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ArrayLike) -> jax.Array:
         lr, dtype = _log_rate(outputs)
         return jnp.exp(lr).astype(dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Counts in the outputs' dtype, shape ``sample_shape + log_rate.shape``.
 
         Drawn by ``jax.random.poisson`` (which works in float32 internally, and whose integer
@@ -118,14 +119,14 @@ class Poisson:
         shape = tuple(sample_shape) + lr.shape
         return jax.random.poisson(key, jnp.exp(lr), shape).astype(dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ArrayLike) -> jax.Array:
         """Not implemented: the Poisson entropy ``rate (1 - log rate) + E[log y!]`` has no closed form."""
         raise NotImplementedError(
             "Poisson.entropy: rate * (1 - log rate) + E[log(y!)] has no closed form (E[log(y!)] is an "
             "infinite series), so it is not provided."
         )
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ArrayLike, outputs_q: ArrayLike) -> jax.Array:
         """KL(p || q) = ``rate_p log(rate_p / rate_q) - rate_p + rate_q = bd0(rate_p, rate_q)``.
 
         With d = log_rate_p - log_rate_q it is ``rate_p (e^(-d) - 1 + d)``, evaluated by ``bd0``
@@ -138,12 +139,12 @@ class Poisson:
         (lp, lq), dtype = numerics.upcast(jnp.broadcast_to(lp, shape), jnp.broadcast_to(lq, shape))
         return numerics.bd0(jnp.exp(lp), lp - lq, jnp.exp(lq)).astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ArrayLike) -> jax.Array:
         """``rate = exp(log_rate)``, per example."""
         lr, dtype = _log_rate(outputs)
         return jnp.exp(lr).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """``-log(y!)``, the part of ``log_prob`` free of the outputs (0 for an invalid count, whose
         ``log_prob`` is already -inf: ``nll(..., drop_constants=True)`` then gives inf, not NaN)."""
         y = validate.numeric_targets(targets, where="Poisson targets")
@@ -152,7 +153,7 @@ class Poisson:
         ys = jnp.where(valid, y, jnp.zeros_like(y))
         return jnp.where(valid, -numerics.log_factorial(ys), jnp.zeros_like(y))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """A truncated support: ``NUM_NODES`` (2048) consecutive counts and their probabilities.
 
         The counts start at ``max(0, floor(rate - 10 sqrt(rate)))``; for rate <= 1e4 they hold all
@@ -165,7 +166,7 @@ class Poisson:
         weights = jnp.exp(poisson_log_pmf(jnp.broadcast_to(lr[None], nodes.shape), nodes))
         return nodes, weights
 
-    def mle(self, targets, *, axis: int = 0) -> jax.Array:
+    def mle(self, targets: ArrayLike, *, axis: int = 0) -> jax.Array:
         """Closed-form MLE: ``log_rate = log(mean(y))`` (-inf when every count is 0)."""
         y = validate.numeric_targets(targets, where="Poisson.mle targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))

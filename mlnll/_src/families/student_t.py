@@ -10,10 +10,12 @@ from fractions import Fraction
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.types import StudentTOutputArrays, StudentTOutputs
 from mlnll._src.unpack import Params
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -164,7 +166,7 @@ def _value_and_partials(df: float | None, loc: jax.Array, log_scale: jax.Array, 
     value = normaliser - numerics.HALF_LOG_2PI - log_scale - q.weighted_log
     d_loc = (nu + 1) * inv_sqrt_nu * inv_scale * q.odd
     d_log_scale = q.square_minus_one_over(jnp.abs(r), scale=nu * inv_sqrt_nu)  # scale = sqrt(nu)
-    d_log_df = None if df is not None else -_log_df_score(nu, z, q)
+    d_log_df = None if df is not None else -_log_df_score(nu, z, q)  # type: ignore[arg-type]  # df None: nu is an array
     return value, (d_loc, d_log_scale, d_log_df, -d_loc)
 
 
@@ -262,7 +264,7 @@ class StudentT:
 
     # -- the protocol -----------------------------------------------------------------------
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: StudentTOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log t(y; nu, loc, s)``, equal to scipy.stats.t.logpdf (nu = 1e6 included)."""
         p, y = self._with_targets(outputs, targets)
         log_df = p.log_df if self.df is None else jnp.asarray(math.log(self.df), p.loc.dtype)
@@ -270,7 +272,7 @@ class StudentT:
         finite, ys = ls_.finite_targets(y)
         return minus_inf_off_support(student_t_log_pdf(self.df, p.loc, log_scale, log_df, ys), finite).astype(p.dtype)
 
-    def grad(self, outputs, targets):
+    def grad(self, outputs: StudentTOutputs, targets: ArrayLike) -> StudentTOutputArrays:
         """Closed form (see the class docstring) for the free outputs, in table order."""
         p, y = self._with_targets(outputs, targets)
         finite, y = ls_.finite_targets(y)
@@ -278,23 +280,23 @@ class StudentT:
         partials = {"loc": d_loc, "log_scale": d_log_scale, "log_df": d_log_df}
         return ls_.nan_off_support(finite, ls_.neg_partials(partials, _NAMES, self._fixed, p.dtype))
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: StudentTOutputs) -> dict[str, jax.Array]:
         p = self._unpack(outputs)
         return {**ls_.loc_and_scale(p), "df": p.nu.astype(p.dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: StudentTOutputs) -> jax.Array:
         """``loc`` where nu > 1; NaN where nu <= 1 (E|y| is infinite there)."""
         p = self._unpack(outputs)
         return jnp.where(p.nu > 1, p.loc, jnp.full_like(p.loc, jnp.nan)).astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: StudentTOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + s * e`` with e standard t(nu), shape ``sample_shape + batch``."""
         p = self._unpack(outputs)
         shape = tuple(sample_shape) + p.batch_shape
         eps = jax.random.t(key, jnp.broadcast_to(p.nu, shape), shape, dtype=p.loc.dtype)
         return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: StudentTOutputs) -> jax.Array:
         """``log_scale + (nu+1)/2 (digamma((nu+1)/2) - digamma(nu/2)) + log(sqrt(nu) B(nu/2, 1/2))``.
 
         In terms of A: ``log_scale + log(2 pi)/2 + 1/2 + A(x) + 1/(4x) - (1 + 1/(2x)) x A'(x)``, a sum
@@ -305,14 +307,14 @@ class StudentT:
         excess = gamma_ratio_gap(x) + 0.25 / x - (1 + 0.5 / x) * x_gamma_ratio_gap_prime(x)
         return (p.log_scale + numerics.HALF_LOG_2PI + 0.5 + excess).astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: StudentTOutputs, outputs_q: StudentTOutputs) -> jax.Array:
         """Not available: the KL divergence between two t distributions has no closed form."""
         raise NotImplementedError(
             f"{self._name}.kl: the KL divergence between two Student t distributions has no closed form; "
             "estimate it by Monte Carlo, e.g. mean(log_prob(p, y) - log_prob(q, y)) over y = sample(key, p)."
         )
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: StudentTOutputs) -> jax.Array:
         """The 3 x 3 information of the class docstring (shape [..., P, P]; fixed parameters dropped)."""
         p = self._unpack(outputs)
         nu = p.nu
@@ -324,7 +326,7 @@ class StudentT:
         }
         return ls_.fisher_matrix(entries, _NAMES, self._fixed, p.log_scale, p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs.
 
         ``-log(pi)/2`` when df is learned; with ``df`` fixed, the whole normaliser
@@ -338,14 +340,14 @@ class StudentT:
             const -= math.log(self.scale)
         return ls_.constant_like(targets, const, family=self._name)
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
-        """Trapezoid rule after ``y = loc + s sqrt(nu) sinh(tau)``, ``tau = xi / sqrt(nu)``, [865, *batch].
+    def expectation_nodes(self, outputs: StudentTOutputs) -> tuple[jax.Array, jax.Array]:
+        """Trapezoid rule after ``y = loc + s sqrt(nu) sinh(tau)``, ``tau = xi / sqrt(nu)``; ``[865, *batch]``
 
         Under that substitution ``p(y) dy`` is proportional to ``cosh(tau)^-nu dtau``, and every
         Hessian entry is a smooth function of ``tanh(tau)^2`` and ``log cosh(tau)``, analytic in
-        the strip ``|Im tau| < pi/2``. The trapezoid rule on ``xi`` (step 1/6, |xi| <= 72) then
+        the strip ``|Im tau| < pi/2``. The trapezoid rule on ``xi`` (step 1/6, ``|xi| <= 72``) then
         converges geometrically: about 1e-15 relative for every nu >= 0.5 (the grid resolves the
-        Gaussian core of width 1 in xi at large nu, and the exp(-sqrt(nu) |xi|) tails at small nu).
+        Gaussian core of width 1 in xi at large nu, and the ``exp(-sqrt(nu) |xi|)`` tails at small nu).
         Weights are ``cosh(tau_k)^-nu``, normalised to sum to 1.
         """
         p = self._unpack(outputs)

@@ -13,9 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.scipy import special
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.types import VonMisesOutputArrays, VonMisesOutputs
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -238,13 +240,13 @@ class VonMises:
     ``A' = 1 - A/k - A^2`` (``scaled_bessel_ratio_grad``); ``k^2 A'`` is the variance of ``k cos theta``.
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: VonMisesOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example log-density, equal to scipy.stats.vonmises.logpdf(y, k, loc=loc)."""
         p, y, valid = _prepare(outputs, targets)
         lp = von_mises_log_pdf(p.loc, p.log_concentration, y)
         return minus_inf_off_support(lp, valid).astype(p.dtype)
 
-    def grad(self, outputs, targets) -> tuple[jax.Array, jax.Array]:
+    def grad(self, outputs: VonMisesOutputs, targets: ArrayLike) -> VonMisesOutputArrays:
         """Closed form ``(-k sin(theta), k (2 sin^2(theta/2) - (1 - A(k))))`` (NaN for invalid targets)."""
         p, y, valid = _prepare(outputs, targets)
         _, (d_loc, d_log_k, _) = _log_pdf_and_partials(p.loc, p.log_concentration, y)
@@ -252,11 +254,11 @@ class VonMises:
         return (jnp.where(valid, -d_loc, nan).astype(p.dtype),
                 jnp.where(valid, -d_log_k, nan).astype(p.dtype))
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: VonMisesOutputs) -> dict[str, jax.Array]:
         p = _params(outputs)
         return {"loc": p.loc.astype(p.dtype), "concentration": jnp.exp(p.log_concentration).astype(p.dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: VonMisesOutputs) -> jax.Array:
         """The mean direction ``loc`` (as given, not wrapped).
 
         An angle has no linear mean; the circular mean ``E[exp(i y)] = A(k) exp(i loc)`` points along
@@ -265,7 +267,7 @@ class VonMises:
         p = _params(outputs)
         return p.loc.astype(p.dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: VonMisesOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Angles wrapped into [-pi, pi) (as scipy's rvs), shape ``sample_shape + loc.shape``.
 
         ``loc + theta`` with theta from Best and Fisher's rejection sampler (``_sample_centered``).
@@ -276,14 +278,14 @@ class VonMises:
         y = jnp.broadcast_to(p.loc, shape) + theta
         return (jnp.remainder(y + math.pi, 2 * math.pi) - math.pi).astype(p.dtype)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: VonMisesOutputs) -> jax.Array:
         """``log(2 pi I0(k)) - k A(k) = log(2 pi) + log_i0e(k) + k (1 - A(k))``."""
         p = _params(outputs)
         k = jnp.exp(p.log_concentration)
         h = LOG_2PI + numerics.log_i0e(k) + k * numerics.bessel_ratio_complement(k)
         return h.astype(p.dtype)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: VonMisesOutputs, outputs_q: VonMisesOutputs) -> jax.Array:
         """KL(p || q) = ``k_p A_p - k_q A_p cos(d) + log I0(k_q) - log I0(k_p)``, d = loc_p - loc_q.
 
         (``E_p[cos(y - loc_q)] = A_p cos(d)``.) With ``B = 1 - A`` and ``log I0 = log_i0e + k`` the
@@ -304,7 +306,7 @@ class VonMises:
               + numerics.log_i0e(k_q) - numerics.log_i0e(k_p))
         return kl.astype(dtype)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: VonMisesOutputs) -> jax.Array:
         """``diag(k A(k), k^2 A'(k))`` per example, shape [..., 2, 2]."""
         p = _params(outputs)
         k = jnp.exp(p.log_concentration)
@@ -313,19 +315,19 @@ class VonMises:
         zero = jnp.zeros_like(k)
         return jnp.stack([jnp.stack([f_loc, zero], -1), jnp.stack([zero, f_log_k], -1)], -2).astype(p.dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` free of the outputs: ``-log(2 pi)``."""
         y = validate.numeric_targets(targets, where="VonMises targets")
         return jnp.full(y.shape, -LOG_2PI, numerics.accumulation_dtype(numerics.float_dtype(y)))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
-        """A 64-node trapezoid rule: nodes ``loc + theta_j`` ([64, *batch]) and weights summing to 1.
+    def expectation_nodes(self, outputs: VonMisesOutputs) -> tuple[jax.Array, jax.Array]:
+        """A 64-node trapezoid rule: nodes ``loc + theta_j`` (``[64, *batch]``) and weights summing to 1.
 
         ``theta_j = t (2j/64 - 1)``, weights proportional to ``exp(-2 k sin^2(theta_j / 2))``; t = pi
         for k <= 22.5 (the periodic trapezoid rule, error ~ I_64(k)/I_0(k)), else the angle past
         which the density is below e^-45 of its peak (a trapezoid rule on the real line, spectrally
         accurate for this Gaussian-like peak). Integrates cos and sin(theta)^2 to ~1e-16 at every k;
-        nodes are not wrapped, so ``y - loc`` recovers theta exactly when |loc| is small.
+        nodes are not wrapped, so ``y - loc`` recovers theta exactly when ``|loc|`` is small.
         """
         p = _params(outputs)
         loc, k = p.loc, jnp.exp(p.log_concentration)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import functools
 import threading
+from typing import Protocol, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src.losses import checks
+from mlnll._src.family import Outputs, Targets
 from mlnll._src.losses.nll import Loss
 
 
@@ -30,6 +33,15 @@ class CheckError(ValueError):
 
 
 _last_error = threading.local()  # the message of the last check that failed, for the eager path
+
+
+class CheckedLoss(Protocol):
+    """What ``checked(loss)`` returns: called like the loss; ``.loss`` is the unchecked one."""
+
+    loss: Loss
+
+    def __call__(self, outputs: Outputs, targets: Targets, *, where: ArrayLike | None = None,
+                 weights: ArrayLike | None = None) -> jax.Array: ...
 
 
 def _first(bad: jax.Array, values: jax.Array):
@@ -98,7 +110,7 @@ def _traced(*args) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
 
 
-def checked(loss: Loss):
+def checked(loss: Loss) -> CheckedLoss:
     """A version of ``loss`` that raises on bad values instead of returning a number.
 
     It composes with everything the loss does: call it eagerly, or inside your own ``jax.jit``,
@@ -122,7 +134,8 @@ def checked(loss: Loss):
     if not isinstance(loss, Loss):
         raise TypeError(f"checked needs a loss made by mlnll.nll(...); got {type(loss).__name__}.")
 
-    def checked_loss(outputs, targets, *, where=None, weights=None):
+    def checked_loss(outputs: Outputs, targets: Targets, *, where: ArrayLike | None = None,
+                     weights: ArrayLike | None = None) -> jax.Array:
         if _traced(outputs, targets, where, weights):
             return _checked_body(loss, outputs, targets, where, weights)
         _last_error.message = None
@@ -135,5 +148,5 @@ def checked(loss: Loss):
             raise
 
     checked_loss.__doc__ = f"{loss!r}, with value checks (mlnll.checked)."
-    checked_loss.loss = loss
-    return checked_loss
+    checked_loss.loss = loss  # type: ignore[attr-defined]  # a function attribute, which mypy does not model
+    return cast(CheckedLoss, checked_loss)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics
-from mlnll._src.family import Family, LossOptions, PerExample
+from mlnll._src.family import Family, LossOptions, Outputs, PerExample, Targets
 from mlnll._src.losses import reduce as reduce_
 
 
@@ -98,20 +100,20 @@ class Loss:
             dtype = log_prob.dtype
             terms = PerExample(-log_prob.astype(numerics.accumulation_dtype(dtype)))
         if self.drop_constants:
-            terms = terms._replace(loss=terms.loss + self.family.constant_terms(targets).astype(terms.loss.dtype))
+            terms = terms._replace(loss=terms.loss + self.family.constant_terms(targets).astype(terms.loss.dtype))  # type: ignore[attr-defined]  # optional method, checked by nll()
         return terms, dtype
 
     def _weights(self, terms: PerExample, where, weights) -> jax.Array:
         return reduce_.example_weights(terms.loss.shape, terms.loss.dtype, where=where, weights=weights,
                                        keep=terms.keep)
 
-    def per_example(self, outputs, targets) -> jax.Array:
+    def per_example(self, outputs: Outputs, targets: Targets) -> jax.Array:
         """The per-example losses, before any reduction (options applied, ignored examples 0)."""
         terms, dtype = self._terms(outputs, targets)
         loss = terms.loss if terms.keep is None else jnp.where(terms.keep, terms.loss, jnp.zeros_like(terms.loss))
         return loss.astype(dtype)
 
-    def __call__(self, outputs, targets, *, where=None, weights=None) -> jax.Array:
+    def __call__(self, outputs: Outputs, targets: Targets, *, where: ArrayLike | None = None, weights: ArrayLike | None = None) -> jax.Array:
         if where is not None or weights is not None:
             outputs, targets = self._isolate_dropped(outputs, targets, where, weights)
         terms, dtype = self._terms(outputs, targets)
@@ -125,7 +127,7 @@ class Loss:
         keep = reduce_.example_weights(shape.shape, shape.dtype, where=where, weights=weights) != 0
         return _isolate_dropped_rows(outputs, keep), _isolate_dropped_rows(targets, keep)
 
-    def grad(self, outputs, targets, *, where=None, weights=None):
+    def grad(self, outputs: Outputs, targets: Targets, *, where: ArrayLike | None = None, weights: ArrayLike | None = None) -> Outputs:
         """Closed-form gradient of the reduced loss with respect to ``outputs`` (same tree).
 
         Per example it is the family's (or the option's) closed form, scaled by ``w_i / sum(w norm)``
@@ -147,7 +149,7 @@ class Loss:
         return jax.tree.map(scaled, per_example)
 
 
-def nll(family: Family, *, reduction: str = "mean", drop_constants: bool = False, **options) -> Loss:
+def nll(family: Family, *, reduction: str = "mean", drop_constants: bool = False, **options: Any) -> Loss:
     """Turn a family's log-likelihood into a training loss.
 
     ``loss = nll(family, reduction="mean")`` returns a ``Loss``; calling

@@ -6,12 +6,21 @@ and accumulated in that dtype but never narrower than float32.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-def float_dtype(*arrays: jax.Array) -> np.dtype:
+class HasDtype(Protocol):
+    """Anything with a ``.dtype``: an array, or ``unpack.Params`` (whose dtype is its result dtype)."""
+
+    @property
+    def dtype(self) -> Any: ...
+
+
+def float_dtype(*arrays: HasDtype) -> np.dtype:
     """The floating dtype a result is returned in: the widest floating dtype among ``arrays``.
 
     Two different 16-bit types (bfloat16 with float16) give float32. Non-floating arrays are

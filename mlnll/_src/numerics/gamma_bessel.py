@@ -478,7 +478,7 @@ def _unit_steps(x: jax.Array, inv_2x_plus: list[jax.Array], *, with_grad: bool) 
         w2 = w * w
         d_value = d_value + horner([1 / (2 * i + 3) for i in range(k)], w2) * w2
         if with_grad:
-            d_grad = d_grad - 2 * horner([(2 * i + 2) / (2 * i + 3) for i in range(k)], w2) * (w2 * w)
+            d_grad = d_grad - 2 * horner([(2 * i + 2) / (2 * i + 3) for i in range(k)], w2) * (w2 * w)  # type: ignore[operator]  # an array when with_grad
     return d_value, d_grad
 
 
@@ -504,7 +504,7 @@ def _stirling_above_one(x: jax.Array, *, with_grad: bool) -> tuple[jax.Array, ja
         return delta, None
     # X delta'(X) = -sum_k (2k - 1) c_k X^-(2k-1); delta'(X) is that times 1/X.
     tail_scaled = -horner([(2 * k - 1) * c for k, c in enumerate(coeffs, start=1)], v) * inv_big
-    return delta, jnp.where(large, tail_scaled, xm * (tail_scaled * inv_big + d_grad))
+    return delta, jnp.where(large, tail_scaled, xm * (tail_scaled * inv_big + d_grad))  # type: ignore[operator]  # an array when with_grad
 
 
 def stirling_remainder_and_scaled_grad(x: jax.Array, log_x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -530,7 +530,7 @@ def stirling_remainder_and_scaled_grad(x: jax.Array, log_x: jax.Array) -> tuple[
     below_one, xs, log_xs = _below_one_inputs(x, log_x)
     low_value = _low_value(xs, log_xs)
     low_scaled = xs * (horner(_digamma1p_coeffs(x.dtype), 2 * xs - 1) - log_xs) - 0.5
-    return jnp.where(below_one, low_value, high_value), jnp.where(below_one, low_scaled, high_scaled)
+    return jnp.where(below_one, low_value, high_value), jnp.where(below_one, low_scaled, high_scaled)  # type: ignore[arg-type]  # with_grad=True: an array
 
 
 def _below_one_inputs(x: jax.Array, log_x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

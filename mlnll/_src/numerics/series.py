@@ -29,7 +29,7 @@ STIRLING_COEFFS = tuple(float(b / (2 * k * (2 * k - 1))) for k, b in enumerate(B
 EXPM1MX_COEFFS = tuple(1.0 / math.factorial(k) for k in range(2, 22))
 
 
-def horner(coeffs: Sequence[float], x: jax.Array) -> jax.Array:
+def horner(coeffs: Sequence[float | Fraction], x: jax.Array) -> jax.Array:
     """``sum_i coeffs[i] x^i`` (coefficients in increasing powers), by Horner's rule.
 
     Written in ``lax`` operations with the coefficients as scalar literals of x's dtype: each

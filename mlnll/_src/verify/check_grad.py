@@ -37,7 +37,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from mlnll._src import numerics
-from mlnll._src.family import Family
+from mlnll._src.family import Family, Outputs, Targets
 from mlnll._src.losses.nll import check_family
 from mlnll._src.verify import tolerances
 
@@ -71,6 +71,7 @@ class GradCheck:
 
     @property
     def passed(self) -> bool:
+        """True when every error that was computed is within its tolerance (finite differences: FD_RTOL)."""
         ok = self.grad_rel_err <= self.rtol
         if self.fd_rel_err is not None:
             ok = ok and self.fd_rel_err <= tolerances.FD_RTOL
@@ -84,7 +85,7 @@ def x64_scope():
     scope = getattr(jax, "enable_x64", None)
     if callable(scope):
         return scope(True)
-    from jax.experimental import enable_x64  # jax < 0.5
+    from jax.experimental import enable_x64  # type: ignore[attr-defined]  # jax < 0.5, gone from today's jax
 
     return enable_x64()
 
@@ -171,7 +172,7 @@ def expected_hessian(family: Family, outputs, rule: str = "expectation_nodes") -
     n = math.prod(batch)
     leaves, treedef = jax.tree.flatten(outputs)
     flat = [x.reshape((n,) + x.shape[len(batch):]) for x in leaves]
-    _, unravel = ravel_pytree(treedef.unflatten([x[0] for x in flat]))
+    _, unravel = ravel_pytree(jax.tree.unflatten(treedef, [x[0] for x in flat]))
     thetas = jax.vmap(lambda *xs: ravel_pytree(list(xs))[0])(*flat)
     nodes = nodes.reshape((nodes.shape[0], n) + nodes.shape[1 + len(batch):])
     weights = weights.reshape(weights.shape[0], n)
@@ -324,8 +325,8 @@ def judge(family: Family, outputs, arrays: dict, *, rtol: float | None = None) -
     )
 
 
-def check_grad(family: Family, outputs, targets, *, rtol: float | None = None, seed: int = 0,
-               finite_differences: bool = True, key=None) -> GradCheck:
+def check_grad(family: Family, outputs: Outputs, targets: Targets, *, rtol: float | None = None, seed: int = 0,
+               finite_differences: bool = True, key: jax.Array | None = None) -> GradCheck:
     """Compare ``family``'s closed forms with autodiff (and finite differences) at one input.
 
     Args:

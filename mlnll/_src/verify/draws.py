@@ -96,7 +96,7 @@ def well_conditioned(gradient: Callable, outputs, draws: jax.Array, dtype,
     signs = jnp.asarray(_SIGNS, F64)
 
     def perturbed(y, s):
-        moved = tree.unflatten([x + s[i] * DELTA for i, x in enumerate(leaves)])
+        moved = jax.tree.unflatten(tree, [x + s[i] * DELTA for i, x in enumerate(leaves)])
         y = jnp.where(s[1] == 0, y, move_targets(y, s[1]))  # the reference sees the draw itself
         return [g.reshape(n, -1) for g in jax.tree.leaves(gradient(moved, y))]
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
+from typing import Any
 
 from mlnll._src.verify.case import Case
 
 
-def family_classes(namespace) -> list[type]:
+def family_classes(namespace: Any) -> list[type[Any]]:
     """The classes among ``namespace``'s public names (``__all__``) that publish ``check_cases``."""
     names = getattr(namespace, "__all__", None)
     own = names is None  # without __all__, only the classes the module defines (not its imports)
     if own:
         names = [n for n in vars(namespace) if not n.startswith("_")]
     found = []
-    for name in names:
+    for name in names:  # type: ignore[union-attr]  # not None: set above when the module has no __all__
         obj = getattr(namespace, name)
         if not (isinstance(obj, type) and callable(getattr(obj, "check_cases", None))) or obj in found:
             continue

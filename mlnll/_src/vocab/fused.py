@@ -42,6 +42,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics, validate
 from mlnll._src.losses import options as check
@@ -78,7 +79,8 @@ def check_options(label_smoothing, z_loss, reduction, block_size, ignore_index) 
     check.label_value("ignore_index", ignore_index)
 
 
-def prepare(hidden, weight, labels, bias, where, *, name: str):
+def prepare(hidden: ArrayLike, weight: ArrayLike, labels: ArrayLike, bias: ArrayLike | None, where: ArrayLike | None, *,
+            name: str) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None, jax.Array | None, tuple[int, ...]]:
     """Validated ``(hidden [N, D], weight [D, V], labels [N] int32, bias [V] | None, where [N] | None,
     batch_shape)``; leading batch axes of ``hidden [..., D]`` and ``labels [...]`` are flattened."""
     hidden = validate.float_outputs(hidden, where=f"{name}: hidden")
@@ -323,12 +325,12 @@ def reduce(losses, labels, where, ignore_index, reduction: str, dtype, batch_sha
 
 
 def linear_categorical_nll(
-    hidden,
-    weight,
-    labels,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
-    bias=None,
-    where=None,
+    bias: ArrayLike | None = None,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,

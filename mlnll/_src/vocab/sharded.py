@@ -25,6 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics
 from mlnll._src.vocab import fused
@@ -131,15 +132,15 @@ def _axis_size(mesh: Mesh, axis: str, role: str) -> int:
 
 
 def vocab_parallel_linear_categorical_nll(
-    hidden,
-    weight,
-    labels,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
     mesh: Mesh,
     vocab_axis: str,
     batch_axis: str | None = None,
-    bias=None,
-    where=None,
+    bias: ArrayLike | None = None,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
@@ -157,8 +158,8 @@ def vocab_parallel_linear_categorical_nll(
     ``weight``. Call it inside ``jax.jit``; inputs are resharded to these layouts as needed.
 
     Args:
-      hidden, weight, labels, bias, where, ignore_index, label_smoothing, z_loss, reduction,
-        block_size: as in ``linear_categorical_nll`` (``block_size`` counts columns of one shard).
+      hidden, weight, labels, bias, where, ignore_index, label_smoothing, z_loss, reduction, block_size:
+        as in ``linear_categorical_nll`` (``block_size`` counts columns of one shard).
       mesh: a ``jax.sharding.Mesh``.
       vocab_axis: the mesh axis that splits the vocabulary; V must be divisible by its size.
       batch_axis: an optional mesh axis that splits the rows; N must be divisible by its size.

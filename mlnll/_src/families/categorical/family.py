@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from mlnll._src import info, numerics, validate
 from mlnll._src.closed_form import minus_inf_off_support
 from mlnll._src.families.categorical import cases, inputs, kernels, options
 from mlnll._src.losses import checks
+from mlnll._src.verify.case import Case
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,14 +41,14 @@ class Categorical:
     ``diag(p) - p p^T``, shape ``[..., C, C]``.
     """
 
-    def log_prob(self, outputs, targets) -> jax.Array:
+    def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log p(targets | logits)``: scipy's multinomial logpmf with n = 1 for labels."""
         # Labels go to the label kernel with the logits in their own dtype: no one-hot row is built.
         x = inputs.prepare(outputs, targets, upcast=not inputs.is_labels(targets))
         lp = -kernels.cross_entropy_logits(x.logits, x.targets)
         return minus_inf_off_support(lp, x.valid()).astype(x.dtype)
 
-    def grad(self, outputs, targets) -> jax.Array:
+    def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``softmax(z) - onehot(y)`` (or ``softmax(z) sum(q) - q``), shape [..., C].
 
         Rows whose target is invalid are NaN.
@@ -56,32 +59,32 @@ class Categorical:
         g = kernels.grad_from_parts(p, one_minus_p, q)
         return jnp.where(x.valid()[..., None], g, jnp.nan).astype(x.dtype)
 
-    def params(self, outputs) -> dict[str, jax.Array]:
+    def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         z, dtype = inputs.logits(outputs)
         return {"logits": z.astype(dtype), "probs": jax.nn.softmax(z).astype(dtype)}
 
-    def mean(self, outputs) -> jax.Array:
+    def mean(self, outputs: ArrayLike) -> jax.Array:
         """The mean of the one-hot encoding of the label: the class probabilities, [..., C]."""
         z, dtype = inputs.logits(outputs)
         return jax.nn.softmax(z).astype(dtype)
 
-    def sample(self, key: jax.Array, outputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Integer labels (int32), shape ``sample_shape + logits.shape[:-1]``."""
         z, _ = inputs.logits(outputs)
         return jax.random.categorical(key, z, shape=tuple(sample_shape) + z.shape[:-1]).astype(jnp.int32)
 
-    def entropy(self, outputs) -> jax.Array:
+    def entropy(self, outputs: ArrayLike) -> jax.Array:
         """``-sum_c p_c log p_c``, with 0 log 0 = 0 for classes whose logit is -inf."""
         inputs.logits(outputs)
         return info.entropy_with_logits(outputs)
 
-    def kl(self, outputs_p, outputs_q) -> jax.Array:
+    def kl(self, outputs_p: ArrayLike, outputs_q: ArrayLike) -> jax.Array:
         """KL(p || q) = sum_c p_c (log p_c - log q_c); classes with p_c = 0 contribute 0."""
         inputs.logits(outputs_p, family="Categorical.kl p")
         inputs.logits(outputs_q, family="Categorical.kl q")
         return info.kl_divergence_with_logits(outputs_p, outputs_q)
 
-    def fisher(self, outputs) -> jax.Array:
+    def fisher(self, outputs: ArrayLike) -> jax.Array:
         """``diag(p) - p p^T``, shape ``[..., C, C]``; the diagonal as ``p (1 - p)`` without cancellation."""
         z, dtype = inputs.logits(outputs)
         _, p, one_minus_p = kernels.softmax_parts(z)
@@ -89,13 +92,13 @@ class Categorical:
         outer = -p[..., :, None] * p[..., None, :]
         return jnp.where(diagonal, (p * one_minus_p)[..., :, None], outer).astype(dtype)
 
-    def constant_terms(self, targets) -> jax.Array:
+    def constant_terms(self, targets: ArrayLike) -> jax.Array:
         """The part of ``log_prob`` that does not depend on the logits: none, so 0 (batch shape)."""
         y = validate.numeric_targets(targets, where="Categorical targets")
         shape = y.shape[:-1] if jnp.issubdtype(y.dtype, jnp.floating) else y.shape
         return jnp.zeros(shape, numerics.accumulation_dtype(numerics.float_dtype(y)))
 
-    def expectation_nodes(self, outputs) -> tuple[jax.Array, jax.Array]:
+    def expectation_nodes(self, outputs: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Exact expectation over the C labels: nodes ``[C, *batch]`` (int32) and probabilities."""
         z, _ = inputs.logits(outputs)
         num_classes = z.shape[-1]
@@ -103,7 +106,7 @@ class Categorical:
         labels = jnp.broadcast_to(column, (num_classes,) + z.shape[:-1])
         return labels, jnp.moveaxis(jax.nn.softmax(z), -1, 0)
 
-    def mle(self, targets, *, axis: int = 0, num_classes: int | None = None) -> jax.Array:
+    def mle(self, targets: ArrayLike, *, axis: int = 0, num_classes: int | None = None) -> jax.Array:
         """Closed-form MLE: logits = log of the class frequencies (-inf for unseen classes).
 
         Integer labels need ``num_classes``; probability vectors [..., C] are averaged.
@@ -119,11 +122,12 @@ class Categorical:
 
     # -- loss options, value checks and check cases ---------------------------------------------
 
-    def loss_options(self, **kwargs) -> options.CategoricalOptions:
+    def loss_options(self, **kwargs: Any) -> options.CategoricalOptions:
         """``nll(Categorical(), ...)``'s options (see ``CategoricalOptions``), validated."""
         return options.CategoricalOptions.build(**kwargs)
 
-    def value_checks(self, outputs, targets, loss_options=None) -> list[checks.ValueCheck]:
+    def value_checks(self, outputs: ArrayLike, targets: ArrayLike,
+                     loss_options: options.CategoricalOptions | None = None) -> list[checks.ValueCheck]:
         """For ``checked()``: NaN or +inf logits (a -inf logit is a class of probability 0), labels
         outside 0..C-1 (or ``ignore_index``), soft targets outside [0, 1] or not summing to 1."""
         z, _ = inputs.logits(outputs)
@@ -132,6 +136,6 @@ class Categorical:
         return found + inputs.target_checks(targets, z.shape[-1], ignore_index=ignore)
 
     @classmethod
-    def check_cases(cls):
+    def check_cases(cls) -> tuple[Case, ...]:
         """Rows of the check table: integer labels and soft targets, random and extreme logits."""
         return cases.check_cases(cls)
