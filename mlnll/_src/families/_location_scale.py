@@ -95,14 +95,86 @@ class FixedScaleUnpacking:
         return params_and_targets(outputs, targets, family=self._name, scale=self.scale)
 
 
-def standardize(loc: jax.Array, log_scale: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(r, 1/scale)`` with ``r = (y - loc) / scale``.
+class InverseScale(NamedTuple):
+    """``1/scale = exp(-log_scale)`` as ``main * power_of_two``, both normal numbers of the dtype
+    where ``exp(-log_scale)`` alone would flush to 0 or overflow.
 
-    ``(y - loc) * exp(-log_scale)`` rather than ``/ exp(log_scale)``: the scale itself never
-    overflows.
+    Within ``|log_scale| <= T`` (``exp(+-T)`` normal: T = 86 in float32, 707 in float64)
+    ``power_of_two = 1`` and ``main = exp(-log_scale)``. Beyond, ``exp(-log_scale) =
+    2^-+K exp(-log_scale +- K log 2)`` with ``K log 2 ~ T`` (Cody-Waite: ``K log 2`` as a sum of
+    two constants, the first exact, so the shifted argument rounds once: the exponent is off by at
+    most an ulp of log_scale). ``main`` is clamped at the largest finite number, so a zero stays 0
+    however small the scale.
     """
-    inv_scale = jnp.exp(-log_scale)
-    return (y - loc) * inv_scale, inv_scale
+
+    main: jax.Array
+    power_of_two: jax.Array
+
+    def times(self, x: jax.Array) -> jax.Array:
+        return (x * self.main) * self.power_of_two
+
+
+# log 2 = HIGH + LOW (Cody and Waite): HIGH has trailing zero bits, so K * HIGH is exact for the
+# K below; LOW carries the rest to beyond the dtype's precision (fdlibm's constants for float64).
+_LOG2_PARTS = {4: (0.693359375, math.log(2) - 0.693359375),
+               8: (6.93147180369123816490e-01, 1.90821492927058770002e-10)}
+
+
+def _range_reduction(dtype) -> tuple[float, float, float, float]:
+    """``(T, K log 2 high part, low part, 2^K)`` for dtype: ``exp(+-T)`` and ``2^+-K`` normal."""
+    bound = float(math.floor(-math.log(float(jnp.finfo(dtype).tiny)))) - 1  # 86 or 707
+    k = math.floor(bound / math.log(2))  # 124 or 1019
+    high, low = _LOG2_PARTS[np.dtype(dtype).itemsize]
+    return bound, k * high, k * low, 2.0 ** k
+
+
+def inverse_scale(log_scale: jax.Array) -> InverseScale:
+    """``exp(-log_scale)`` as an ``InverseScale``, right wherever the result or its product with a
+    normal number is representable."""
+    dtype = log_scale.dtype
+    bound, high, low, power = _range_reduction(dtype)
+    above, below = log_scale > bound, log_scale < -bound
+    sign = jnp.where(above, 1, jnp.where(below, -1, 0)).astype(dtype)
+    # -log_scale + sign K log 2: the first sum is exact (Sterbenz: log_scale is within a factor
+    # 2 of K log 2 when shifted), then one rounding for the low part.
+    argument = (sign * high - log_scale) + sign * low
+    main = jnp.minimum(jnp.exp(argument), _largest(dtype))
+    power_of_two = jnp.where(above, 1 / power, jnp.where(below, power, 1.0)).astype(dtype)
+    return InverseScale(main, power_of_two)
+
+
+def _largest(dtype) -> jax.Array:
+    return jnp.asarray(jnp.finfo(dtype).max, dtype)
+
+
+def standardize(loc: jax.Array, log_scale: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(r, 1/scale)`` with ``r = (y - loc) / scale`` to a few roundings for any finite loc,
+    log_scale and y whose r is representable, and ``1/scale`` as the dtype holds it.
+
+    ``r = (y - loc) exp(-log_scale)``, never ``/ exp(log_scale)``, with two guards, each an exact
+    identity: the inverse scale in two factors (``InverseScale``: ``log_scale = -1e4`` at
+    ``y = loc`` gives r = 0, not ``0 * inf``; ``log_scale = 88.7`` in float32 does not flush
+    ``exp(-88.7)`` to 0 before it meets ``y = 3e38``), and where ``y - loc`` overflows
+    (``loc = -3e38, y = 3e38``), ``y - loc = 2 (y/2 - loc/2)``, the halves exact.
+
+    ``1/scale`` is ``exp(-log_scale)`` flushed to 0 below the normal range and clamped at the
+    largest finite number (so ``0 * (1/scale) = 0`` at any scale): the partials multiply it into
+    quantities of order 1, whose products are then right wherever they are normal numbers, but
+    for a scale below the smallest normal number (``log_scale < -88.7`` in float32), where a
+    product can be up to ``1 / (scale * largest)`` times too small.
+
+    Both leave through a barrier: XLA then stores r and ``1/scale`` once, where it would
+    otherwise recompute the selects of the guards from log_scale in every consumer (a read of
+    log_scale each; Cauchy's value + grad took 1.5x as long).
+    """
+    inv = inverse_scale(log_scale)
+    difference = y - loc
+    overflowed = jnp.isinf(difference)
+    # y - loc = 2 (y/2 - loc/2): the halves of finite floats whose difference overflows are exact.
+    r = inv.times(jnp.where(overflowed, 0.5 * y - 0.5 * loc, difference))
+    r = jnp.where(overflowed, r + r, r)
+    inv_scale = jnp.minimum(inv.main * inv.power_of_two, _largest(log_scale.dtype))
+    return jax.lax.optimization_barrier((r, inv_scale))
 
 
 def log_scale_argument(p: unpack.Params, scale: float | None) -> jax.Array:
@@ -136,6 +208,20 @@ class OnePlusSquare(NamedTuple):
     odd: jax.Array  # z / (1 + z^2)
     ratio: jax.Array  # z^2 / (1 + z^2)
     h: jax.Array
+    huge: jax.Array  # |z| > 2^60
+
+    def odd_over_scale(self, inv_scale: jax.Array, z_over_r: float | jax.Array, difference: jax.Array) -> jax.Array:
+        """``(z / (1 + z^2)) (z / r) / s`` for ``z = r z_over_r``, ``r = difference / s``: the ratio
+        in the loc gradient.
+
+        Beyond |z| = 2^60 it is ``1 / (r s) = 1 / difference`` (to 2^-120): formed as a product
+        there, ``z / (1 + z^2) ~ 1/z`` would be a subnormal (flushed to 0) before the large
+        ``1/s`` multiplies it, e.g. Cauchy's loc gradient at ``r = -1.6e38``.
+        """
+        # The double where: 1 / difference is never formed at difference = 0 (its derivative there
+        # would be inf * 0 = NaN in a Hessian).
+        safe = jnp.where(self.huge, difference, jnp.ones_like(difference))
+        return jnp.where(self.huge, 1 / safe, z_over_r * self.odd * inv_scale)
 
     def square_minus_one_over(self, a: jax.Array, scale: float | jax.Array = 1.0) -> jax.Array:
         """``(a^2 - 1) / (1 + z^2)`` for ``a = scale |z|`` (``a = |r|``, ``scale = sqrt(nu)``).
@@ -169,7 +255,7 @@ def one_plus_square(z: jax.Array, weight: float | jax.Array = 1.0) -> OnePlusSqu
     zc = jnp.clip(z, -_HUGE, _HUGE)
     h = 1 / (1 + zc * zc)
     w = _HUGE / jnp.maximum(a, _HUGE)
-    return OnePlusSquare(log, weighted_log, zc * w * h, zc * zc * h, h)
+    return OnePlusSquare(log, weighted_log, zc * w * h, zc * zc * h, h, huge)
 
 
 def loc_and_scale(p: unpack.Params) -> dict[str, jax.Array]:

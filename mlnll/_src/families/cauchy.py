@@ -36,7 +36,7 @@ def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     """
     r, inv_scale = ls_.standardize(loc, log_scale, y)
     q = ls_.one_plus_square(r)
-    d_loc = 2 * q.odd * inv_scale
+    d_loc = 2 * q.odd_over_scale(inv_scale, 1.0, y - loc)
     return -q.log - log_scale - _LOG_PI, (d_loc, q.square_minus_one_over(jnp.abs(r)), -d_loc)
 
 

@@ -164,7 +164,7 @@ def _value_and_partials(df: float | None, loc: jax.Array, log_scale: jax.Array, 
     z = r * inv_sqrt_nu
     q = ls_.one_plus_square(z, weight=0.5 * (nu + 1))
     value = normaliser - numerics.HALF_LOG_2PI - log_scale - q.weighted_log
-    d_loc = (nu + 1) * inv_sqrt_nu * inv_scale * q.odd
+    d_loc = (nu + 1) * q.odd_over_scale(inv_scale, inv_sqrt_nu, y - loc)
     d_log_scale = q.square_minus_one_over(jnp.abs(r), scale=nu * inv_sqrt_nu)  # scale = sqrt(nu)
     d_log_df = None if df is not None else -_log_df_score(nu, z, q)  # type: ignore[arg-type]  # df None: nu is an array
     return value, (d_loc, d_log_scale, d_log_df, -d_loc)
