@@ -46,6 +46,9 @@ class Family(Protocol):
     * ``constant_terms(targets)``: the terms of ``log_prob`` that depend on the targets (and static
       options) only, e.g. ``-log(2 pi)/2`` for Normal or ``-log(y!)`` for Poisson; shape = targets'
       batch shape. ``nll(..., drop_constants=True)`` leaves them out; gradients are unchanged.
+    * ``log_prob_without_constants(outputs, targets)``: ``log_prob - constant_terms`` with the
+      constants never added (so a small half squared error is not lost in ``+ log(2 pi)/2 - log(2
+      pi)/2``); ``drop_constants=True`` uses it where a family has it.
     * ``mle(targets, *, axis=0)``: the outputs at the closed-form maximum-likelihood estimate.
     * ``loss_options(**options) -> LossOptions``: the family's own ``nll`` options (validated,
       frozen); ``nll(family, **options)`` calls it. A family without it takes no options.

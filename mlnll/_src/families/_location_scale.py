@@ -177,6 +177,24 @@ def standardize(loc: jax.Array, log_scale: jax.Array, y: jax.Array) -> tuple[jax
     return jax.lax.optimization_barrier((r, inv_scale))
 
 
+# What a location-scale log-density keeps (a static argument of its closed form): every term
+# (log_prob), or none of those ``nll(..., drop_constants=True)`` drops, which are then never added
+# (adding and subtracting log(2 pi)/2 would round a half squared error of 5e-9 to 0 in float32).
+ALL_TERMS, NO_CONSTANT, NO_CONSTANT_NOR_LOG_SCALE = 0, 1, 2
+
+
+def without_constants(scale: float | None) -> int:
+    """The terms ``drop_constants`` keeps: the log-scale term too unless the scale is fixed."""
+    return NO_CONSTANT if scale is None else NO_CONSTANT_NOR_LOG_SCALE
+
+
+def with_terms(data: jax.Array, log_scale: jax.Array, constant: float | jax.Array, keep: int) -> jax.Array:
+    """``data - log_scale - constant``, less the terms ``keep`` leaves out (see ``ALL_TERMS``)."""
+    if keep == ALL_TERMS:
+        return data - log_scale - constant
+    return data - log_scale if keep == NO_CONSTANT else data
+
+
 def log_scale_argument(p: unpack.Params, scale: float | None) -> jax.Array:
     """``p.log_scale``, or the scalar ``log(scale)`` when the scale is fixed: a constant enters a
     closed-form log-density as a scalar (whose tangent is a symbolic zero), never as an [N] array."""

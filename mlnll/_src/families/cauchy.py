@@ -27,7 +27,7 @@ _K = 8
 _THETA = math.pi * ((np.arange(_K) + 0.5) / _K - 0.5)
 
 
-def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     """``log p = -log(1 + r^2) - log_scale - log pi``, ``r = (y - loc) / s``, and its partials.
 
     ``d log p / d loc = 2 r / ((1 + r^2) s)``, ``d log p / d log_scale = (r^2 - 1) / (1 + r^2)`` and
@@ -37,11 +37,11 @@ def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     r, inv_scale = ls_.standardize(loc, log_scale, y)
     q = ls_.one_plus_square(r)
     d_loc = 2 * q.odd_over_scale(inv_scale, 1.0, y - loc)
-    return -q.log - log_scale - _LOG_PI, (d_loc, q.square_minus_one_over(jnp.abs(r)), -d_loc)
+    return ls_.with_terms(-q.log, log_scale, _LOG_PI, keep), (d_loc, q.square_minus_one_over(jnp.abs(r)), -d_loc)
 
 
 # jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
-cauchy_log_pdf = closed_form(_value_and_partials)
+cauchy_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,16 +84,24 @@ class Cauchy(ls_.FixedScaleUnpacking):
 
     def log_prob(self, outputs: CauchyOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log Cauchy(y; loc, s)``, equal to scipy.stats.cauchy.logpdf."""
+        return self._log_prob(outputs, targets, ls_.ALL_TERMS)
+
+    def log_prob_without_constants(self, outputs: CauchyOutputs, targets: ArrayLike) -> jax.Array:
+        """``log_prob - constant_terms``, the constants never added: ``-log(1 + r^2) - log_scale`` (what
+        ``drop_constants=True`` uses)."""
+        return self._log_prob(outputs, targets, ls_.without_constants(self.scale))
+
+    def _log_prob(self, outputs, targets, keep: int) -> jax.Array:
         p, y = self._unpack_with(outputs, targets)
         finite, ys = ls_.finite_targets(y)
-        lp = cauchy_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
+        lp = cauchy_log_pdf(keep, p.loc, ls_.log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, finite).astype(p.dtype)
 
     def grad(self, outputs: CauchyOutputs, targets: ArrayLike) -> CauchyOutputArrays:
         """Closed form ``(-2 r / ((1 + r^2) s), (1 - r^2) / (1 + r^2))``; loc's alone for a fixed scale."""
         p, y = self._unpack_with(outputs, targets)
         finite, y = ls_.finite_targets(y)
-        _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, p.loc, p.log_scale, y)
         return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
     def params(self, outputs: CauchyOutputs) -> dict[str, jax.Array]:

@@ -23,7 +23,7 @@ _NAMES = ls_.LOC_LOG_SCALE
 _GL_NODES, _GL_WEIGHTS = np.polynomial.laguerre.laggauss(8)
 
 
-def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     """``log p = -|r| - log_scale - log 2``, ``r = (y - loc) / b``, and its partials (the class docstring).
 
     ``d log p / d loc = sign(r) / b``, ``d log p / d log_scale = |r| - 1``, ``d log p / d y = -sign(r) / b``:
@@ -34,11 +34,11 @@ def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     sign = jnp.sign(r)
     abs_r = r * sign  # |r| = r sign(r), whose derivative is sign(r): 0 at the kink
     d_loc = sign * inv_scale
-    return -abs_r - log_scale - numerics.LOG_2, (d_loc, abs_r - 1, -d_loc)
+    return ls_.with_terms(-abs_r, log_scale, numerics.LOG_2, keep), (d_loc, abs_r - 1, -d_loc)
 
 
 # jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
-laplace_log_pdf = closed_form(_value_and_partials)
+laplace_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +85,24 @@ class Laplace(ls_.FixedScaleUnpacking):
 
     def log_prob(self, outputs: LaplaceOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log Laplace(y; loc, b)``, equal to scipy.stats.laplace.logpdf."""
+        return self._log_prob(outputs, targets, ls_.ALL_TERMS)
+
+    def log_prob_without_constants(self, outputs: LaplaceOutputs, targets: ArrayLike) -> jax.Array:
+        """``log_prob - constant_terms``, the constants never added: ``-|r| - log_scale``, and exactly ``-|y - loc|`` for ``Laplace(scale=1)`` (what
+        ``drop_constants=True`` uses)."""
+        return self._log_prob(outputs, targets, ls_.without_constants(self.scale))
+
+    def _log_prob(self, outputs, targets, keep: int) -> jax.Array:
         p, y = self._unpack_with(outputs, targets)
         finite, ys = ls_.finite_targets(y)
-        lp = laplace_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
+        lp = laplace_log_pdf(keep, p.loc, ls_.log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, finite).astype(p.dtype)
 
     def grad(self, outputs: LaplaceOutputs, targets: ArrayLike) -> LaplaceOutputArrays:
         """Closed form ``(-sign(r) / b, 1 - |r|)``, 0 in loc at y = loc; loc's alone if the scale is fixed."""
         p, y = self._unpack_with(outputs, targets)
         finite, y = ls_.finite_targets(y)
-        _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, p.loc, p.log_scale, y)
         return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
     def params(self, outputs: LaplaceOutputs) -> dict[str, jax.Array]:

@@ -23,7 +23,7 @@ _NAMES = ls_.LOC_LOG_SCALE
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(8)
 
 
-def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     """``log p = -r^2/2 - log_scale - log(2 pi)/2 - log y``, ``r = (log y - loc) / s``, for y > 0
     only (callers substitute a safe y first), and its partials (the class docstring).
 
@@ -34,13 +34,13 @@ def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     log_y = jnp.log(y)
     r, inv_scale = ls_.standardize(loc, log_scale, log_y)
     d_loc = r * inv_scale
-    value = -0.5 * jnp.square(r) - log_scale - numerics.HALF_LOG_2PI - log_y
+    value = ls_.with_terms(-0.5 * jnp.square(r), log_scale, numerics.HALF_LOG_2PI + log_y, keep)
     # r^2 - 1 = (r - 1)(r + 1): exact factors near |r| = 1.
     return value, (d_loc, (r - 1) * (r + 1), -(d_loc + 1) / y)
 
 
 # jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
-log_normal_log_pdf = closed_form(_value_and_partials)
+log_normal_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 def _in_support(y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -82,9 +82,17 @@ class LogNormal(ls_.FixedScaleUnpacking):
 
     def log_prob(self, outputs: LogNormalOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log LogNormal(y; loc, s)``, equal to scipy.stats.lognorm.logpdf; -inf at y <= 0."""
+        return self._log_prob(outputs, targets, ls_.ALL_TERMS)
+
+    def log_prob_without_constants(self, outputs: LogNormalOutputs, targets: ArrayLike) -> jax.Array:
+        """``log_prob - constant_terms``, the constants never added: ``-r^2/2 - log_scale`` (what
+        ``drop_constants=True`` uses); -inf at y <= 0."""
+        return self._log_prob(outputs, targets, ls_.without_constants(self.scale))
+
+    def _log_prob(self, outputs, targets, keep: int) -> jax.Array:
         p, y = self._unpack_with(outputs, targets)
         positive, ys = _in_support(y)
-        lp = log_normal_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
+        lp = log_normal_log_pdf(keep, p.loc, ls_.log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, positive).astype(p.dtype)
 
     def grad(self, outputs: LogNormalOutputs, targets: ArrayLike) -> LogNormalOutputArrays:
@@ -92,7 +100,7 @@ class LogNormal(ls_.FixedScaleUnpacking):
         p, y = self._unpack_with(outputs, targets)
         positive, ys = _in_support(y)
         # -r * exp(-log_scale) instead of (loc - log y) / s^2: s^2 overflows long before the product.
-        _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, ys)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, p.loc, p.log_scale, ys)
         nan = jnp.full_like(d_loc, jnp.nan)
         partials = {"loc": jnp.where(positive, d_loc, nan),
                     "log_scale": jnp.where(positive, d_log_scale, nan)}

@@ -55,7 +55,7 @@ def _log_cosh_half(a: jax.Array) -> jax.Array:
     return jnp.log1p(h * h / (2 * e)) + 0.5 * jnp.maximum(a - _CLAMP, 0.0)
 
 
-def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     """``log p = -2 log cosh(r/2) - log 4 - log_scale``, ``r = (y - loc) / s``, and its partials.
 
     The partials (the class docstring) are ``d log p / d loc = tanh(r/2) / s``,
@@ -65,12 +65,12 @@ def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     r, inv_scale = ls_.standardize(loc, log_scale, y)
     t = jnp.tanh(0.5 * r)
     d_loc = t * inv_scale
-    value = -2 * _log_cosh_half(jnp.abs(r)) - _LOG_4 - log_scale
+    value = ls_.with_terms(-2 * _log_cosh_half(jnp.abs(r)), log_scale, _LOG_4, keep)
     return value, (d_loc, r * t - 1, -d_loc)
 
 
 # jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
-logistic_log_pdf = closed_form(_value_and_partials)
+logistic_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,16 +110,24 @@ class Logistic(ls_.FixedScaleUnpacking):
 
     def log_prob(self, outputs: LogisticOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log Logistic(y; loc, s)``, equal to scipy.stats.logistic.logpdf."""
+        return self._log_prob(outputs, targets, ls_.ALL_TERMS)
+
+    def log_prob_without_constants(self, outputs: LogisticOutputs, targets: ArrayLike) -> jax.Array:
+        """``log_prob - constant_terms``, the constants never added: ``-2 log cosh(r/2) - log_scale`` (what
+        ``drop_constants=True`` uses)."""
+        return self._log_prob(outputs, targets, ls_.without_constants(self.scale))
+
+    def _log_prob(self, outputs, targets, keep: int) -> jax.Array:
         p, y = self._unpack_with(outputs, targets)
         finite, ys = ls_.finite_targets(y)
-        lp = logistic_log_pdf(p.loc, ls_.log_scale_argument(p, self.scale), ys)
+        lp = logistic_log_pdf(keep, p.loc, ls_.log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, finite).astype(p.dtype)
 
     def grad(self, outputs: LogisticOutputs, targets: ArrayLike) -> LogisticOutputArrays:
         """Closed form ``(-tanh(r/2) / s, 1 - r tanh(r/2))``; loc's alone if the scale is fixed."""
         p, y = self._unpack_with(outputs, targets)
         finite, y = ls_.finite_targets(y)
-        _, (d_loc, d_log_scale, _) = _value_and_partials(p.loc, p.log_scale, y)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, p.loc, p.log_scale, y)
         return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
 
     def params(self, outputs: LogisticOutputs) -> dict[str, jax.Array]:

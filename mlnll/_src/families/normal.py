@@ -22,7 +22,7 @@ from mlnll._src.verify.case import Case, ScipyReference
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(8)
 
 
-def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     """``log p = -r^2/2 - log_scale - log(2 pi)/2``, ``r = (y - loc) / scale``, and its partials.
 
     ``d log p / d loc = r / scale``, ``d log p / d log_scale = r^2 - 1`` and
@@ -30,12 +30,13 @@ def _value_and_partials(loc: jax.Array, log_scale: jax.Array, y: jax.Array):
     """
     r, inv_scale = ls_.standardize(loc, log_scale, y)
     d_loc = r * inv_scale
-    return -0.5 * jnp.square(r) - log_scale - numerics.HALF_LOG_2PI, (d_loc, jnp.square(r) - 1, -d_loc)
+    value = ls_.with_terms(-0.5 * jnp.square(r), log_scale, numerics.HALF_LOG_2PI, keep)
+    return value, (d_loc, jnp.square(r) - 1, -d_loc)
 
 
 # jax.grad, jacfwd and hessian of log_prob run through these closed-form partials (closed_form.py):
 # one multiply per argument in the backward pass.
-normal_log_pdf = closed_form(_value_and_partials)
+normal_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,18 +87,26 @@ class Normal:
 
     def log_prob(self, outputs: NormalOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log N(y; loc, scale)``, equal to scipy.stats.norm.logpdf."""
+        return self._log_prob(outputs, targets, ls_.ALL_TERMS)
+
+    def log_prob_without_constants(self, outputs: NormalOutputs, targets: ArrayLike) -> jax.Array:
+        """``log_prob - constant_terms``, the constants never added: ``-r^2/2 - log_scale``, and
+        exactly ``-(y - loc)^2 / 2`` for ``Normal(scale=1)`` (what ``drop_constants=True`` uses)."""
+        return self._log_prob(outputs, targets, ls_.without_constants(self.scale))
+
+    def _log_prob(self, outputs, targets, keep: int) -> jax.Array:
         loc, log_scale, y, dtype = self._prepare(outputs, targets)
         if self.scale is not None:  # a fixed scale enters as a scalar, never as an [N] array
             log_scale = jnp.asarray(math.log(self.scale), loc.dtype)
         finite, ys = ls_.finite_targets(y)
-        return minus_inf_off_support(normal_log_pdf(loc, log_scale, ys), finite).astype(dtype)
+        return minus_inf_off_support(normal_log_pdf(keep, loc, log_scale, ys), finite).astype(dtype)
 
     def grad(self, outputs: NormalOutputs, targets: ArrayLike) -> NormalOutputArrays:
         """Closed form ``((loc - y) / scale^2, 1 - r^2)``; with a fixed scale, the first alone."""
         loc, log_scale, y, dtype = self._prepare(outputs, targets)
         # -r * inv_scale instead of (loc - y) / scale^2: scale^2 overflows long before the product.
         finite, ys = ls_.finite_targets(y)
-        _, (d_loc, d_log_scale, _) = _value_and_partials(loc, log_scale, ys)
+        _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, loc, log_scale, ys)
         return ls_.nan_off_support(finite, self._pack((-d_loc).astype(dtype), (-d_log_scale).astype(dtype)))
 
     def params(self, outputs: NormalOutputs) -> dict[str, jax.Array]:

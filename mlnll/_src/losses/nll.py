@@ -96,9 +96,12 @@ class Loss:
             terms = self.options.per_example(outputs, targets)
             dtype = numerics.float_dtype(*jax.tree.leaves(outputs))
         else:
-            log_prob = self.family.log_prob(outputs, targets)
+            without = getattr(self.family, "log_prob_without_constants", None) if self.drop_constants else None
+            log_prob = (without or self.family.log_prob)(outputs, targets)
             dtype = log_prob.dtype
             terms = PerExample(-log_prob.astype(numerics.accumulation_dtype(dtype)))
+            if without is not None:  # the constants were never added
+                return terms, dtype
         if self.drop_constants:
             terms = terms._replace(loss=terms.loss + self.family.constant_terms(targets).astype(terms.loss.dtype))  # type: ignore[attr-defined]  # optional method, checked by nll()
         return terms, dtype
