@@ -241,3 +241,21 @@ def test_integer_targets_are_not_rounded_to_a_neighbouring_count_or_wrapped_to_a
     logits = jnp.zeros((1, 3), F32)
     assert mlnll.Categorical().log_prob(logits, jnp.asarray([2**32], jnp.int64))[0] == -np.inf
     np.testing.assert_allclose(mlnll.Categorical().log_prob(logits, jnp.asarray([2], jnp.uint8)), -math.log(3), rtol=1e-6)
+
+
+# -- samples stay inside the support at concentrations that pile mass against its edge ----------
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("family, outputs", [
+    # Beta(0.542, 0.1): 17% of float32 draws (2% of float64) lie within an ulp of 1.
+    (mlnll.Beta(), lambda d: (jnp.asarray([math.log(0.542)], d), jnp.asarray([math.log(0.1)], d))),
+    (mlnll.Beta(), lambda d: (jnp.asarray([math.log(0.05)], d), jnp.asarray([math.log(3.0)], d))),
+    # Dirichlet(0.05, ...): entries below the normal range.
+    (mlnll.Dirichlet(), lambda d: jnp.full((1, 4), math.log(0.05), d)),
+], ids=["Beta(0.542, 0.1)", "Beta(0.05, 3)", "Dirichlet(0.05 x 4)"])
+def test_samples_at_extreme_concentrations_stay_inside_the_support(family, outputs, dtype):
+    o = outputs(dtype)
+    draws = jax.jit(lambda k: family.sample(k, o, sample_shape=(4096,)))(jax.random.PRNGKey(5))
+    log_prob = jax.jit(jax.vmap(family.log_prob, in_axes=(None, 0)))(o, draws)
+    assert np.all(np.isfinite(np.asarray(log_prob))), f"{np.mean(~np.isfinite(log_prob)):.1%} outside"

@@ -220,8 +220,10 @@ class Beta:
     def sample(self, key: jax.Array, outputs: BetaOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``G_a / (G_a + G_b) = sigmoid(log G_a - log G_b)`` from two log-gamma draws.
 
-        Working with log G keeps tiny concentrations exact until the final sigmoid; a draw closer to
-        0 or 1 than the float type resolves rounds to exactly 0 or 1.
+        Working with log G keeps tiny concentrations exact until the final sigmoid. A draw closer
+        to 0 or 1 than the float type resolves is returned as the nearest float inside (0, 1) (the
+        smallest normal number, or the largest float below 1), never as 0 or 1, where ``log_prob``
+        is -inf: at concentrations (0.542, 0.1), 17% of float32 draws lie within 2^-24 of 1.
         """
         p = _params(outputs)
         log_a, log_b = p.log_concentration1, p.log_concentration0
@@ -229,7 +231,9 @@ class Beta:
         ka, kb = jax.random.split(key)
         ga = jax.random.loggamma(ka, jnp.broadcast_to(jnp.exp(log_a), shape), shape, dtype=log_a.dtype)
         gb = jax.random.loggamma(kb, jnp.broadcast_to(jnp.exp(log_b), shape), shape, dtype=log_a.dtype)
-        return jax.nn.sigmoid(ga - gb).astype(p.dtype)
+        y = jax.nn.sigmoid(ga - gb).astype(p.dtype)
+        info = jnp.finfo(y.dtype)
+        return jnp.clip(y, info.tiny, 1 - info.epsneg)  # 1 - epsneg: the largest float below 1
 
     def entropy(self, outputs: BetaOutputs) -> jax.Array:
         """``log B(a, b) - (a - 1) digamma(a) - (b - 1) digamma(b) + (n - 2) digamma(n)``, Stirling form.

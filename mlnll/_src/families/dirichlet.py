@@ -185,12 +185,15 @@ class Dirichlet:
 
     def sample(self, key: jax.Array, outputs: ArrayLike, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Draws ``softmax(log G)`` with ``G_k ~ Gamma(a_k, 1)`` drawn in log space; shape
-        ``sample_shape + log_concentration.shape``. Entries below the float type's range are 0."""
+        ``sample_shape + log_concentration.shape``. An entry below the float type's normal range is
+        returned as the smallest normal number, not 0 (where ``log_prob`` is -inf); the sum moves by
+        at most K such numbers, far below an ulp of 1."""
         p = _params(outputs)
         log_a = p.log_concentration
         shape = tuple(sample_shape) + log_a.shape
         log_g = jax.random.loggamma(key, jnp.broadcast_to(jnp.exp(log_a), shape), shape, dtype=log_a.dtype)
-        return jax.nn.softmax(log_g, axis=-1).astype(p.dtype)
+        y = jax.nn.softmax(log_g, axis=-1).astype(p.dtype)
+        return jnp.maximum(y, jnp.finfo(y.dtype).tiny)
 
     def entropy(self, outputs: ArrayLike) -> jax.Array:
         """``log B(a) + (n - K) digamma(n) - sum_j (a_j - 1) digamma(a_j)``, in the Stirling form.
