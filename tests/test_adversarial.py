@@ -50,6 +50,15 @@ def _student_t4(loc, log_scale, y):
             - (nu + 1) / 2 * mp.log1p(r ** 2 / nu))
 
 
+def _student_t_learned(log_df, y):
+    """StudentT(loc 0, log_scale 0, log_df) at y, the textbook density (nu may be e^10000)."""
+    # log Gamma((nu+1)/2) - log Gamma(nu/2) cancels ~log10(nu) digits: carry that many more.
+    with mp.workdps(60 + int(log_df / math.log(10))):
+        nu, y = mp.exp(mp.mpf(log_df)), mp.mpf(y)
+        return +(mp.loggamma((nu + 1) / 2) - mp.loggamma(nu / 2) - mp.log(nu * PI) / 2
+                 - (nu + 1) / 2 * mp.log1p(y ** 2 / nu))
+
+
 LOCATION_SCALE = [
     ("Normal", mlnll.Normal(), _normal),
     ("Laplace", mlnll.Laplace(), _laplace),
@@ -81,6 +90,13 @@ def _value_rows():
                          lambda d, a=(loc, log_scale): tuple(jnp.asarray([v], d) for v in a),
                          lambda d, y=y: jnp.asarray([y], d),
                          lambda d, p=(loc, log_scale, y), f=exact: f(*_rounded(p, d))))
+    for log_df, y in ((88.5, 1.0), (1e4, 1.0), (1e4, 1e10), (80.0, 1e10), (30.0, 1.0)):
+        # A learned df at the top of the range: the Normal limit (log_df = 1e4 gave NaN, 88.5 in
+        # float32 lost r^2/2 to an underflowed r^2/nu).
+        rows.append((f"StudentT at log_df={log_df:g}, y={y:g}", mlnll.StudentT(),
+                     lambda d, ldf=log_df: tuple(jnp.asarray([v], d) for v in (0.0, 0.0, ldf)),
+                     lambda d, y=y: jnp.asarray([y], d),
+                     lambda d, p=(log_df, y): _student_t_learned(*_rounded(p, d))))
     rows.append(("Exponential at log_rate=10000, y=0", mlnll.Exponential(),
                  lambda d: jnp.asarray([10000.0], d), lambda d: jnp.asarray([0.0], d),
                  lambda d: mp.mpf(10000)))
