@@ -275,3 +275,20 @@ def test_samples_at_extreme_concentrations_stay_inside_the_support(family, outpu
     draws = jax.jit(lambda k: family.sample(k, o, sample_shape=(4096,)))(jax.random.PRNGKey(5))
     log_prob = jax.jit(jax.vmap(family.log_prob, in_axes=(None, 0)))(o, draws)
     assert np.all(np.isfinite(np.asarray(log_prob))), f"{np.mean(~np.isfinite(log_prob)):.1%} outside"
+
+
+def test_counts_beyond_the_exact_integers_of_the_working_dtype():
+    # An integer target the working dtype holds exactly is a count, whatever its size (1e9 is a
+    # float32); one it cannot hold (10**9 + 1) is outside every support (test above).
+    f32 = jnp.zeros((1,), F32)
+    got = mlnll.Binomial(total_count=10**9).log_prob(f32, jnp.asarray([10**9], jnp.int32))[0]
+    np.testing.assert_allclose(got, 10**9 * math.log(0.5), rtol=1e-6)
+    # Multinomial sums counts: in float32 5e8 + 32 and 5e8 sum to 1e9, so an off-support vector
+    # would pass the check. Totals of 2^24 and more are refused at trace time in float32 ...
+    with pytest.raises(ValueError, match=r"Multinomial\(total_count=1000000000\).*float32.*2\^24"):
+        mlnll.Multinomial(total_count=10**9).log_prob(jnp.zeros((1, 3), F32), jnp.asarray([[1e9, 0.0, 0.0]], F32))
+    # ... and judged exactly in float64.
+    family, logits = mlnll.Multinomial(total_count=10**9), jnp.zeros((2, 3), F64)
+    lp = family.log_prob(logits, jnp.asarray([[5e8 + 32, 5e8, 0.0], [1e9, 0.0, 0.0]], F64))
+    assert lp[0] == -np.inf
+    np.testing.assert_allclose(lp[1], -1e9 * math.log(3), rtol=1e-12)

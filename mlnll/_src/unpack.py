@@ -151,8 +151,12 @@ def _targets_in_working_dtype(params: Params, y: jax.Array) -> tuple[Params, jax
         return params, y.astype(working)
     exact_limit = 2 ** (jnp.finfo(working).nmant + 1)  # every integer up to here is exact
     if jnp.issubdtype(y.dtype, jnp.integer) and jnp.iinfo(y.dtype).max > exact_limit:
-        exact = jnp.abs(y.astype(np.promote_types(y.dtype, np.int32))) <= exact_limit
-        return params, jnp.where(exact, y.astype(working), jnp.full(y.shape, jnp.nan, working))
+        # Exact when it converts back to itself (1e9 is a float32; 10**9 + 1 is not), the float
+        # below 2^(bits-1), where converting back would saturate (int32 2^31 - 1 -> 2^31).
+        as_float = y.astype(working)
+        bound = float(2 ** (8 * np.dtype(y.dtype).itemsize - 1))
+        exact = (as_float.astype(y.dtype) == y) & (jnp.abs(as_float) < bound)
+        return params, jnp.where(exact, as_float, jnp.full(y.shape, jnp.nan, working))
     return params, y.astype(working)
 
 

@@ -167,6 +167,15 @@ class Multinomial:
                 f"shape {p.logits.shape}; got targets shape {y.shape}."
             )
         p, y = unpack.with_targets(p, y, family="Multinomial", event_ndim=1)
+        exact_limit = 2 ** (jnp.finfo(y.dtype).nmant + 1)
+        if self.total_count >= exact_limit:
+            # Beyond it a sum of counts rounds (5e8 + 32 and 5e8 sum to 1e9 in float32): an
+            # off-support vector would be scored as a finite log-probability.
+            raise ValueError(
+                f"Multinomial(total_count={self.total_count}): counts are checked in {jnp.dtype(y.dtype).name}, "
+                f"which holds every sum of whole numbers exactly only below 2^{jnp.finfo(y.dtype).nmant + 1} "
+                f"= {exact_limit}; pass float64 logits (with jax_enable_x64) for totals this large."
+            )
         return p.logits, y, p.dtype
 
     def _all_in_class_0(self, y: jax.Array) -> jax.Array:
