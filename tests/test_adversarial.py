@@ -292,3 +292,20 @@ def test_counts_beyond_the_exact_integers_of_the_working_dtype():
     lp = family.log_prob(logits, jnp.asarray([[5e8 + 32, 5e8, 0.0], [1e9, 0.0, 0.0]], F64))
     assert lp[0] == -np.inf
     np.testing.assert_allclose(lp[1], -1e9 * math.log(3), rtol=1e-12)
+
+
+def test_exponential_family_builders_at_a_natural_parameter_of_minus_inf():
+    # eta = -inf with a zero statistic: the outcome is certain (log p = 0); -inf * 0 gave NaN.
+    ef = mlnll.exponential_family
+    for family in (ef.bernoulli(), ef.poisson()):
+        eta, y = jnp.asarray([-np.inf, 0.0], F32), jnp.asarray([0.0, 1.0], F32)
+        value, grad = jax.jit(jax.value_and_grad(lambda o: jnp.sum(family.log_prob(o, y))))(eta)
+        assert float(value) == float(jnp.sum(family.log_prob(jnp.asarray([0.0], F32), y[1:])))
+        assert np.all(np.isfinite(grad)) and float(grad[0]) == 0.0
+    logits = jnp.asarray([[-np.inf, 0.0, 0.0]], F32)
+    np.testing.assert_allclose(ef.categorical(3).log_prob(logits, jnp.asarray([1])), [-math.log(2)], rtol=1e-6)
+
+
+def test_a_list_of_numbers_as_one_output_is_refused_with_the_fix():
+    with pytest.raises(TypeError, match=r"Bernoulli takes logits alone.*list of length 2.*jnp\.asarray"):
+        mlnll.Bernoulli().log_prob([0.5, -1.0], [1.0, 0.0])

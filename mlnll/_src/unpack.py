@@ -66,9 +66,11 @@ def _leaves(outputs, free: Sequence[str], family: str, fixed: Sequence[str]) -> 
     if len(free) == 1:
         if isinstance(outputs, (tuple, list)):
             fixes = f"fixes {', '.join(fixed)} and " if fixed else ""
+            # A list is a container of outputs everywhere in mlnll (as a tuple is), never an array.
+            hint = " (a list of numbers as one array: jnp.asarray(...))" if isinstance(outputs, list) else ""
             raise TypeError(
                 f"{family} {fixes}takes {free[0]} alone as outputs; got a "
-                f"{type(outputs).__name__} of length {len(outputs)}."
+                f"{type(outputs).__name__} of length {len(outputs)}{hint}."
             )
         return [validate.float_outputs(outputs, where=f"{family} outputs ({free[0]})")]
     return list(validate.outputs_tuple(outputs, free, family=family))

@@ -250,11 +250,13 @@ class ExponentialFamily:
     @staticmethod
     def _inner(a: jax.Array, b: jax.Array, event_ndim: int) -> jax.Array:
         """``<a, b>`` over the trailing ``event_ndim`` axes. A few entries (``eta = (a, -b)``) are
-        added one by one: XLA then reads them from the stacked parts, never storing an [N, m] array."""
+        added one by one: XLA then reads them from the stacked parts, never storing an [N, m] array.
+        ``a`` is eta and ``b`` the statistic: a term of zero statistic is 0 even at ``eta = -inf``
+        (a logit or log-rate of -inf with y = 0: log p = 0, where -inf * 0 gave NaN)."""
         a, b = jnp.broadcast_arrays(a, b)
         if event_ndim == 1 and a.shape[-1] <= _UNROLLED_EVENT:
-            return functools.reduce(jnp.add, [a[..., i] * b[..., i] for i in range(a.shape[-1])])
-        return jnp.sum(a * b, axis=tuple(range(a.ndim - event_ndim, a.ndim)))
+            return functools.reduce(jnp.add, [numerics.mul_nonzero(b[..., i], a[..., i]) for i in range(a.shape[-1])])
+        return jnp.sum(numerics.mul_nonzero(b, a), axis=tuple(range(a.ndim - event_ndim, a.ndim)))
 
     # -- the protocol -----------------------------------------------------------------------
 
