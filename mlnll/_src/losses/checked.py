@@ -22,6 +22,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from mlnll._src.losses import checks
+from mlnll._src.losses import reduce as reduce_
 from mlnll._src.family import Outputs, Targets
 from mlnll._src.losses.nll import Loss
 
@@ -82,18 +83,38 @@ def _raise_first_bad(found, *, messages: tuple[str, ...]) -> None:
         raise CheckError(text)
 
 
-def value_checks(loss: Loss, outputs, targets, weights) -> list[checks.ValueCheck]:
-    """The family's own checks (``value_checks``) or the default ones, and the weights' sign."""
+def value_checks(loss: Loss, outputs, targets, weights, where=None) -> list[checks.ValueCheck]:
+    """The family's own checks (``value_checks``) or the default ones, with the checks every family
+    gets: NaN targets (after the family's checks of the outputs, before its checks of the targets;
+    unless a family check flags them already) and the weights' sign. Examples dropped by ``where``
+    or a zero weight are exempt: the loss ignores whatever they hold."""
     family_checks = getattr(loss.family, "value_checks", None)
     if family_checks is None:
         found = checks.default_checks(loss.family, outputs, targets)
     else:
         found = list(family_checks(outputs, targets, loss.options))
-    return found + checks.nonnegative_weights(weights)
+    if not any(c.nan_targets for c in found):
+        is_output = [c.message.startswith("outputs") for c in found]
+        first_other = is_output.index(False) if False in is_output else len(found)
+        found[first_other:first_other] = checks.not_nan_targets(targets)
+    found += checks.nonnegative_weights(weights)
+    if where is None and weights is None:
+        return found
+    batch = jax.eval_shape(lambda o, t: loss.per_example(o, t), outputs, targets)
+    keep = reduce_.example_weights(batch.shape, batch.dtype, where=where, weights=weights) != 0
+    return [c._replace(bad=_kept(c.bad, keep)) for c in found]
+
+
+def _kept(bad: jax.Array, keep: jax.Array) -> jax.Array:
+    """``bad`` cleared in dropped examples, where its leading axes are the batch's (a leaf shared
+    across the batch, a scalar scale, stays as it is), as the loss isolates dropped rows."""
+    if bad.shape[: keep.ndim] != keep.shape:
+        return bad
+    return bad & jnp.reshape(keep, keep.shape + (1,) * (bad.ndim - keep.ndim))
 
 
 def _checked_body(loss: Loss, outputs, targets, where, weights):
-    found = value_checks(loss, outputs, targets, weights)
+    found = value_checks(loss, outputs, targets, weights, where)
     # One callback for all the checks, so the first problem in list order is the one reported
     # (outputs before targets before weights), whatever order XLA runs things in.
     summaries = [_first(jax.lax.stop_gradient(c.bad), jax.lax.stop_gradient(c.values)) for c in found]

@@ -128,12 +128,28 @@ class Categorical:
 
     def value_checks(self, outputs: ArrayLike, targets: ArrayLike,
                      loss_options: options.CategoricalOptions | None = None) -> list[checks.ValueCheck]:
-        """For ``checked()``: NaN or +inf logits (a -inf logit is a class of probability 0), labels
-        outside 0..C-1 (or ``ignore_index``), soft targets outside [0, 1] or not summing to 1."""
-        z, _ = inputs.logits(outputs)
+        """For ``checked()``: NaN or +inf logits (a -inf logit is a class of probability 0), rows of
+        logits all -inf (no class possible; an ``ignore_index`` example is exempt), labels outside
+        0..C-1 (or ``ignore_index``), soft targets outside [0, 1] or not summing to 1, and targets
+        with mass on a class whose logit is -inf (an infinite loss)."""
+        z, _ = inputs.logits(outputs, upcast=False)
         found = checks.finite_outputs(outputs, allow_neg_inf=True)
+        rows = checks.some_class_possible(z)
         ignore = None if loss_options is None else loss_options.ignore_index
-        return found + inputs.target_checks(targets, z.shape[-1], ignore_index=ignore)
+        labels = jnp.asarray(targets)
+        if ignore is not None and inputs.is_labels(labels):
+            batch = validate.broadcast_shapes(
+                "Categorical", [("outputs[..., :-1] (batch)", rows.bad.shape), ("targets (labels)", labels.shape)]
+            )
+            rows = rows._replace(bad=jnp.broadcast_to(rows.bad, batch) & (labels != ignore),
+                                 values=jnp.broadcast_to(rows.values, batch))
+        upcast_dtype = numerics.accumulation_dtype(z.dtype)
+        opts = loss_options or options.CategoricalOptions()
+        impossible = inputs.impossible_targets(z, labels, ignore_index=ignore,
+                                               label_smoothing=opts.label_smoothing,
+                                               class_weights=opts.class_weights)
+        return [*found, rows, *inputs.target_checks(targets, z.shape[-1], ignore_index=ignore,
+                                                     logits_dtype=upcast_dtype), impossible]
 
     @classmethod
     def check_cases(cls) -> tuple[Case, ...]:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.losses.checks import ValueCheck
@@ -87,16 +88,30 @@ def prepare(outputs, targets, *, upcast: bool = True) -> Inputs:
     return Inputs(jnp.broadcast_to(z, batch + (num_classes,)), y, False, dtype)
 
 
-def target_checks(targets, num_classes: int, *, ignore_index: int | None = None) -> list[ValueCheck]:
+def soft_target_tolerance(targets_dtype: DTypeLike, logits_dtype: DTypeLike, num_classes: int) -> float:
+    """How far from 1 a soft target row may sum: ``4 eps + C eps_acc``, eps of the coarser of the
+    targets' dtype and the dtype the loss computes in (the logits', at least float32), eps_acc of
+    that dtype's accumulation dtype. 4 eps covers rounding each entry and a normalisation
+    ``x / sum(x)``; ``C eps_acc`` bounds the rounding of a sum of C terms however it was computed
+    (sequentially, the worst case). float32 with C = 32000: 3.8e-3; C = 4: 9.5e-7; bfloat16: 0.03."""
+    coarse = max(np.dtype(targets_dtype), np.dtype(logits_dtype), key=lambda d: np.finfo(d).eps)
+    eps = float(np.finfo(coarse).eps)
+    return 4 * eps + num_classes * float(np.finfo(numerics.accumulation_dtype(coarse)).eps)
+
+
+def target_checks(targets, num_classes: int, *, ignore_index: int | None = None,
+                  logits_dtype: DTypeLike = np.float32) -> list[ValueCheck]:
     """``checked()``'s checks of Categorical targets: labels in 0..C-1 (or ``ignore_index``); soft
-    targets in [0, 1] and summing to 1 within ``sqrt(eps) max(1, C/8)``."""
+    targets in [0, 1] and summing to 1 within ``soft_target_tolerance``. Soft targets are a
+    distribution over the C classes whatever the options (label smoothing and class weights are
+    applied to it inside the loss)."""
     targets = jnp.asarray(targets)
     if jnp.issubdtype(targets.dtype, jnp.floating):
         total = jnp.sum(targets.astype(numerics.accumulation_dtype(targets.dtype)), axis=-1)
-        tol = float(np.sqrt(np.finfo(targets.dtype).eps)) * max(1.0, num_classes / 8)
+        tol = soft_target_tolerance(targets.dtype, logits_dtype, num_classes)
         return [
             ValueCheck((targets < 0) | (targets > 1) | jnp.isnan(targets), targets,
-                       "targets: soft target outside [0, 1] at flat index {i}: got {v}"),
+                       "targets: soft target outside [0, 1] at flat index {i}: got {v}", nan_targets=True),
             ValueCheck(~(jnp.abs(total - 1) <= tol), total, "targets: soft targets do not sum to 1 at flat index {i}: the sum is {v}"),
         ]
     in_range = (targets >= 0) & (targets < num_classes)
@@ -104,3 +119,46 @@ def target_checks(targets, num_classes: int, *, ignore_index: int | None = None)
         in_range = in_range | (targets == ignore_index)
     expected = f"0..{num_classes - 1}" + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
     return [ValueCheck(~in_range, targets, f"targets: label out of range at flat index {{i}}: got {{v}}, expected {expected}")]
+
+
+def impossible_targets(logits, targets, *, ignore_index: int | None = None, label_smoothing: float = 0.0,
+                       class_weights: tuple[float, ...] | None = None) -> ValueCheck:
+    """``checked()``'s check that the target puts no mass on a class of probability 0 (a logit of
+    -inf), which makes the loss +inf: the label's class (every class with ``label_smoothing``, which
+    spreads mass over all C), or each class where a soft target is > 0; a class whose
+    ``class_weights`` entry is 0 carries no mass. Labels out of range and ``ignore_index`` examples
+    are left to the label check. The flat index is the example's for labels, the entry's for soft
+    targets; the value is the label or the soft target."""
+    z, y = jnp.asarray(logits), jnp.asarray(targets)
+    num_classes = z.shape[-1]
+    weighted = None if class_weights is None else jnp.asarray(class_weights) > 0
+    if len(class_weights or ()) not in (0, num_classes):
+        weighted = None  # the loss raises naming the lengths
+    reason = "a logit is -inf and label_smoothing puts mass on every class" if label_smoothing > 0 else (
+        "the logit is -inf")
+    message = f"targets: probability 0 ({reason}) at flat index {{i}}: got {{v}}"
+    if not is_labels(y):
+        shape = jnp.broadcast_shapes(y.shape, z.shape)
+        y = jnp.broadcast_to(y, shape)
+        mass = (y > 0) | (label_smoothing > 0)
+        if weighted is not None:
+            mass = mass & jnp.broadcast_to(weighted, shape)
+        return ValueCheck(mass & jnp.broadcast_to(jnp.isneginf(z), shape), y, message)
+    batch = validate.broadcast_shapes(
+        "Categorical", [("outputs[..., :-1] (batch)", z.shape[:-1]), ("targets (labels)", y.shape)])
+    y = jnp.broadcast_to(y, batch)
+    in_range = (y >= 0) & (y < num_classes)
+    if ignore_index is not None:
+        in_range = in_range & (y != ignore_index)
+    z = jnp.broadcast_to(z, batch + (num_classes,))
+    if label_smoothing > 0:
+        impossible = jnp.isneginf(z)
+        if weighted is not None:
+            impossible = impossible & jnp.broadcast_to(weighted, z.shape)
+        bad = jnp.any(impossible, axis=-1)
+    else:
+        label = jnp.where(in_range, y, 0).astype(jnp.int32)
+        bad = jnp.isneginf(jnp.take_along_axis(z, label[..., None], axis=-1)[..., 0])
+        if weighted is not None:
+            bad = bad & weighted[label]
+    return ValueCheck(bad & in_range, y, message)
