@@ -43,7 +43,7 @@ class _Inputs(NamedTuple):
 
 def _prepare(outputs, targets) -> _Inputs:
     p, y = unpack.with_targets(_params(outputs), targets, family="Beta")
-    valid = (y > 0) & (y < 1)
+    valid = numerics.positive_and_finite(y) & (y < 1)  # from the bits: a subnormal y is positive
     return _Inputs(p, jnp.where(valid, y, jnp.full_like(y, 0.5)), valid)
 
 
@@ -135,7 +135,8 @@ def _deviance(t: _Saddle, y, one_minus_y) -> jax.Array:
 
 def _log_pdf_and_partials(log_a, log_b, y):
     """``log p`` in the saddle-point form and its partials in ``(log_a, log_b, y)`` (see ``Beta``)."""
-    log_y, log_1my, one_minus_y = jnp.log(y), _log1m(y), 1 - y
+    # log y exact for subnormal y too; 1 - y >= eps/2 below 1 is normal: its log needs no care.
+    log_y, log_1my, one_minus_y = numerics.log_of_positive(y), _log1m(y), 1 - y
     t = _saddle(log_a, log_b, log_y, log_1my)
     # (delta(x), x delta'(x)) for x = a, b, n (Stirling's remainder). Three calls, not one on the
     # stacked [3, N]: stacking halves the program but breaks XLA's fusion (value + grad 2x slower).
@@ -147,7 +148,8 @@ def _log_pdf_and_partials(log_a, log_b, y):
     # a (delta'(a) - delta'(n)) = a delta'(a) - p n delta'(n), and likewise for b.
     d_log_a = t.a * t.u1 + 0.5 * t.q - (scaled_a - t.p * scaled_n)
     d_log_b = t.b * t.u2 + 0.5 * t.p - (scaled_b - t.q * scaled_n)
-    d_y = jnp.expm1(log_a) / y - jnp.expm1(log_b) / one_minus_y  # (a - 1)/y - (b - 1)/(1 - y)
+    # (a - 1)/y - (b - 1)/(1 - y), the first quotient right for subnormal y too.
+    d_y = numerics.divide_by_positive(jnp.expm1(log_a), y) - jnp.expm1(log_b) / one_minus_y
     return value, (d_log_a, d_log_b, d_y)
 
 
@@ -288,9 +290,9 @@ class Beta:
         """The part of ``log_prob`` free of the outputs: ``-log y - log(1 - y)`` (0 outside (0, 1))."""
         y = validate.numeric_targets(targets, where="Beta targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
-        valid = (y > 0) & (y < 1)
+        valid = numerics.positive_and_finite(y) & (y < 1)
         ys = jnp.where(valid, y, jnp.full_like(y, 0.5))
-        return jnp.where(valid, -jnp.log(ys) - _log1m(ys), jnp.zeros_like(y))
+        return jnp.where(valid, -numerics.log_of_positive(ys) - _log1m(ys), jnp.zeros_like(y))
 
     def expectation_nodes(self, outputs: BetaOutputs) -> tuple[jax.Array, jax.Array]:
         """A 192-node rule for ``E[f(y)]``: nodes ``[192, *batch]`` in (0, 1), weights summing to 1.

@@ -55,7 +55,8 @@ def _prepare(outputs, targets) -> _Inputs:
     eps = np.finfo(y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else p.log_concentration.dtype).eps
     p, y = unpack.with_targets(p, y, family="Dirichlet", event_ndim=1)
     gap = jnp.sum(y, axis=-1) - 1
-    valid = jnp.all((y > 0) & jnp.isfinite(y), axis=-1) & (jnp.abs(gap) <= _SUM_ULPS * k * float(eps))
+    # Positivity from the bits: a subnormal entry is positive (numerics/positive.py).
+    valid = jnp.all(numerics.positive_and_finite(y), axis=-1) & (jnp.abs(gap) <= _SUM_ULPS * k * float(eps))
     return _Inputs(p, jnp.where(valid[..., None], y, jnp.full_like(y, 1.0 / k)), valid)
 
 
@@ -102,7 +103,7 @@ def _log_pdf_and_partials(log_a: jax.Array, y: jax.Array):
     shape batch + (K,): ``a u + (1 - p)/2 - a delta'(a) + p n delta'(n)`` and ``(a - 1)/y``
     (the derivation is in the class docstring)."""
     k = log_a.shape[-1]
-    log_y = jnp.log(y)
+    log_y = numerics.log_of_positive(y)  # exact for subnormal y too
     a, n, log_n, log_p, u = _saddle_terms(log_a, log_y)
     deviance = jnp.sum(numerics.scaled_expm1mx(a, u, n[..., None] * y), axis=-1)
     # n s restores the textbook value when y sums to 1 only up to rounding (the deviance form
@@ -115,7 +116,7 @@ def _log_pdf_and_partials(log_a: jax.Array, y: jax.Array):
     p = jnp.exp(log_p)
     # a_j delta'(n) = p_j (n delta'(n)): the scaled form of delta' keeps n^2 out of it.
     d_log_a = a * u + 0.5 * (1 - p) - scaled_grad_a + p * scaled_grad_n[..., None]
-    d_y = jnp.expm1(log_a) / y
+    d_y = numerics.divide_by_positive(jnp.expm1(log_a), y)  # (a - 1)/y: 0 at a = 1, also for subnormal y
     return value, (d_log_a, d_y)
 
 
@@ -255,8 +256,8 @@ class Dirichlet:
         if y.ndim == 0:
             raise ValueError(f"Dirichlet targets need a category axis, shape [..., K]; got shape {y.shape}.")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
-        valid = jnp.all(y > 0, axis=-1, keepdims=True)
-        logs = jnp.log(jnp.where(valid, y, jnp.ones_like(y)))
+        valid = jnp.all(numerics.positive_and_finite(y), axis=-1, keepdims=True)
+        logs = numerics.log_of_positive(jnp.where(valid, y, jnp.ones_like(y)))
         return -jnp.sum(logs, axis=-1)
 
     @classmethod

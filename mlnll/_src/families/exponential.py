@@ -37,7 +37,9 @@ class _Inputs(NamedTuple):
 
 def _prepare(outputs, targets) -> _Inputs:
     p, y = unpack.with_targets(_params(outputs), targets, family="Exponential")
-    valid = (y >= 0) & (y < jnp.inf)  # y = inf has density 0: outside the support
+    # y = inf has density 0: outside the support. From the bits: a negative subnormal y is outside
+    # it (DAZ would read it as 0), a positive one inside.
+    valid = numerics.nonnegative_and_finite(y)
     return _Inputs(p, jnp.where(valid, y, jnp.ones_like(y)), valid)
 
 

@@ -42,7 +42,7 @@ class _Inputs(NamedTuple):
 
 def _prepare(outputs, targets) -> _Inputs:
     p, y = unpack.with_targets(_params(outputs), targets, family="Gamma")
-    valid = (y > 0) & jnp.isfinite(y)
+    valid = numerics.positive_and_finite(y)  # from the bits: a subnormal y is positive (numerics/positive.py)
     return _Inputs(p, jnp.where(valid, y, jnp.ones_like(y)), valid)
 
 
@@ -82,7 +82,7 @@ def _log_pdf_and_partials(log_a, log_b, y):
     a = jnp.exp(log_a)
     a_minus_1 = jnp.expm1(log_a)
     b = jnp.exp(log_b)
-    log_y = jnp.log(y)
+    log_y = numerics.log_of_positive(y)  # exact for subnormal y too
     z = y * b
     u = log_y + (log_b - log_a)
     delta, a_delta_grad = gb.stirling_remainder_and_scaled_grad(a, log_a)
@@ -94,7 +94,7 @@ def _log_pdf_and_partials(log_a, log_b, y):
     # a - z = -a expm1(u) for |u| <= 1, where z - a would cancel; beyond, z and a differ by e-fold.
     near = jnp.abs(u) <= 1
     d_log_b = jnp.where(near, -a * jnp.expm1(jnp.where(near, u, jnp.zeros_like(u))), a - z)
-    d_y = a_minus_1 / y - b
+    d_y = numerics.divide_by_positive(a_minus_1, y) - b  # 0 at a = 1, also for subnormal y
     return value, (d_log_a, d_log_b, d_y)
 
 
@@ -225,8 +225,9 @@ class Gamma:
         """The part of ``log_prob`` free of the outputs: ``-log y`` (0 outside the support)."""
         y = validate.numeric_targets(targets, where="Gamma targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
-        valid = (y > 0) & jnp.isfinite(y)
-        return jnp.where(valid, -jnp.log(jnp.where(valid, y, jnp.ones_like(y))), jnp.zeros_like(y))
+        valid = numerics.positive_and_finite(y)
+        log_y = numerics.log_of_positive(jnp.where(valid, y, jnp.ones_like(y)))
+        return jnp.where(valid, -log_y, jnp.zeros_like(y))
 
     def expectation_nodes(self, outputs: GammaOutputs) -> tuple[jax.Array, jax.Array]:
         """A 192-node rule for ``E[f(y)]``: nodes ``[192, *batch]`` of targets, weights summing to 1.

@@ -31,12 +31,12 @@ def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.
     (exact factors near |r| = 1), and ``d log p / d y = -(r / s + 1) / y`` (the chain rule through
     ``log y``, whose Jacobian term contributes the 1).
     """
-    log_y = jnp.log(y)
+    log_y = numerics.log_of_positive(y)  # exact for subnormal y too
     r, inv_scale = ls_.standardize(loc, log_scale, log_y)
     d_loc = r * inv_scale
     value = ls_.with_terms(-0.5 * jnp.square(r), log_scale, numerics.HALF_LOG_2PI + log_y, keep)
     # r^2 - 1 = (r - 1)(r + 1): exact factors near |r| = 1.
-    return value, (d_loc, (r - 1) * (r + 1), -(d_loc + 1) / y)
+    return value, (d_loc, (r - 1) * (r + 1), -numerics.divide_by_positive(d_loc + 1, y))
 
 
 # jax.grad, jacfwd and hessian of log_prob run through the closed-form partials (closed_form.py).
@@ -45,7 +45,7 @@ log_normal_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 def _in_support(y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(0 < y < inf, y there else 1)``: the support and a safe target (the double-where idiom)."""
-    positive = (y > 0) & (y < jnp.inf)
+    positive = numerics.positive_and_finite(y)  # from the bits: a subnormal y is positive
     return positive, jnp.where(positive, y, jnp.ones_like(y))
 
 
@@ -152,8 +152,8 @@ class LogNormal(ls_.FixedScaleUnpacking):
         """
         y = validate.numeric_targets(targets, where=f"{self._name} targets")
         y = y.astype(numerics.accumulation_dtype(numerics.float_dtype(y)))
-        positive = y > 0
-        log_y = jnp.log(jnp.where(positive, y, jnp.ones_like(y)))
+        positive = numerics.positive_and_finite(y) | (y == jnp.inf)
+        log_y = numerics.log_of_positive(jnp.where(positive, y, jnp.ones_like(y)))
         const = -numerics.HALF_LOG_2PI - (math.log(self.scale) if self.scale is not None else 0.0)
         return jnp.where(positive, const - log_y, jnp.full_like(y, const))
 
@@ -171,7 +171,7 @@ class LogNormal(ls_.FixedScaleUnpacking):
         Any ``y <= 0`` makes the likelihood 0 for every output; the estimate is then NaN or -inf.
         """
         y = validate.numeric_targets(targets, where="LogNormal.mle targets")
-        log_y = jnp.log(y.astype(numerics.accumulation_dtype(numerics.float_dtype(y))))
+        log_y = numerics.log_of_positive(y.astype(numerics.accumulation_dtype(numerics.float_dtype(y))))
         loc = jnp.mean(log_y, axis=axis)
         if self.scale is not None:
             return loc

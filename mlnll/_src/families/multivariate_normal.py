@@ -15,6 +15,7 @@ from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.families import _location_scale as ls_
 from mlnll._src.types import MultivariateNormalOutputArrays, MultivariateNormalOutputs
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
@@ -56,15 +57,25 @@ def _value_and_partials(loc: jax.Array, raw: jax.Array, y: jax.Array):
     ``z = L^{-1} (y - loc)`` and ``w = L^{-T} z`` (two triangular solves); see the class docstring:
     ``d log p/dloc = w = -d log p/dy``, ``d log p/draw_ij = w_i z_j`` below the diagonal,
     ``L_ii w_i z_i - 1`` on it, 0 above. Inputs broadcast to one batch shape.
+
+    ``L = D U`` with ``D = diag(L_ii)`` and U unit lower triangular (``U_ij = L_ij / L_ii``), so
+    ``z = U^{-1} D^{-1} (y - loc)``, ``v = U^{-T} z = D w`` and ``L_ii w_i z_i = v_i z_i``: no
+    ``L_ii = exp(log_diag_i)`` is formed, which overflows at log_diag = 89 (float32) and made
+    ``0 * inf`` of ``L_ii w_i z_i`` at log_diag = 1e4, y = loc. ``D^{-1} (y - loc)`` is
+    ``standardize`` (range-reduced ``exp(-log_diag)``, no overflow of ``y - loc``).
     """
-    L, log_diag = cholesky_factor(raw)
-    z = _solve_lower(L, y - loc)
-    w = _solve_lower(L, z, transpose=True)
     d = loc.shape[-1]
+    log_diag = jnp.diagonal(raw, axis1=-2, axis2=-1)
+    r, inv_diag = ls_.standardize(loc, log_diag, y)  # D^{-1} (y - loc), and D^{-1} clamped
+    # U's strict lower triangle (its unit diagonal is implied by the solves, the upper part ignored).
+    U = jnp.where(_strictly_lower(d, raw.ndim), raw * inv_diag[..., :, None], jnp.zeros_like(raw))
+    z = solve_triangular(U, r[..., None], lower=True, unit_diagonal=True)[..., 0]
+    v = solve_triangular(U, z[..., None], lower=True, trans=1, unit_diagonal=True)[..., 0]  # D w
+    w = v * inv_diag
     value = -0.5 * jnp.sum(jnp.square(z), axis=-1) - jnp.sum(log_diag, axis=-1) - d * numerics.HALF_LOG_2PI
     outer = w[..., :, None] * z[..., None, :]  # d log p/dL below the diagonal: w z^T
-    # Chain rule through L_ii = exp(raw_ii): (w_i z_i - 1/L_ii) L_ii = L_ii w_i z_i - 1.
-    diagonal = jnp.diagonal(outer, axis1=-2, axis2=-1) * jnp.diagonal(L, axis1=-2, axis2=-1) - 1
+    # Chain rule through L_ii = exp(raw_ii): (w_i z_i - 1/L_ii) L_ii = L_ii w_i z_i - 1 = v_i z_i - 1.
+    diagonal = v * z - 1
     d_raw = jnp.where(_strictly_lower(d, raw.ndim), outer, jnp.zeros_like(outer))
     d_raw = jnp.where(_eye(d, raw.ndim), diagonal[..., None], d_raw)
     return value, (w, d_raw, -w)

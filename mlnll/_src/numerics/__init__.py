@@ -10,6 +10,7 @@
   the Bessel ratio.
 * ``logit_kl``: Bernoulli and geometric KL divergences from logits.
 * ``quadrature``: quadrature rules that broadcast over a batch.
+* ``positive``: support tests, ``log y`` and ``x / y`` of positive targets, subnormal ones included.
 """
 
 from mlnll._src.numerics.dtypes import float_dtype as float_dtype
@@ -72,3 +73,7 @@ from mlnll._src.numerics.logit_kl import bernoulli_kl as bernoulli_kl
 from mlnll._src.numerics.logit_kl import geometric_kl as geometric_kl
 from mlnll._src.numerics.quadrature import batch_nodes as batch_nodes
 from mlnll._src.numerics.quadrature import trapezoid_grid as trapezoid_grid
+from mlnll._src.numerics.positive import positive_and_finite as positive_and_finite
+from mlnll._src.numerics.positive import nonnegative_and_finite as nonnegative_and_finite
+from mlnll._src.numerics.positive import log_of_positive as log_of_positive
+from mlnll._src.numerics.positive import divide_by_positive as divide_by_positive
