@@ -13,7 +13,7 @@ no ``checkify``: the error stops the computation that contains the loss.
 from __future__ import annotations
 
 import functools
-import threading
+import re
 from typing import Protocol, cast
 
 import jax
@@ -33,7 +33,9 @@ class CheckError(ValueError):
     wrapped in a ``jax.errors.JaxRuntimeError`` whose message contains this one."""
 
 
-_last_error = threading.local()  # the message of the last check that failed, for the eager path
+# The host callback runs on one of XLA's threads, so its message is read back from the runtime
+# error's text (a thread-local set there was invisible to the caller, now and then).
+_CHECK_ERROR_LINE = re.compile(r"CheckError: (.+)")
 
 
 class CheckedLoss(Protocol):
@@ -79,7 +81,6 @@ def _raise_first_bad(found, *, messages: tuple[str, ...]) -> None:
             continue
         first = int(np.argmin(ok))
         text = message.format(i=int(index[first]), v=_show(value[first]))
-        _last_error.message = text
         raise CheckError(text)
 
 
@@ -159,13 +160,12 @@ def checked(loss: Loss) -> CheckedLoss:
                      weights: ArrayLike | None = None) -> jax.Array:
         if _traced(outputs, targets, where, weights):
             return _checked_body(loss, outputs, targets, where, weights)
-        _last_error.message = None
         try:
             return jax.block_until_ready(_compiled(loss)(outputs, targets, where, weights))
         except jax.errors.JaxRuntimeError as error:
-            message = getattr(_last_error, "message", None)
-            if message is not None and message in str(error):
-                raise CheckError(message) from None
+            found = _CHECK_ERROR_LINE.findall(str(error))
+            if found:
+                raise CheckError(found[-1].strip()) from None
             raise
 
     checked_loss.__doc__ = f"{loss!r}, with value checks (mlnll.checked)."
