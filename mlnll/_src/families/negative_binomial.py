@@ -81,14 +81,36 @@ def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Arra
     # r / (r + mu) = sigmoid(b - a): (mu - y) r / (r + mu) without forming r + mu. Where
     # sigmoid(b - a) would underflow, the product is taken in logs (it can be as large as ~r).
     log_share = -numerics.softplus(a - b)  # log_sigmoid(b - a)
-    gap = jnp.exp(a) - y
-    normal = log_share > math.log(jnp.finfo(a.dtype).tiny) + 1
+    # log(r mu / (r + mu)) = min(a, b) - log1p(e^-|a - b|) (the log1p is softplus's own): no
+    # rounding of a - softplus(a - b) at a = 1e4.
+    log1p_exp_gap = jnp.log1p(jnp.exp(-jnp.abs(a - b)))
+    log_harmonic = jnp.minimum(a, b) - log1p_exp_gap
+    # Where mu = e^a overflows (then y < mu): mu - y = mu (1 - y/mu) with 1 - y/mu = -expm1(log y - a).
+    over = a > math.log(jnp.finfo(a.dtype).max)
+    mu = jnp.exp(numerics.where(over, jnp.zeros_like(a), a))  # double where: e^a is never inf
+    gap = mu - y
+    log_y = jnp.log(numerics.where(y > 0, y, jnp.ones_like(y)))
+    shortfall = -jnp.expm1(numerics.where(over, log_y - a, jnp.full_like(a, -jnp.inf)))  # 1 - y/mu, or 1
+    normal = (log_share > math.log(jnp.finfo(a.dtype).tiny) + 1) & ~over
     abs_gap = numerics.where(gap == 0, jnp.ones_like(gap), jnp.abs(gap))  # double where: log(0)
-    in_logs = jnp.sign(gap) * jnp.exp(jnp.log(abs_gap) + log_share)
-    excess = numerics.where(normal, gap * jnp.exp(log_share), in_logs)  # (mu - y) r / (r + mu) = -r w
+    # log|mu - y| r/(r + mu), and where mu overflows (mu - y) r/(r + mu) = e^log_harmonic (1 - y/mu)
+    log_in_logs = numerics.where(over, log_harmonic, jnp.log(abs_gap) + log_share)
+    sign = numerics.where(over, jnp.ones_like(gap), jnp.sign(gap))
+    in_logs = sign * jnp.exp(log_in_logs) * shortfall
+    share = jnp.exp(log_share)
+    excess = numerics.where(normal, gap * share, in_logs)  # (mu - y) r / (r + mu) = -r w
     # r log1pmx(w), w = (y - mu)/(r + mu): near w = 0 as r w * log1pmx(w)/w; elsewhere as
     # r log1p(w) - r w with r log1p(w) = r [log1p(y/r) - log1p(mu/r)] (no overflow of w itself).
-    w = (y - jnp.exp(a)) * jnp.exp(-jnp.logaddexp(a, b))
+    # Where mu overflows, w = -sigmoid(a - b) (1 - y/mu) with sigmoid(a - b) = -expm1(log_sigmoid(b - a)).
+    # Elsewhere |w| = exp(log|gap| - logaddexp(a, b)), logaddexp(a, b) = max(a, b) + log1p(e^-|a - b|):
+    # never gap * exp(-logaddexp(a, b)), whose factor flushes to 0 once r + mu > 1/tiny (e^87.3 in
+    # float32) while w is ~1, nor gap / (r + mu), whose derivative overflows at r ~ mu ~ 1e38.
+    log_r_plus_mu = jnp.maximum(a, b) + log1p_exp_gap
+    w_logs = -jnp.sign(gap) * jnp.exp(jnp.log(abs_gap) - log_r_plus_mu)
+    # where 1/(r + mu) is a normal number, the product itself (one rounding fewer)
+    inverse_normal = log_r_plus_mu < -math.log(jnp.finfo(a.dtype).tiny)
+    w_finite = numerics.where(inverse_normal, -gap * jnp.exp(-log_r_plus_mu), w_logs)
+    w = numerics.where(over, jnp.expm1(log_share) * shortfall, w_finite)
     near = jnp.abs(w) <= 0.5
     wn = numerics.where(near, w, jnp.zeros_like(w))
     r_log1p_w = r * (_log_one_plus_y_over_r(y, b) - numerics.softplus(a - b))

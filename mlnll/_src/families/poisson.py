@@ -48,7 +48,9 @@ def _log_pmf_and_partials(log_rate: jax.Array, y: jax.Array) -> tuple[jax.Array,
     log_y = jnp.log(ys)
     far = log_y - log_rate
     # log(y / rate) as the log of the ratio near 1 (a few ulps), as log y - log_rate elsewhere.
-    t = numerics.where(jnp.abs(far) < 0.5, jnp.log(ys / rate), far)
+    # The ratio is (y/2) / (rate/2), exact powers of two: XLA rewrites y / exp(log_rate) to
+    # y * exp(-log_rate), whose factor flushes to 0 once rate > 1/tiny (log_rate > 87.3 in float32).
+    t = numerics.where(jnp.abs(far) < 0.5, jnp.log((0.5 * ys) / (0.5 * rate)), far)
     spread = -counts.log_factorial_part_in_dtype(ys, log_y) - counts.bd0_in_dtype(ys, t, rate)
     value = numerics.where(y > 0, spread, -rate)  # y = 0: log p = -rate
     return value, (y - rate, None)  # counts are not differentiable

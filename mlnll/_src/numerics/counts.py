@@ -153,18 +153,20 @@ def log_ratio(x: jax.Array, log_m: jax.Array, m: jax.Array | None = None) -> jax
     """``log(x / m)`` for x > 0 given ``log m``, accurate to a few ulps even when x ~ m is large.
 
     ``log(x) - log_m`` carries the rounding of ``log x`` (eps * log x, 3e-15 at x = 1e6); where
-    the ratio is within e^(+-1/2) of 1 it is ``log(x exp(-log_m))`` instead, two roundings of a
-    number near 1. A caller that already holds ``m = exp(log_m)`` passes it: the ratio is then
+    the ratio is within e^(+-1/2) of 1 it is ``log(x / exp(log_m))`` instead, two roundings of a
+    number near 1 (halving both is exact for x, m >= 2 tiny; counts are >= 1). A caller that already holds ``m = exp(log_m)`` passes it: the ratio is then
     ``x / m``, the same two roundings for a division instead of an exp (non-differentiable callers
     only: a ratio that overflows in the branch not taken would send NaN through a gradient).
     """
     far = jnp.log(x) - log_m
     near = jnp.abs(far) < 0.5
     if m is None:
-        # double where: away from 1 the ratio x exp(-log_m) could overflow; there it is replaced by 1.
-        ratio = x * jnp.exp(-where(near, log_m, jnp.log(x)))
-    else:
-        ratio = x / m
+        # double where: away from 1 the ratio x / exp(log_m) could overflow; there it is replaced by 1.
+        # A division, never x * exp(-log_m): exp(-log_m) flushes to 0 once m > 1/tiny (log_m > 87.3
+        # in float32) while the ratio is ~1.
+        m = jnp.exp(where(near, log_m, jnp.log(x)))
+    # (x/2) / (m/2), exact powers of two: XLA rewrites x / exp(.) to x * exp(-.) (the flush above).
+    ratio = (0.5 * x) / (0.5 * m)
     return where(near, jnp.log(ratio), far)
 
 
@@ -341,16 +343,17 @@ def _psi_minus_log_series(x: jax.Array) -> jax.Array:
     return half * inv + inv2 * horner([c for _, c in even], inv2)  # powers 2, 4, ... of 1/x
 
 
-def _psi_minus_log_small(x: jax.Array, log_x: jax.Array) -> jax.Array:
-    """``psi(x) - log x`` for 0 < x < 10, shifted up by psi(x + 1) = psi(x) + 1/x:
-    ``psi(x) - log x = [psi(x + 10) - log(x + 10)] + log1p(10/x) - sum_{k<10} 1/(x + k)``.
+def _psi_minus_log_small_plus_inv(x: jax.Array, log_x: jax.Array) -> jax.Array:
+    """``psi(x) - log x + 1/x`` for 0 < x < 10, shifted up by psi(x + 1) = psi(x) + 1/x:
+    ``psi(x) - log x + 1/x = [psi(x + 10) - log(x + 10)] + log1p(10/x) - sum_{0<k<10} 1/(x + k)``.
 
-    Terms of size ~1 (or the dominant -1/x at small x) instead of digamma's and log's, whose
-    difference cancels ~30-fold near x = 7.
+    Terms of size ~1 instead of digamma's and log's, whose difference cancels ~30-fold near x = 7;
+    the dominant -1/x at small x is left to the caller (``r psi(r)`` -> -1 as r -> 0, where 1/r
+    overflows or r flushes to 0).
     """
     shift = 10
     head = _psi_minus_log_series(x + shift) + softplus(math.log(shift) - log_x)
-    for k in range(shift):
+    for k in range(1, shift):
         head = head - 1.0 / (x + k)
     return head
 
@@ -388,7 +391,7 @@ def scaled_digamma_gap(log_r: jax.Array, y: jax.Array) -> jax.Array:
     * r >= 10: the differences of the tail, ``a_j r [(r + y)^(-m_j) - r^(-m_j)]``, without
       cancellation (``_scaled_tail_differences``; ~y/(2 r) at large r);
     * r < 10, y < 16: ``psi(r + y) - psi(r) = sum_{k<y} 1/(r + k)`` exactly, a sum of positive terms;
-    * r < 10, y >= 16: ``phi(r + y)`` by the series and ``phi(r)`` by ``_psi_minus_log_small``.
+    * r < 10, y >= 16: ``phi(r + y)`` by the series and ``phi(r) + 1/r`` by ``_psi_minus_log_small_plus_inv``.
     No digamma call: near its root at 1.46 digamma loses 1e-14 (float64) / 3e-6 (float32).
     """
     r = jnp.exp(log_r)
@@ -401,11 +404,13 @@ def scaled_digamma_gap(log_r: jax.Array, y: jax.Array) -> jax.Array:
     log_ys = jnp.log(where(positive, y, jnp.ones_like(y)))
     log1p_y_over_r = where(positive, softplus(log_ys - log_rs), jnp.zeros_like(y))
     few = y < _FINITE_SUM_BELOW
-    finite_sum = jnp.zeros_like(r)
-    for k in range(_FINITE_SUM_BELOW):
+    # k = 0: r / (r + 0) = 1 exactly (also where r is subnormal and flushes to 0, where 0/0 is NaN).
+    finite_sum = where(y > 0, jnp.ones_like(r), jnp.zeros_like(r))
+    for k in range(1, _FINITE_SUM_BELOW):
         finite_sum = finite_sum + where(k < y, rs / (rs + k), jnp.zeros_like(r))
     yl = where(few, jnp.full_like(y, _FINITE_SUM_BELOW), y)
-    by_tails = rs * (_psi_minus_log_series(rs + yl) - _psi_minus_log_small(rs, log_rs))
+    # r [phi(r + y) - phi(r)] = r [phi(r + y) - (phi(r) + 1/r)] + 1: no 0 * inf where r flushes to 0.
+    by_tails = rs * (_psi_minus_log_series(rs + yl) - _psi_minus_log_small_plus_inv(rs, log_rs)) + 1
     direct = where(few, finite_sum - rs * log1p_y_over_r, by_tails)
     return where(large, series, direct)
 
