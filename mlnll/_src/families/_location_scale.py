@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlnll._src import numerics, unpack, validate
+from mlnll._src.closed_form import minus_inf_off_support
 from mlnll._src.unpack import free_names, pack
 
 
@@ -93,6 +94,14 @@ class FixedScaleUnpacking:
 
     def _unpack_with(self, outputs, targets) -> tuple[unpack.Params, jax.Array]:
         return params_and_targets(outputs, targets, family=self._name, scale=self.scale)
+
+    def _real_log_prob(self, log_pdf: Callable, outputs, targets, keep: int) -> jax.Array:
+        """``log_prob`` of a real target through the closed form ``log_pdf(keep, loc, log_scale,
+        y)``: the terms ``keep`` says, ``-inf`` (NaN derivatives) at an infinite target."""
+        p, y = self._unpack_with(outputs, targets)
+        finite, ys = finite_targets(y)
+        lp = log_pdf(keep, p.loc, log_scale_argument(p, self.scale), ys)
+        return minus_inf_off_support(lp, finite).astype(p.dtype)
 
 
 class InverseScale(NamedTuple):

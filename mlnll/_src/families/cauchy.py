@@ -12,7 +12,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from mlnll._src import numerics
-from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.closed_form import closed_form
 from mlnll._src.families import _location_scale as ls_
 from mlnll._src.types import CauchyOutputArrays, CauchyOutputs
 from mlnll._src.verify.case import Case, ScipyReference
@@ -84,18 +84,12 @@ class Cauchy(ls_.FixedScaleUnpacking):
 
     def log_prob(self, outputs: CauchyOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log Cauchy(y; loc, s)``, equal to scipy.stats.cauchy.logpdf."""
-        return self._log_prob(outputs, targets, ls_.ALL_TERMS)
+        return self._real_log_prob(cauchy_log_pdf, outputs, targets, ls_.ALL_TERMS)
 
     def log_prob_without_constants(self, outputs: CauchyOutputs, targets: ArrayLike) -> jax.Array:
         """``log_prob - constant_terms``, the constants never added: ``-log(1 + r^2) - log_scale`` (what
         ``drop_constants=True`` uses)."""
-        return self._log_prob(outputs, targets, ls_.without_constants(self.scale))
-
-    def _log_prob(self, outputs, targets, keep: int) -> jax.Array:
-        p, y = self._unpack_with(outputs, targets)
-        finite, ys = ls_.finite_targets(y)
-        lp = cauchy_log_pdf(keep, p.loc, ls_.log_scale_argument(p, self.scale), ys)
-        return minus_inf_off_support(lp, finite).astype(p.dtype)
+        return self._real_log_prob(cauchy_log_pdf, outputs, targets, ls_.without_constants(self.scale))
 
     def grad(self, outputs: CauchyOutputs, targets: ArrayLike) -> CauchyOutputArrays:
         """Closed form ``(-2 r / ((1 + r^2) s), (1 - r^2) / (1 + r^2))``; loc's alone for a fixed scale."""

@@ -12,7 +12,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from mlnll._src import numerics, validate
-from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.closed_form import closed_form
 from mlnll._src.families import _location_scale as ls_
 from mlnll._src.types import LaplaceOutputArrays, LaplaceOutputs
 from mlnll._src.verify.case import Case, ScipyReference
@@ -85,18 +85,12 @@ class Laplace(ls_.FixedScaleUnpacking):
 
     def log_prob(self, outputs: LaplaceOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log Laplace(y; loc, b)``, equal to scipy.stats.laplace.logpdf."""
-        return self._log_prob(outputs, targets, ls_.ALL_TERMS)
+        return self._real_log_prob(laplace_log_pdf, outputs, targets, ls_.ALL_TERMS)
 
     def log_prob_without_constants(self, outputs: LaplaceOutputs, targets: ArrayLike) -> jax.Array:
         """``log_prob - constant_terms``, the constants never added: ``-|r| - log_scale``, and exactly ``-|y - loc|`` for ``Laplace(scale=1)`` (what
         ``drop_constants=True`` uses)."""
-        return self._log_prob(outputs, targets, ls_.without_constants(self.scale))
-
-    def _log_prob(self, outputs, targets, keep: int) -> jax.Array:
-        p, y = self._unpack_with(outputs, targets)
-        finite, ys = ls_.finite_targets(y)
-        lp = laplace_log_pdf(keep, p.loc, ls_.log_scale_argument(p, self.scale), ys)
-        return minus_inf_off_support(lp, finite).astype(p.dtype)
+        return self._real_log_prob(laplace_log_pdf, outputs, targets, ls_.without_constants(self.scale))
 
     def grad(self, outputs: LaplaceOutputs, targets: ArrayLike) -> LaplaceOutputArrays:
         """Closed form ``(-sign(r) / b, 1 - |r|)``, 0 in loc at y = loc; loc's alone if the scale is fixed."""
