@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,27 +39,37 @@ def _prepare(outputs, targets) -> tuple[unpack.Params, jax.Array]:
     return unpack.with_targets(_outputs(outputs), targets, family="NegativeBinomial")
 
 
-def _log_one_plus_y_over_r(y: jax.Array, b: jax.Array) -> jax.Array:
-    """``log(1 + y/r)`` for y >= 0 as ``softplus(log y - b)``: y/r may overflow, its log does not."""
+class _Shared(NamedTuple):
+    """The pieces the log-density and its partials both use, computed once."""
+
+    positive: jax.Array  # y > 0
+    ys: jax.Array  # y, or 1 where y = 0 (double where: log y)
+    log_ys: jax.Array
+    r: jax.Array  # e^b
+    softplus_a_minus_b: jax.Array  # log1p(mu / r) as softplus(a - b): mu / r may overflow, its log not
+    log1p_y_over_r: jax.Array  # log1p(y / r) as softplus(log y - b), 0 at y = 0
+
+
+def _shared(a: jax.Array, b: jax.Array, y: jax.Array) -> _Shared:
+    """``_Shared`` at mean e^a, concentration e^b and valid counts y."""
     positive = y > 0
     ys = numerics.where(positive, y, jnp.ones_like(y))
-    return numerics.where(positive, numerics.softplus(jnp.log(ys) - b), jnp.zeros_like(y))
+    log_ys = jnp.log(ys)
+    log1p_y_over_r = numerics.where(positive, numerics.softplus(log_ys - b), jnp.zeros_like(y))
+    return _Shared(positive, ys, log_ys, jnp.exp(b), numerics.softplus(a - b), log1p_y_over_r)
 
 
-def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
+def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array, sh: _Shared | None = None) -> jax.Array:
     """``log p(y)`` for valid counts y, mean e^a, concentration e^b, in Loader's form (see the class).
 
     The log-gamma remainders come from ``stirling_remainder_in_dtype`` (arithmetic alone,
     no lgamma call: XLA:CPU's lgamma costs as much as ~40 logs), and ``stirlerr`` and ``bd0`` stop
     their series at the dtype's precision.
     """
-    positive = y > 0
-    ys = numerics.where(positive, y, jnp.ones_like(y))
-    r = jnp.exp(b)
-    log_ys = jnp.log(ys)
+    sh = _shared(a, b, y) if sh is None else sh
+    positive, ys, log_ys, r, log1p_y_over_r = sh.positive, sh.ys, sh.log_ys, sh.r, sh.log1p_y_over_r
     # s = log((r + mu) / (r + y)) = log1p(mu/r) - log1p(y/r), both as softplus of a log-ratio.
-    log1p_y_over_r = numerics.softplus(log_ys - b)
-    s = numerics.softplus(a - b) - log1p_y_over_r
+    s = sh.softplus_a_minus_b - log1p_y_over_r
     t_y = numerics.log_ratio(ys, a) + s  # log(y / m_y), m_y = (r + y) mu / (r + mu)
     delta_r = gamma_bessel.stirling_remainder_in_dtype(r, b)
     delta_r_plus_y = gamma_bessel.stirling_remainder_in_dtype(r + ys)  # r + y >= 1: no x < 1 branch
@@ -75,12 +86,15 @@ def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array) -> jax.Array:
     return numerics.where(positive, spread, at_zero)
 
 
-def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+def neg_log_pmf_grad(
+    a: jax.Array, b: jax.Array, y: jax.Array, sh: _Shared | None = None
+) -> tuple[jax.Array, jax.Array]:
     """The closed forms of ``d(-log p)/d(log_mean, log_concentration)`` for valid counts y."""
-    r = jnp.exp(b)
+    sh = _shared(a, b, y) if sh is None else sh
+    r = sh.r
     # r / (r + mu) = sigmoid(b - a): (mu - y) r / (r + mu) without forming r + mu. Where
     # sigmoid(b - a) would underflow, the product is taken in logs (it can be as large as ~r).
-    log_share = -numerics.softplus(a - b)  # log_sigmoid(b - a)
+    log_share = -sh.softplus_a_minus_b  # log_sigmoid(b - a)
     # log(r mu / (r + mu)) = min(a, b) - log1p(e^-|a - b|) (the log1p is softplus's own): no
     # rounding of a - softplus(a - b) at a = 1e4.
     log1p_exp_gap = jnp.log1p(jnp.exp(-jnp.abs(a - b)))
@@ -89,7 +103,7 @@ def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Arra
     over = a > math.log(jnp.finfo(a.dtype).max)
     mu = jnp.exp(numerics.where(over, jnp.zeros_like(a), a))  # double where: e^a is never inf
     gap = mu - y
-    log_y = jnp.log(numerics.where(y > 0, y, jnp.ones_like(y)))
+    log_y = sh.log_ys
     shortfall = -jnp.expm1(numerics.where(over, log_y - a, jnp.full_like(a, -jnp.inf)))  # 1 - y/mu, or 1
     normal = (log_share > math.log(jnp.finfo(a.dtype).tiny) + 1) & ~over
     abs_gap = numerics.where(gap == 0, jnp.ones_like(gap), jnp.abs(gap))  # double where: log(0)
@@ -113,7 +127,7 @@ def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Arra
     w = numerics.where(over, jnp.expm1(log_share) * shortfall, w_finite)
     near = jnp.abs(w) <= 0.5
     wn = numerics.where(near, w, jnp.zeros_like(w))
-    r_log1p_w = r * (_log_one_plus_y_over_r(y, b) - numerics.softplus(a - b))
+    r_log1p_w = r * (sh.log1p_y_over_r - sh.softplus_a_minus_b)
     r_log1pmx_w = numerics.where(near, -excess * numerics.log1pmx_over_x(wn), r_log1p_w + excess)
     return excess, -numerics.scaled_digamma_gap(b, y) - r_log1pmx_w
 
@@ -121,8 +135,9 @@ def neg_log_pmf_grad(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Arra
 def _log_pmf_and_partials(a: jax.Array, b: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
     """``log p(y)`` for valid counts y (Loader's form) and its closed-form partials in
     ``(log_mean, log_concentration)``; the counts are not differentiable."""
-    g_a, g_b = neg_log_pmf_grad(a, b, y)
-    return _log_pmf_value(a, b, y), (-g_a, -g_b, None)
+    sh = _shared(a, b, y)
+    g_a, g_b = neg_log_pmf_grad(a, b, y, sh)
+    return _log_pmf_value(a, b, y, sh), (-g_a, -g_b, None)
 
 
 # log p(y) for valid counts y, mean e^a, concentration e^b, differentiated by its partials: autodiff

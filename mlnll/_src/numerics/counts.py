@@ -56,7 +56,11 @@ _DIGAMMA_TAIL = (
     (16, 3617.0 / 8160.0),
 )
 _SERIES_FROM = 10.0
-_FINITE_SUM_BELOW = 16
+# Below this count the digamma gap is a finite sum; from it on r + y >= 10 and the series holds.
+# 10 rather than 16: six terms fewer to trace and compile, and the sum minus r log1p(y/r) cancels
+# less (largest error over r in [1e-30, 10), y < 40 against mpmath: 35.5 / 25.2 ulps in float64 /
+# float32, against 37.6 / 25.6 with 16 terms).
+_FINITE_SUM_BELOW = 10
 # The series terms a float32 (or narrower) result needs; float64 keeps the full tables.
 # exp(x) - 1 - x at |x| <= 1: k = 2..11; the first omitted term x^12/12! is below 5e-9 of the
 # leading x^2/2, under float32's half-ulp.
@@ -390,8 +394,8 @@ def scaled_digamma_gap(log_r: jax.Array, y: jax.Array) -> jax.Array:
     The bracket is ``phi(r + y) - phi(r)``, phi(x) = psi(x) - log x = sum_j a_j x^(-m_j) + ...:
     * r >= 10: the differences of the tail, ``a_j r [(r + y)^(-m_j) - r^(-m_j)]``, without
       cancellation (``_scaled_tail_differences``; ~y/(2 r) at large r);
-    * r < 10, y < 16: ``psi(r + y) - psi(r) = sum_{k<y} 1/(r + k)`` exactly, a sum of positive terms;
-    * r < 10, y >= 16: ``phi(r + y)`` by the series and ``phi(r) + 1/r`` by ``_psi_minus_log_small_plus_inv``.
+    * r < 10, y < 10: ``psi(r + y) - psi(r) = sum_{k<y} 1/(r + k)`` exactly, a sum of positive terms;
+    * r < 10, y >= 10: ``phi(r + y)`` by the series and ``phi(r) + 1/r`` by ``_psi_minus_log_small_plus_inv``.
     No digamma call: near its root at 1.46 digamma loses 1e-14 (float64) / 3e-6 (float32).
     """
     r = jnp.exp(log_r)
