@@ -80,7 +80,7 @@ def _stack(tree):
 
 
 # How each context calls a loss ``f`` (checked or not) on (outputs, targets, weights, where):
-# eagerly, in a user's jit, under grad and value_and_grad, vmap (a leading batch of two copies),
+# eagerly, in a user's jit, under grad and value_and_grad (each in the user's jit), vmap (a leading batch of two copies),
 # lax.scan (a training loop of two steps), jax.checkpoint, and on sharded inputs. Each context's
 # program is built once per loss (``_program``), so cases with the same loss and shapes share one
 # compilation.
@@ -92,7 +92,7 @@ _BUILD = {
     "eager": _call,
     "jit": lambda f: jax.jit(_call(f)),
     "grad": lambda f: jax.jit(jax.grad(_call(f))),
-    "value_and_grad": lambda f: jax.value_and_grad(_call(f)),
+    "value_and_grad": lambda f: jax.jit(jax.value_and_grad(_call(f))),
     "vmap": lambda f: jax.jit(jax.vmap(_call(f))),
     "scan": lambda f: jax.jit(lambda o, t, w, m: jax.lax.scan(
         lambda c, _: (c + _call(f)(o, t, w, m), None), 0.0, None, length=2)[0]),
