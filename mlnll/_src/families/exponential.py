@@ -13,6 +13,7 @@ from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.families import _tails
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -87,6 +88,18 @@ class Exponential:
         p, y, valid = _prepare(outputs, targets)
         _, (d_log_rate, _) = _log_pdf_and_partials(p.log_rate, y)
         return jnp.where(valid, -d_log_rate, jnp.nan).astype(p.dtype)
+
+    def log_cdf(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y) = log(1 - e^(-rate y))`` (scipy.stats.expon.logcdf), as
+        ``log(-expm1(-rate y))`` where rate y is small (``log(rate y)`` to first order, not the log
+        of a rounded difference) and ``log1p(-e^(-rate y))`` elsewhere; ``-inf`` for y <= 0."""
+        p, y = unpack.with_targets(_params(outputs), targets, family="Exponential")
+        return _tails.exponential_log_tail(p.log_rate, y, p.dtype, upper=False)
+
+    def log_survival(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = -rate y`` (0 for y <= 0), differentiated in closed form."""
+        p, y = unpack.with_targets(_params(outputs), targets, family="Exponential")
+        return _tails.exponential_log_tail(p.log_rate, y, p.dtype, upper=True)
 
     def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         p = _params(outputs)

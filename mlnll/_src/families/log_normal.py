@@ -14,6 +14,7 @@ from jax.typing import ArrayLike
 from mlnll._src import numerics, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.families import _tails
 from mlnll._src.types import LogNormalOutputArrays, LogNormalOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -105,6 +106,16 @@ class LogNormal(ls_.FixedScaleUnpacking):
         partials = {"loc": jnp.where(positive, d_loc, nan),
                     "log_scale": jnp.where(positive, d_log_scale, nan)}
         return ls_.neg_partials(partials, _NAMES, self._fixed, p.dtype)
+
+    def log_cdf(self, outputs: LogNormalOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y) = log Phi((log y - loc)/scale)`` (scipy.stats.lognorm.logcdf),
+        accurate in both tails (``_tails``); ``-inf`` for y <= 0. ``jax.grad`` runs its closed form."""
+        return _tails.log_normal_log_tail(self, outputs, targets, upper=False)
+
+    def log_survival(self, outputs: LogNormalOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = log Phi(-(log y - loc)/scale)``, accurate where S is tiny and
+        where it is near 1; 0 for y <= 0."""
+        return _tails.log_normal_log_tail(self, outputs, targets, upper=True)
 
     def params(self, outputs: LogNormalOutputs) -> dict[str, jax.Array]:
         """``{"loc", "scale"}`` of ``log y`` (scipy's ``s = scale`` and ``scale = exp(loc)``)."""

@@ -14,6 +14,7 @@ from jax.typing import ArrayLike
 from mlnll._src import numerics
 from mlnll._src.closed_form import closed_form
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.families import _tails
 from mlnll._src.types import LogisticOutputArrays, LogisticOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -123,6 +124,17 @@ class Logistic(ls_.FixedScaleUnpacking):
         finite, y = ls_.finite_targets(y)
         _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, p.loc, p.log_scale, y)
         return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
+
+    def log_cdf(self, outputs: LogisticOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y)`` = ``-softplus(-r)``, r = (y - loc)/scale, with relative accuracy in both
+        tails (scipy.stats.logistic.logcdf; ``_tails`` has the forms); ``jax.grad`` runs
+        its closed form (``d log F/dloc = -f/(F scale)``, ``d log F/dlog_scale = -r f/F``)."""
+        return _tails.real_log_tail(self, _tails.LOGISTIC, outputs, targets, upper=False)
+
+    def log_survival(self, outputs: LogisticOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = log(1 - F(y))`` (the law is symmetric: ``log F`` at -r), accurate
+        where S is tiny and where it is near 1; closed-form derivatives as for ``log_cdf``."""
+        return _tails.real_log_tail(self, _tails.LOGISTIC, outputs, targets, upper=True)
 
     def params(self, outputs: LogisticOutputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))

@@ -14,6 +14,7 @@ from jax.typing import ArrayLike
 from mlnll._src import numerics, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.families import _tails
 from mlnll._src.types import NormalOutputArrays, NormalOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -108,6 +109,17 @@ class Normal:
         finite, ys = ls_.finite_targets(y)
         _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, loc, log_scale, ys)
         return ls_.nan_off_support(finite, self._pack((-d_loc).astype(dtype), (-d_log_scale).astype(dtype)))
+
+    def log_cdf(self, outputs: NormalOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y)`` = ``log Phi(r)``, r = (y - loc)/scale, with relative accuracy in both
+        tails (scipy.stats.norm.logcdf; ``_tails`` has the forms); ``jax.grad`` runs
+        its closed form (``d log F/dloc = -f/(F scale)``, ``d log F/dlog_scale = -r f/F``)."""
+        return _tails.real_log_tail(self, _tails.NORMAL, outputs, targets, upper=False)
+
+    def log_survival(self, outputs: NormalOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = log(1 - F(y))`` (the law is symmetric: ``log F`` at -r), accurate
+        where S is tiny and where it is near 1; closed-form derivatives as for ``log_cdf``."""
+        return _tails.real_log_tail(self, _tails.NORMAL, outputs, targets, upper=True)
 
     def params(self, outputs: NormalOutputs) -> dict[str, jax.Array]:
         loc, log_scale, dtype = self._loc_log_scale(outputs)

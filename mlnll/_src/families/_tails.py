@@ -1,0 +1,217 @@
+"""Log-CDFs and log-survival functions of the continuous families, accurate in both tails.
+
+An observation known only to exceed y (right-censored) contributes ``log S(y) = log(1 - F(y))``
+to a likelihood, one known only to lie below y contributes ``log F(y)``; both are needed far in
+the tails, where ``log(F)`` of a rounded F is ``-inf`` or ``log(1 - F)`` of an F that rounds to 1
+is ``-inf`` too. Each family here computes the log of the smaller tail directly.
+
+For a location-scale family, ``F(y) = F0(z)`` with ``z = (y - loc) / scale``, and the standard
+laws used here are symmetric, so ``S(y) = F0(-z)``: one standard ``log F0`` serves both tails. A
+``StandardTail`` returns ``log F0(z)`` and ``h(z) = f0(z) / F0(z) = d log F0 / dz``, the ratio the
+closed-form derivatives need, computed without forming f0 / F0 as a quotient of two underflowed
+numbers where the tail is far out:
+
+``d log F / d loc = -h / scale``, ``d log F / d log_scale = -h z``, ``d log F / d y = h / scale``
+(from ``dz/dloc = -1/scale``, ``dz/dlog_scale = -z``, ``dz/dy = 1/scale``), and the same with
+``z -> -z`` and the signs of h flipped for ``log S``. ``jax.grad``, ``jacfwd`` and ``hessian`` of a
+family's ``log_cdf`` and ``log_survival`` run through these partials (``closed_form``).
+
+At the ends of the real line the limits hold exactly: ``log F(-inf) = -inf``, ``log F(+inf) = 0``
+(and the reverse for ``log S``), with zero derivatives; a NaN target gives NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlnll._src import numerics
+from mlnll._src.closed_form import closed_form
+from mlnll._src.families import _location_scale as ls_
+
+_SQRT_HALF = math.sqrt(0.5)
+_LOG_PI = math.log(math.pi)
+
+
+class StandardTail(NamedTuple):
+    """A standard law's ``z -> (log F0(z), h(z) = f0(z)/F0(z))``, for finite z, and optionally
+    ``z h(z)`` as a third entry where the product of the two can underflow although it is a number
+    of the dtype (the Cauchy's far right tail)."""
+
+    name: str
+    log_cdf_and_ratio: Callable[[jax.Array], tuple[jax.Array, ...]]
+
+
+# -- the standard laws ---------------------------------------------------------------------------
+
+
+def _normal_asymptotic_terms(dtype) -> tuple[float, int]:
+    """Where the left-tail series takes over and how many terms it keeps: z <= -20 with 10 terms in
+    float64 (the omitted term (2k - 1)!! / z^(2k) is below 1e-17 there), z <= -8 with 8 terms in
+    float32 (below 1e-8)."""
+    return (-20.0, 10) if np.dtype(dtype) == np.float64 else (-8.0, 8)
+
+
+def _normal(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``log Phi(z)`` and ``phi(z) / Phi(z)``.
+
+    * z > 0: ``log Phi = log1p(-erfc(z/sqrt 2)/2)``, the upper tail's mass taken from erfc directly
+      (``log(1 - Phi)`` would round Phi(8) = 1 - 6e-16 to 1 in float32).
+    * a <= z <= 0: ``log Phi = log(erfc(-z/sqrt 2)/2)``; erfc keeps its relative accuracy down to its
+      underflow (z = -37.5 in float64).
+    * z < a (a = -20 in float64, -8 in float32): the asymptotic series
+      ``Phi(z) = phi(z) / (-z) * (1 + sum_k (-1)^k (2k - 1)!! / z^(2k))``, so
+      ``log Phi = -z^2/2 - log(-z) - log(2 pi)/2 + log1p(series)`` and ``phi/Phi = -z / (1 + series)``
+      with no quotient of two tiny numbers; it stays finite where Phi itself underflows (z = -40).
+    """
+    a, terms = _normal_asymptotic_terms(z.dtype)
+    far = z < a
+    zf = jnp.where(far, z, jnp.full_like(z, a))  # double where: the series sees |z| >= |a|
+    inv_z2 = 1 / (zf * zf)
+    coeffs = [0.0] + [(-1.0) ** k * math.prod(range(1, 2 * k, 2)) for k in range(1, terms + 1)]
+    series = numerics.horner(coeffs, inv_z2)  # sum_k (-1)^k (2k-1)!! u^k, u = 1/z^2
+    log_far = -0.5 * zf * zf - jnp.log(-zf) - numerics.HALF_LOG_2PI + jnp.log1p(series)
+    ratio_far = -zf / (1 + series)
+    erfc = jax.scipy.special.erfc(jnp.abs(z) * _SQRT_HALF)  # 2 x the smaller tail's mass
+    log_near = jnp.where(z > 0, jnp.log1p(-0.5 * erfc), jnp.log(0.5 * erfc))
+    zn = jnp.where(far, jnp.zeros_like(z), z)
+    ratio_near = jnp.exp(-0.5 * zn * zn - numerics.HALF_LOG_2PI - jnp.where(far, jnp.zeros_like(z), log_near))
+    return jnp.where(far, log_far, log_near), jnp.where(far, ratio_far, ratio_near)
+
+
+def _logistic(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``log sigmoid(z) = -softplus(-z)`` and ``f0/F0 = sigmoid(-z)`` (f0 = sigmoid(z) sigmoid(-z)):
+    exact forms at any z (log F0(-700) = -700, not log of an underflowed sigmoid)."""
+    return numerics.log_sigmoid(z), jax.nn.sigmoid(-z)
+
+
+def _laplace(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``F0(z) = e^z / 2`` for z < 0 and ``1 - e^-z / 2`` above: ``log F0 = z - log 2`` (ratio 1)
+    and ``log1p(-e^-z / 2)`` with ratio ``(e^-z/2) / (1 - e^-z/2) = 1 / (2 expm1(z) + 1)``."""
+    below = z < 0
+    zp = jnp.where(below, jnp.zeros_like(z), z)
+    log_above = jnp.log1p(-0.5 * jnp.exp(-zp))
+    ratio_above = 1 / (2 * jnp.expm1(zp) + 1)  # expm1: exact near z = 0, where 2 e^z - 1 ~ 1
+    return jnp.where(below, z - numerics.LOG_2, log_above), jnp.where(below, jnp.ones_like(z), ratio_above)
+
+
+def _cauchy(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``F0(z) = 1/2 + atan(z)/pi``; the smaller tail's mass is ``t = atan(1/|z|) / pi`` (for z < 0,
+    1/2 + atan(z)/pi = atan(-1/z)/pi exactly), so ``log F0 = log t`` below 0 and ``log1p(-t)`` above,
+    never 1/2 + atan(z)/pi, which cancels to 0 at z = -1e17 in float64.
+
+    Beyond |z| = 2^30, ``atan(1/|z|) = 1/|z|`` to below an ulp: ``log t = -log|z| - log pi`` (1/|z|
+    itself flushes to 0 for |z| > 8.5e37 in float32). The ratio ``f0/F0 = 1 / (pi (1 + z^2) F0)`` is
+    ``1 / ((1 + z^2) atan(1/|z|))`` below 0, ``1/|z|`` beyond 2^30.
+    """
+    a = jnp.abs(z)
+    big = a > 2.0**30
+    ab = jnp.where(big, jnp.ones_like(a), a)  # double where: 1/|z| of a moderate |z|
+    t_pi = jnp.arctan(1 / ab)  # pi t
+    below = z < 0
+    log_t = jnp.where(big, -jnp.log(a), jnp.log(t_pi)) - _LOG_PI
+    log_above = jnp.log1p(-jnp.where(big, 1 / (math.pi * jnp.where(big, a, jnp.ones_like(a))), t_pi / math.pi))
+    ratio_below = jnp.where(big, 1 / a, 1 / ((1 + ab * ab) * t_pi))
+    f_above = math.pi * jnp.exp(log_above)  # pi F0
+    ratio_above = 1 / ((1 + z * z) * f_above)
+    # z h = z / (pi (1 + z^2) F0) = 1 / (pi z F0) beyond 2^30, where (1 + z^2) alone overflows in
+    # float32 (z = 1e30: z h = 3e-31 is a float32 number, h = 3e-61 is not)
+    z_ratio_above = jnp.where(big, 1 / (jnp.where(big, a, jnp.ones_like(a)) * f_above), z * ratio_above)
+    z_ratio = jnp.where(below, jnp.where(big, -jnp.ones_like(z), z * ratio_below), z_ratio_above)
+    return jnp.where(below, log_t, log_above), jnp.where(below, ratio_below, ratio_above), z_ratio
+
+
+NORMAL = StandardTail("Normal", _normal)
+LOGISTIC = StandardTail("Logistic", _logistic)
+LAPLACE = StandardTail("Laplace", _laplace)
+CAUCHY = StandardTail("Cauchy", _cauchy)
+
+
+# -- location-scale families ---------------------------------------------------------------------
+
+
+def _location_scale_tail(standard: StandardTail, upper: bool, loc, log_scale, y):
+    """``log F(y)`` (or ``log S(y)`` if ``upper``) and its partials in ``(loc, log_scale, y)``."""
+    r, inv_scale = ls_.standardize(loc, log_scale, y)
+    z = -r if upper else r
+    value, ratio, *z_ratio = standard.log_cdf_and_ratio(z)
+    slope = -ratio if upper else ratio  # d value / d r
+    # r = (y - loc)/scale: dr/dloc = -1/scale, dr/dlog_scale = -r, dr/dy = 1/scale; and
+    # -slope r = -h(z) z in both tails (z = -r for log S).
+    d_log_scale = -(z_ratio[0] if z_ratio else ratio * z)
+    return value, (-slope * inv_scale, d_log_scale, slope * inv_scale)
+
+
+location_scale_tail = closed_form(_location_scale_tail, num_static=2)
+
+
+def _at_the_ends(value: jax.Array, y: jax.Array, upper: bool) -> jax.Array:
+    """``value`` where y is finite, the exact limits at ``y = -inf`` and ``+inf``, NaN at a NaN y."""
+    at_top = jnp.full_like(value, -jnp.inf if upper else 0.0)  # log S(+inf), log F(+inf)
+    at_bottom = jnp.full_like(value, 0.0 if upper else -jnp.inf)
+    ends = jnp.where(y > 0, at_top, jnp.where(y < 0, at_bottom, jnp.full_like(value, jnp.nan)))
+    return jnp.where(jnp.isfinite(y), value, ends)
+
+
+def real_log_tail(family, standard: StandardTail, outputs, targets, *, upper: bool) -> jax.Array:
+    """``log F`` or ``log S`` of a location-scale ``family`` (with ``_name`` and ``scale``) at real targets."""
+    loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(outputs, targets, family=family._name, scale=family.scale)
+    finite, ys = ls_.finite_targets(y)
+    value = location_scale_tail(standard, upper, loc, log_scale, ys)
+    return _at_the_ends(value, y, upper).astype(dtype)
+
+
+def log_normal_log_tail(family, outputs, targets, *, upper: bool) -> jax.Array:
+    """``log F`` or ``log S`` of ``LogNormal``: ``log y ~ Normal(loc, scale)`` for y > 0; below the
+    support ``log F = -inf`` and ``log S = 0``, at ``y = inf`` the reverse."""
+    loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(outputs, targets, family=family._name, scale=family.scale)
+    positive = numerics.positive_and_finite(y)  # from the bits: a subnormal y is positive
+    log_y = numerics.log_of_positive(jnp.where(positive, y, jnp.ones_like(y)))
+    value = location_scale_tail(NORMAL, upper, loc, log_scale, log_y)
+    # y <= 0 is the lower end of the support (log F = -inf, log S = 0), as y = -inf is for a real.
+    ends = jnp.where(y > 0, y, jnp.where(jnp.isnan(y), y, jnp.full_like(y, -jnp.inf)))
+    return _at_the_ends(jnp.where(positive, value, jnp.zeros_like(value)), jnp.where(positive, y, ends), upper).astype(dtype)
+
+
+# -- Exponential -----------------------------------------------------------------------------------
+
+
+def _exponential_tail(upper: bool, log_rate, y):
+    """``log S = -rate y`` with partials ``(-rate y, -rate)``, or
+    ``log F = log(1 - e^-x)``, x = rate y, with partials ``(x / expm1(x), rate / expm1(x))``
+    (``d log F / dx = e^-x / (1 - e^-x) = 1 / expm1(x)``, ``dx/dlog_rate = x``, ``dx/dy = rate``).
+
+    ``log(1 - e^-x)`` is ``log(-expm1(-x))`` for x <= log 2 (relative accuracy at tiny x) and
+    ``log1p(-e^-x)`` above (accuracy where F is near 1). Below x = e^-40 it is
+    ``log x = log_rate + log y`` (the next term, -x/2, is below 1e-17 of it), taken from the logs:
+    the product itself is subnormal or 0 in float32 at ``log_rate = -20, y = 1e-30``.
+    """
+    rate = jnp.exp(log_rate)
+    x = jnp.where(y == 0, jnp.zeros_like(y), rate * y)  # exactly 0 at y = 0, whatever the rate
+    if upper:
+        return -x, (-x, -rate)
+    log_x = log_rate + numerics.log_of_positive(jnp.where(y == 0, jnp.ones_like(y), y))
+    tiny = (log_x < -40) | (y == 0)
+    value = jnp.where(x <= numerics.LOG_2, jnp.log(-jnp.expm1(-x)), jnp.log1p(-jnp.exp(-x)))
+    value = jnp.where(tiny, jnp.where(y == 0, jnp.full_like(y, -jnp.inf), log_x), value)
+    # x / expm1(x): 1 as x -> 0, 0 as x -> inf (the double where keeps 0/0 and inf/inf out)
+    xs = jnp.where(tiny | jnp.isinf(x), jnp.ones_like(x), x)
+    slope = jnp.where(tiny, jnp.ones_like(x), jnp.where(jnp.isinf(x), jnp.zeros_like(x), xs / jnp.expm1(xs)))
+    return value, (slope, numerics.divide_by_positive(slope, y))  # rate / expm1(x) = slope / y
+
+
+exponential_tail = closed_form(_exponential_tail, num_static=1)
+
+
+def exponential_log_tail(log_rate: jax.Array, y: jax.Array, dtype, *, upper: bool) -> jax.Array:
+    """``log F`` or ``log S`` of ``Exponential`` at targets y broadcast with ``log_rate``: below 0
+    ``log F = -inf`` and ``log S = 0``, at ``y = inf`` the reverse, NaN at NaN."""
+    inside = numerics.nonnegative_and_finite(y)
+    value = exponential_tail(upper, log_rate, jnp.where(inside, y, jnp.ones_like(y)))
+    ends = jnp.where(y > 0, y, jnp.where(jnp.isnan(y), y, jnp.full_like(y, -jnp.inf)))
+    return _at_the_ends(jnp.where(inside, value, jnp.zeros_like(value)), jnp.where(inside, y, ends), upper).astype(dtype)
