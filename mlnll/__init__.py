@@ -45,6 +45,10 @@ from mlnll._src.families.von_mises import VonMises as VonMises
 from mlnll._src.families import exponential_family as exponential_family
 from mlnll._src.families.exponential_family import ExponentialFamily as ExponentialFamily
 from mlnll._src.families.mixture_same_family import MixtureSameFamily as MixtureSameFamily
+# --- censoring and truncation (Censored, IntervalCensored, Truncated) ---
+from mlnll._src.families.censored import Censored as Censored
+from mlnll._src.families.censored import IntervalCensored as IntervalCensored
+from mlnll._src.families.censored import Truncated as Truncated
 from mlnll._src.families.multivariate_normal import MultivariateNormal as MultivariateNormal
 # --- speed (linear_categorical_nll, ...) ---
 from mlnll._src.vocab.fused import linear_categorical_nll as linear_categorical_nll
@@ -94,6 +98,10 @@ __all__ = [
     "MixtureSameFamily",
     "MultivariateNormal",
     "exponential_family",
+    # censoring and truncation
+    "Censored",
+    "IntervalCensored",
+    "Truncated",
     # speed
     "linear_categorical_nll",
     "vocab_parallel_linear_categorical_nll",
