@@ -37,6 +37,7 @@ from mlnll._src.families.laplace import Laplace as Laplace
 from mlnll._src.families.log_normal import LogNormal as LogNormal
 from mlnll._src.families.logistic import Logistic as Logistic
 from mlnll._src.families.student_t import StudentT as StudentT
+from mlnll._src.families.normal_inverse_gamma import NormalInverseGamma as NormalInverseGamma
 # --- positive (Exponential, Gamma, Beta, Dirichlet, VonMises) ---
 from mlnll._src.families.beta import Beta as Beta
 from mlnll._src.families.dirichlet import Dirichlet as Dirichlet
@@ -88,6 +89,7 @@ __all__ = [
     "LogNormal",
     "Logistic",
     "StudentT",
+    "NormalInverseGamma",
     # positive
     "Beta",
     "Dirichlet",

@@ -1,4 +1,4 @@
-"""Weibull, Gumbel and AsymmetricLaplace: what is specific to these families.
+"""Weibull, Gumbel, AsymmetricLaplace and NormalInverseGamma: what is specific to these families.
 
 The generic promises (frozen and hashable, log_prob against scipy and autodiff of the textbook
 formula in float32 and float64 at the check cases' inputs, jacfwd and hessian, extremes, samples in
@@ -8,7 +8,8 @@ tests/test_conformance.py, and their Fisher information against quadrature by th
 quantile levels and concentrations, entropy and mean), the extremes against mpmath (huge and tiny
 scales and concentrations, subnormal targets, Gumbel's doubly exponential left tail), the KL
 divergences against mpmath's textbook closed forms and against quadrature, the pinball-loss
-identity and quantile regression, and the reductions to other families.
+identity and quantile regression, the reductions to other families, and NormalInverseGamma's
+hierarchy (its Student t marginal against quadrature), evidence regulariser and rank-3 information.
 
 Tolerances: ``conftest.RTOL`` (the one dtype-keyed table) times a small factor for the roundings a
 comparison chains, judged against the size of the terms the quantity is a difference of.
@@ -563,3 +564,99 @@ def test_wrong_outputs_raise_naming_the_family_and_the_argument():
         mlnll.AsymmetricLaplace(quantile=0.9, scale=1.0).log_prob((jnp.zeros(2), jnp.zeros(2)), jnp.ones(2))
     with pytest.raises(ValueError, match="Gumbel"):
         mlnll.Gumbel().log_prob((jnp.zeros(2), jnp.zeros(3)), jnp.ones(2))
+
+
+# -- NormalInverseGamma (deep evidential regression) -------------------------------------------------
+
+NIG_OUTPUTS = (np.array([0.3, -1.0, 2.0, 0.0]), np.array([0.5, -2.0, 1.0, 3.0]),
+               np.array([-1.0, 0.0, 2.5, -4.0]), np.array([0.2, 1.0, -1.5, 0.0]))
+NIG_Y = np.array([1.1, -3.0, 2.2, 0.4])
+
+
+def test_normal_inverse_gamma_is_the_marginal_of_its_hierarchy():
+    # sigma^2 ~ InvGamma(alpha, beta), mu | sigma^2 ~ N(loc, sigma^2 / nu), y | mu ~ N(mu, sigma^2):
+    # integrating mu out is the normal convolution y | sigma^2 ~ N(loc, sigma^2 (1 + 1/nu)), and
+    # sigma^2 = e^s is integrated by scipy's adaptive quadrature in s, between scipy's inverse-gamma
+    # quantiles 1e-15 and 1 - 1e-15 (the densities written out: scipy.stats' per-call cost would
+    # make the quadrature slow).
+    got = _f64(jax.jit(mlnll.NormalInverseGamma().log_prob)(_cast(NIG_OUTPUTS, F64), _cast(NIG_Y, F64)))
+    for i in range(len(NIG_Y)):
+        loc, nu, alpha, beta = (NIG_OUTPUTS[0][i], math.exp(NIG_OUTPUTS[1][i]), 1 + math.exp(NIG_OUTPUTS[2][i]),
+                                math.exp(NIG_OUTPUTS[3][i]))
+        log_norm_ig = alpha * math.log(beta) - math.lgamma(alpha)
+
+        def integrand(s, i=i, loc=loc, nu=nu, alpha=alpha, beta=beta, log_norm_ig=log_norm_ig):
+            v = math.exp(s)
+            variance = v * (1 + 1 / nu)
+            log_normal = -0.5 * (NIG_Y[i] - loc) ** 2 / variance - 0.5 * math.log(2 * math.pi * variance)
+            log_prior_times_v = log_norm_ig - alpha * s - beta / v  # InvGamma density times dv/ds = v
+            return math.exp(log_normal + log_prior_times_v)
+
+        prior = scipy.stats.invgamma(alpha, scale=beta)
+        lo, mid, hi = (math.log(prior.ppf(q)) for q in (1e-15, 0.5, 1 - 1e-15))
+        want = math.log(sum(scipy.integrate.quad(integrand, a, b, epsabs=0, epsrel=1e-12, limit=200)[0]
+                            for a, b in ((lo, mid), (mid, hi))))
+        assert abs(got[i] - want) <= 1e-9 * max(abs(want), 1.0), (i, got[i], want)
+
+
+def _nig_plain_regularized(lam):
+    from mlnll._src.families.normal_inverse_gamma import _plain_log_prob
+
+    def loss(o, y):
+        nu, alpha = jnp.exp(o[1]), 1 + jnp.exp(o[2])
+        return -_plain_log_prob(o, y) + lam * jnp.abs(y - o[0]) * (2 * nu + alpha)
+
+    return loss
+
+
+@DTYPES
+def test_the_evidence_regularizer_adds_amini_et_al_s_term_with_its_closed_form_gradient(dtype):
+    lam = 0.3
+    outputs, y = _cast(NIG_OUTPUTS, dtype), _cast(NIG_Y, dtype)
+    y = y.at[0].set(outputs[0][0])  # y = loc: the penalty's kink, subgradient 0 in loc
+    loss = mlnll.nll(mlnll.NormalInverseGamma(), reduction="sum", evidence_regularizer=lam)
+    plain = _nig_plain_regularized(lam)
+
+    @jax.jit
+    def everything(o, t):
+        per = mlnll.nll(mlnll.NormalInverseGamma(), reduction="none", evidence_regularizer=lam)(o, t)
+        plain_nll = mlnll.nll(mlnll.NormalInverseGamma(), reduction="none")
+        zero = mlnll.nll(mlnll.NormalInverseGamma(), reduction="none", evidence_regularizer=0.0)
+        return (per, loss.grad(o, t), jax.grad(loss)(o, t), plain(o, t), jax.grad(lambda o: jnp.sum(plain(o, t)))(o),
+                plain_nll.grad(o, t)[0], zero(o, t), plain_nll(o, t))
+
+    per, closed, through, want, want_grad, nll_only, zero, unregularized = everything(outputs, y)
+    assert per.dtype == dtype
+    np.testing.assert_allclose(_f64(per), _f64(want), rtol=8 * RTOL[dtype])
+    for i, (c, t, w) in enumerate(zip(closed, through, want_grad)):
+        c, t, w = _f64(c), _f64(t), _f64(w)
+        off_kink = slice(1, None) if i == 0 else slice(None)  # autodiff of |d| takes +1 at d = 0
+        assert np.all(np.abs(c - w)[off_kink] <= 16 * RTOL[dtype] * np.maximum(np.abs(w), 1.0)[off_kink]), (c, w)
+        np.testing.assert_allclose(t, c, rtol=4 * RTOL[dtype], atol=4 * RTOL[dtype])
+    # At y = loc the penalty's loc subgradient is 0 (least norm): the loc gradient is the NLL's alone.
+    assert float(closed[0][0]) == float(nll_only[0])
+    np.testing.assert_array_equal(_f64(zero), _f64(unregularized))  # lam = 0 is the plain NLL
+
+
+def test_normal_inverse_gamma_fisher_has_the_unidentified_direction():
+    # The marginal depends on nu and beta only through beta (1 + nu) / nu: the direction
+    # (d log_nu, d log_beta) = (1, sigmoid(-log_nu)) leaves it unchanged and carries no information;
+    # the other three eigenvalues are positive.
+    outputs = _cast(NIG_OUTPUTS, F64)
+    fisher = _f64(jax.jit(mlnll.NormalInverseGamma().fisher)(outputs))
+    assert fisher.shape == (4, 4, 4)
+    direction = np.stack([np.zeros(4), np.ones(4), np.zeros(4), 1 / (1 + np.exp(NIG_OUTPUTS[1]))], -1)
+    np.testing.assert_allclose(np.einsum("nij,nj->ni", fisher, direction), 0.0, atol=1e-15)
+    eigenvalues = np.linalg.eigvalsh(fisher)
+    assert np.all(eigenvalues[:, 1:] > 1e-6 * eigenvalues[:, -1:])
+
+
+def test_normal_inverse_gamma_options_and_kl_raise_clearly():
+    with pytest.raises(ValueError, match="evidence_regularizer"):
+        mlnll.nll(mlnll.NormalInverseGamma(), evidence_regularizer=-0.1)
+    with pytest.raises(TypeError, match="evidence_regularizer"):
+        mlnll.nll(mlnll.NormalInverseGamma(), evidence_regulariser=0.1)
+    with pytest.raises(NotImplementedError, match="no closed form"):
+        mlnll.NormalInverseGamma().kl(_cast(NIG_OUTPUTS, F64), _cast(NIG_OUTPUTS, F64))
+    params = mlnll.NormalInverseGamma().params(_cast(NIG_OUTPUTS, F64))
+    np.testing.assert_allclose(_f64(params["alpha"]), 1 + np.exp(NIG_OUTPUTS[2]), rtol=1e-15)
