@@ -139,6 +139,28 @@ def nll_negative_binomial(raw, y):
     return -log_p
 
 
+def nll_gumbel(raw, y):
+    loc, ls = raw
+    z = (y - loc) * mp.exp(-ls)
+    return z + mp.exp(-z) + ls
+
+
+def nll_asymmetric_laplace(tau):
+    def nll(raw, y):
+        loc, ls = raw
+        u = (y - loc) * mp.exp(-ls)
+        return u * (tau - (1 if u < 0 else 0)) + ls - mp.log(tau * (1 - tau))
+
+    return nll
+
+
+def nll_weibull(raw, y):
+    ls, lk = raw
+    k = mp.exp(lk)
+    t = k * (mp.log(y) - ls)
+    return -(lk - ls + (k - 1) * (mp.log(y) - ls) - mp.exp(t))
+
+
 # -- grids of single examples: (raw outputs tuple of floats, target) -------------------------
 
 
@@ -175,6 +197,18 @@ def grid_positive(rng):
 
 def grid_two_positive(rng, y_values):
     return [((a, b), y) for a in (-5.0, -1.0, 0.0, 2.0, 8.0) for b in (-3.0, 0.0, 4.0) for y in y_values]
+
+
+def grid_gumbel(rng):
+    """The location-scale grid and the doubly exponential left tail (z = -4 and -60)."""
+    return grid_loc_scale(rng) + [((0.0, 0.0), -4.0), ((1.0, 0.5), 1.0 - 60.0 * float(np.exp(0.5)))]
+
+
+def grid_weibull(rng):
+    """Log-scales from -80 to 80, concentrations e^-2 to e^3, targets from 1e-20 to 2.5 scales, and
+    1.001 scales (L = 1e-3: the score ``k expm1(k L)`` is small, log y large)."""
+    return [((ls, lk), float(np.exp(ls)) * c) for ls in (-80.0, -3.0, 0.0, 4.0, 80.0) for lk in (-2.0, 0.0, 1.5, 3.0)
+            for c in (1e-20, 0.3, 1.001, 2.5)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +295,10 @@ def _rows() -> list[Row]:
         ("Beta", lambda: mlnll.Beta(), nll_beta, lambda rng: grid_two_positive(rng, (1e-6, 0.3, 0.999)), None, None),
         ("VonMises", lambda: mlnll.VonMises(), nll_von_mises,
          lambda rng: [((loc, lk), y) for loc in (0.0, 2.0) for lk in (-5.0, 0.0, 3.0, 10.0) for y in (0.0, 1.0, -2.5)], None, None),
+        ("Gumbel", lambda: mlnll.Gumbel(), nll_gumbel, grid_gumbel, None, None),
+        ("AsymmetricLaplace(quantile=0.9)", lambda: mlnll.AsymmetricLaplace(quantile=0.9), nll_asymmetric_laplace(0.9),
+         grid_loc_scale, None, None),
+        ("Weibull", lambda: mlnll.Weibull(), nll_weibull, grid_weibull, None, None),
     ]
     for name, make, reference, grid, optax_fn, torch_fn in optional:
         try:

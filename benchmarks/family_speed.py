@@ -141,6 +141,32 @@ def _lognormal_peer(o, y):
     return jss.norm.logpdf(log_y, o[0], jnp.exp(o[1])) - log_y
 
 
+def _tail_inputs(size, family):
+    """Raw outputs (two standard normals, halved) and targets drawn from ``family`` itself (Gumbel,
+    AsymmetricLaplace, Weibull: jax.random has no sampler for two of them)."""
+    k = _keys(9, 3)
+    outputs = (0.5 * jax.random.normal(k[0], (size,)), 0.5 * jax.random.normal(k[1], (size,)))
+    return outputs, family.sample(k[2], outputs)
+
+
+# The plain jax.numpy formulas a user would differentiate (jax.scipy.stats has none of these).
+def _gumbel_peer(o, y):
+    z = (y - o[0]) / jnp.exp(o[1])
+    return -z - jnp.exp(-z) - o[1]
+
+
+def _asymmetric_laplace_peer(tau):
+    def peer(o, y):
+        u = (y - o[0]) / jnp.exp(o[1])
+        return math.log(tau * (1 - tau)) - o[1] - u * (tau - (u < 0))
+    return peer
+
+
+def _weibull_peer(o, y):
+    k, z = jnp.exp(o[1]), y / jnp.exp(o[0])
+    return o[1] - o[0] + (k - 1) * jnp.log(z) - z**k
+
+
 def rows() -> list[Row]:
     sig = jax.nn.sigmoid
     return [
@@ -188,6 +214,13 @@ def rows() -> list[Row]:
             _mvn_inputs, lambda o, y: jss.multivariate_normal.logpdf(y, o[0], _tril(o[1]) @ jnp.swapaxes(_tril(o[1]), -1, -2))),
         Row("MixtureSameFamily(Normal) [N, 8]", "logsumexp(log_softmax(logits) + jss.norm.logpdf)",
             mlnll.MixtureSameFamily(mlnll.Normal()), _mixture_inputs, _mixture_peer),
+        Row("Gumbel", "plain: -z - exp(-z) - log_scale, z = (y - loc) / exp(log_scale)", mlnll.Gumbel(),
+            lambda n: _tail_inputs(n, mlnll.Gumbel()), _gumbel_peer),
+        Row("AsymmetricLaplace(quantile=0.9)", "plain: log(tau (1 - tau)) - log_scale - u (tau - (u < 0))",
+            mlnll.AsymmetricLaplace(quantile=0.9),
+            lambda n: _tail_inputs(n, mlnll.AsymmetricLaplace(quantile=0.9)), _asymmetric_laplace_peer(0.9)),
+        Row("Weibull", "plain: log_k - log_scale + (k - 1) log(y / scale) - (y / scale)**k", mlnll.Weibull(),
+            lambda n: _tail_inputs(n, mlnll.Weibull()), _weibull_peer),
     ]
 
 

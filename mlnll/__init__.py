@@ -30,17 +30,21 @@ from mlnll._src.families.multinomial import Multinomial as Multinomial
 from mlnll._src.families.negative_binomial import NegativeBinomial as NegativeBinomial
 from mlnll._src.families.poisson import Poisson as Poisson
 # --- reals (Laplace, Cauchy, Logistic, StudentT, LogNormal) ---
+from mlnll._src.families.asymmetric_laplace import AsymmetricLaplace as AsymmetricLaplace
 from mlnll._src.families.cauchy import Cauchy as Cauchy
+from mlnll._src.families.gumbel import Gumbel as Gumbel
 from mlnll._src.families.laplace import Laplace as Laplace
 from mlnll._src.families.log_normal import LogNormal as LogNormal
 from mlnll._src.families.logistic import Logistic as Logistic
 from mlnll._src.families.student_t import StudentT as StudentT
+from mlnll._src.families.normal_inverse_gamma import NormalInverseGamma as NormalInverseGamma
 # --- positive (Exponential, Gamma, Beta, Dirichlet, VonMises) ---
 from mlnll._src.families.beta import Beta as Beta
 from mlnll._src.families.dirichlet import Dirichlet as Dirichlet
 from mlnll._src.families.exponential import Exponential as Exponential
 from mlnll._src.families.gamma import Gamma as Gamma
 from mlnll._src.families.von_mises import VonMises as VonMises
+from mlnll._src.families.weibull import Weibull as Weibull
 # --- structured (MultivariateNormal, MixtureSameFamily, ExponentialFamily) ---
 from mlnll._src.families import exponential_family as exponential_family
 from mlnll._src.families.exponential_family import ExponentialFamily as ExponentialFamily
@@ -82,17 +86,21 @@ __all__ = [
     "NegativeBinomial",
     "Poisson",
     # reals
+    "AsymmetricLaplace",
     "Cauchy",
+    "Gumbel",
     "Laplace",
     "LogNormal",
     "Logistic",
     "StudentT",
+    "NormalInverseGamma",
     # positive
     "Beta",
     "Dirichlet",
     "Exponential",
     "Gamma",
     "VonMises",
+    "Weibull",
     # structured
     "ExponentialFamily",
     "MixtureSameFamily",

@@ -103,6 +103,25 @@ class FixedScaleUnpacking:
         lp = log_pdf(keep, p.loc, log_scale_argument(p, self.scale), ys)
         return minus_inf_off_support(lp, finite).astype(p.dtype)
 
+    def _real_grad(self, value_and_partials: Callable, outputs, targets):
+        """``grad()`` of a real target from the partials of ``value_and_partials(keep, loc,
+        log_scale, y)`` (the closed form's own function): minus those in the free outputs, packed
+        as the outputs are, NaN at an infinite target."""
+        p, y = self._unpack_with(outputs, targets)
+        finite, ys = finite_targets(y)
+        _, (d_loc, d_log_scale, _) = value_and_partials(ALL_TERMS, p.loc, p.log_scale, ys)
+        partials = {"loc": d_loc, "log_scale": d_log_scale}
+        return nan_off_support(finite, neg_partials(partials, LOC_LOG_SCALE, self._fixed, p.dtype))
+
+    def _shifted_and_scaled_sample(self, standard_draw: Callable, key: jax.Array, outputs,
+                                   sample_shape: Sequence[int]) -> jax.Array:
+        """``loc + s * eps`` with ``eps = standard_draw(key, shape, dtype)`` a draw of the standard
+        (loc 0, scale 1) law, shape ``sample_shape + batch``."""
+        p = self._unpack(outputs)
+        shape = tuple(sample_shape) + p.batch_shape
+        eps = standard_draw(key, shape, p.loc.dtype)
+        return shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
+
 
 class InverseScale(NamedTuple):
     """``1/scale = exp(-log_scale)`` as ``main * power_of_two``, both normal numbers of the dtype
@@ -318,6 +337,28 @@ def kl_pair(family: str, p: unpack.Params, q: unpack.Params) -> tuple[unpack.Par
     arrays, dtype = numerics.upcast(*(jnp.broadcast_to(a, shape) for a in (*p.values(), *q.values())))
     p_arrays, q_arrays = dict(zip(p, arrays[: len(p)])), dict(zip(q, arrays[len(p):]))
     return unpack.Params(p_arrays, dtype, shape), unpack.Params(q_arrays, dtype, shape), dtype
+
+
+# Gauss-Laguerre rule: sum_k w_k f(t_k) = int_0^inf e^-t f(t) dt exactly for polynomials f of
+# degree < 16.
+_GL_NODES, _GL_WEIGHTS = np.polynomial.laguerre.laggauss(8)
+
+
+def two_sided_exponential_nodes(p: unpack.Params, *, mass_above: float, mean_above: float,
+                                mean_below: float) -> tuple[jax.Array, jax.Array]:
+    """A rule for ``E_y[f(y)]`` when ``|y - loc| / s``, given its side of the kink at loc, is
+    exponential (Laplace, the asymmetric Laplace): above loc with probability ``mass_above`` and
+    mean ``mean_above``, below with mean ``mean_below``.
+
+    Nodes ``loc - s mean_below t_k`` (weights ``(1 - mass_above) w_k``) and ``loc + s mean_above
+    t_k`` (weights ``mass_above w_k``), ``[16, *batch]``, with ``t_k, w_k`` the 8-point
+    Gauss-Laguerre rule: exact for any f that is a polynomial of degree < 16 in ``|y - loc|`` on
+    each side, e.g. every entry of ``grad grad^T`` of those families.
+    """
+    u = numerics.batch_nodes(np.concatenate([-mean_below * _GL_NODES, mean_above * _GL_NODES]), p.loc)
+    w = numerics.batch_nodes(np.concatenate([(1 - mass_above) * _GL_WEIGHTS, mass_above * _GL_WEIGHTS]), p.loc)
+    nodes = p.loc[None] + jnp.exp(p.log_scale)[None] * u
+    return nodes, jnp.broadcast_to(w, nodes.shape)
 
 
 def shift_and_scale(loc: jax.Array, log_scale: jax.Array, eps: jax.Array) -> jax.Array:

@@ -94,10 +94,7 @@ class Cauchy(ls_.FixedScaleUnpacking):
 
     def grad(self, outputs: CauchyOutputs, targets: ArrayLike) -> CauchyOutputArrays:
         """Closed form ``(-2 r / ((1 + r^2) s), (1 - r^2) / (1 + r^2))``; loc's alone for a fixed scale."""
-        p, y = self._unpack_with(outputs, targets)
-        finite, y = ls_.finite_targets(y)
-        _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, p.loc, p.log_scale, y)
-        return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
+        return self._real_grad(_value_and_partials, outputs, targets)
 
     def log_cdf(self, outputs: CauchyOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log F(y)`` = ``log(1/2 + atan(r)/pi) from the smaller tail``, r = (y - loc)/scale, with relative accuracy in both
@@ -120,10 +117,7 @@ class Cauchy(ls_.FixedScaleUnpacking):
 
     def sample(self, key: jax.Array, outputs: CauchyOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + s * e`` with e standard Cauchy, shape ``sample_shape + batch``."""
-        p = self._unpack(outputs)
-        shape = tuple(sample_shape) + p.batch_shape
-        eps = jax.random.cauchy(key, shape, dtype=p.loc.dtype)
-        return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
+        return self._shifted_and_scaled_sample(jax.random.cauchy, key, outputs, sample_shape)
 
     def entropy(self, outputs: CauchyOutputs) -> jax.Array:
         """``log(4 pi) + log_scale``."""

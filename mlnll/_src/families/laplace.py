@@ -19,9 +19,6 @@ from mlnll._src.types import LaplaceOutputArrays, LaplaceOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
 _NAMES = ls_.LOC_LOG_SCALE
-# Gauss-Laguerre rule: sum_k w_k f(t_k) = int_0^inf e^-t f(t) dt exactly for polynomials f of
-# degree < 16. On each side of the kink, t = |y - loc| / scale is Exponential(1).
-_GL_NODES, _GL_WEIGHTS = np.polynomial.laguerre.laggauss(8)
 
 
 def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.Array):
@@ -95,10 +92,7 @@ class Laplace(ls_.FixedScaleUnpacking):
 
     def grad(self, outputs: LaplaceOutputs, targets: ArrayLike) -> LaplaceOutputArrays:
         """Closed form ``(-sign(r) / b, 1 - |r|)``, 0 in loc at y = loc; loc's alone if the scale is fixed."""
-        p, y = self._unpack_with(outputs, targets)
-        finite, y = ls_.finite_targets(y)
-        _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, p.loc, p.log_scale, y)
-        return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
+        return self._real_grad(_value_and_partials, outputs, targets)
 
     def log_cdf(self, outputs: LaplaceOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log F(y)`` = ``r - log 2 below loc, log1p(-e^-r / 2) above``, r = (y - loc)/scale, with relative accuracy in both
@@ -120,10 +114,7 @@ class Laplace(ls_.FixedScaleUnpacking):
 
     def sample(self, key: jax.Array, outputs: LaplaceOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + b * e`` with e standard Laplace, shape ``sample_shape + batch``."""
-        p = self._unpack(outputs)
-        shape = tuple(sample_shape) + p.batch_shape
-        eps = jax.random.laplace(key, shape, dtype=p.loc.dtype)
-        return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
+        return self._shifted_and_scaled_sample(jax.random.laplace, key, outputs, sample_shape)
 
     def entropy(self, outputs: LaplaceOutputs) -> jax.Array:
         """``1 + log 2 + log_scale``."""
@@ -178,11 +169,8 @@ class Laplace(ls_.FixedScaleUnpacking):
         the expected autodiff Hessian over those, and autodiff misses the point mass of the
         Hessian of ``|y - loc|`` at ``y = loc`` (it would give 0 instead of ``1/b^2`` in loc).
         """
-        p = self._unpack(outputs)
-        t = numerics.batch_nodes(np.concatenate([-_GL_NODES, _GL_NODES]), p.loc)
-        w = numerics.batch_nodes(np.concatenate([_GL_WEIGHTS, _GL_WEIGHTS]) / 2, p.loc)
-        nodes = p.loc[None] + jnp.exp(p.log_scale)[None] * t
-        return nodes, jnp.broadcast_to(w, nodes.shape)
+        # On each side of the kink, |y - loc| / b is Exponential(1), either side with mass 1/2.
+        return ls_.two_sided_exponential_nodes(self._unpack(outputs), mass_above=0.5, mean_above=1.0, mean_below=1.0)
 
     def mle(self, targets: ArrayLike, *, axis: int = 0) -> LaplaceOutputArrays:
         """Closed-form MLE: loc = the sample median, log_scale = log of the mean absolute deviation from it.

@@ -120,10 +120,7 @@ class Logistic(ls_.FixedScaleUnpacking):
 
     def grad(self, outputs: LogisticOutputs, targets: ArrayLike) -> LogisticOutputArrays:
         """Closed form ``(-tanh(r/2) / s, 1 - r tanh(r/2))``; loc's alone if the scale is fixed."""
-        p, y = self._unpack_with(outputs, targets)
-        finite, y = ls_.finite_targets(y)
-        _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, p.loc, p.log_scale, y)
-        return ls_.nan_off_support(finite, ls_.neg_partials({"loc": d_loc, "log_scale": d_log_scale}, _NAMES, self._fixed, p.dtype))
+        return self._real_grad(_value_and_partials, outputs, targets)
 
     def log_cdf(self, outputs: LogisticOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log F(y)`` = ``-softplus(-r)``, r = (y - loc)/scale, with relative accuracy in both
@@ -145,10 +142,7 @@ class Logistic(ls_.FixedScaleUnpacking):
 
     def sample(self, key: jax.Array, outputs: LogisticOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """``loc + s * e`` with e standard logistic, shape ``sample_shape + batch``."""
-        p = self._unpack(outputs)
-        shape = tuple(sample_shape) + p.batch_shape
-        eps = jax.random.logistic(key, shape, dtype=p.loc.dtype)
-        return ls_.shift_and_scale(p.loc, p.log_scale, eps).astype(p.dtype)
+        return self._shifted_and_scaled_sample(jax.random.logistic, key, outputs, sample_shape)
 
     def entropy(self, outputs: LogisticOutputs) -> jax.Array:
         """``log_scale + 2``."""

@@ -69,6 +69,8 @@ from mlnll._src.numerics.gamma_bessel import bessel_ratio as bessel_ratio
 from mlnll._src.numerics.gamma_bessel import scaled_bessel_ratio_grad as scaled_bessel_ratio_grad
 from mlnll._src.numerics.gamma_bessel import lgamma1p as lgamma1p
 from mlnll._src.numerics.gamma_bessel import lgamma_exp as lgamma_exp
+from mlnll._src.numerics.gamma_bessel import lgamma_bregman_at_one as lgamma_bregman_at_one
+from mlnll._src.numerics.gamma_bessel import EULER_GAMMA as EULER_GAMMA
 from mlnll._src.numerics.logit_kl import bernoulli_kl as bernoulli_kl
 from mlnll._src.numerics.logit_kl import geometric_kl as geometric_kl
 from mlnll._src.numerics.quadrature import batch_nodes as batch_nodes

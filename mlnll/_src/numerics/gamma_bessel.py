@@ -354,6 +354,7 @@ _LGAMMA1P_COEFFS = (
 
 # Its derivative's coefficients: d/dt sum_k c_k t^k = sum_k k c_k t^(k-1) (digamma(1 + t) near t = 0).
 _LGAMMA1P_GRAD_COEFFS = tuple(k * c for k, c in enumerate(_LGAMMA1P_COEFFS, start=1))
+EULER_GAMMA = -_LGAMMA1P_COEFFS[0]  # Euler-Mascheroni: -digamma(1), the mean of a standard Gumbel
 
 
 def _lgamma1p_branches(t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -391,6 +392,28 @@ def _lgamma1p_jvp(primals, tangents):
     near = horner(_LGAMMA1P_GRAD_COEFFS, s)
     grad = jnp.where(near_0, near, jnp.where(near_1, near + 1 / t_1, jax.lax.digamma(1 + far)))
     return lgamma1p(t), grad * dt
+
+
+def lgamma_bregman_at_one(log_ratio: jax.Array) -> jax.Array:
+    """``lgamma(rho) + gamma (rho - 1) >= 0`` at ``rho = exp(log_ratio)``: the Bregman divergence of
+    lgamma from rho to 1 (``digamma(1) = -gamma``; the first term of the KL of two
+    Gumbels or two Weibulls), accurate near rho = 1 and for every rho.
+
+    With ``u = rho - 1 = expm1(log_ratio)``: for ``|u| <= 1/2`` the Taylor series of
+    ``lgamma(1 + u)`` less its first term, ``u^2 sum_(n>=2) (-1)^n zeta(n)/n u^(n-2)`` (no
+    cancellation); below, ``lgamma(rho) = lgamma(1 + rho) - log rho`` with ``lgamma1p`` (finite
+    where rho underflows: the limit ``-log rho``); above, lgamma itself.
+    """
+    u = jnp.expm1(log_ratio)
+    near = jnp.abs(u) <= 0.5
+    low = u < -0.5
+    un = jnp.where(near, u, jnp.zeros_like(u))
+    series = un * un * horner(_LGAMMA1P_COEFFS[1:], un)
+    rho_low = jnp.where(low, jnp.exp(log_ratio), jnp.zeros_like(u))
+    small = lgamma1p(rho_low) - jnp.where(low, log_ratio, jnp.zeros_like(u))
+    high = jax.lax.lgamma(jnp.where(near | low, jnp.full_like(u, 2.0), u + 1))
+    far = jnp.where(low, small, high) + EULER_GAMMA * u
+    return jnp.where(near, series, far)
 
 
 def lgamma_exp(log_x: jax.Array) -> jax.Array:
