@@ -41,6 +41,8 @@ from mlnll._src.families.dirichlet import Dirichlet as Dirichlet
 from mlnll._src.families.exponential import Exponential as Exponential
 from mlnll._src.families.gamma import Gamma as Gamma
 from mlnll._src.families.von_mises import VonMises as VonMises
+# --- ordinal and rankings (OrderedLogistic, PlackettLuce) ---
+from mlnll._src.families.ordered_logistic import OrderedLogistic as OrderedLogistic
 # --- structured (MultivariateNormal, MixtureSameFamily, ExponentialFamily) ---
 from mlnll._src.families import exponential_family as exponential_family
 from mlnll._src.families.exponential_family import ExponentialFamily as ExponentialFamily
@@ -89,6 +91,8 @@ __all__ = [
     "Exponential",
     "Gamma",
     "VonMises",
+    # ordinal and rankings
+    "OrderedLogistic",
     # structured
     "ExponentialFamily",
     "MixtureSameFamily",
