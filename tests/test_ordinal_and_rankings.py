@@ -1,0 +1,230 @@
+"""OrderedLogistic and PlackettLuce against statsmodels, mpmath and autodiff of the plain formulas.
+
+Oracles: statsmodels' ``OrderedModel(distr="logit")`` (a maximum-likelihood fit reproduced by
+minimising mlnll's NLL, and its log-likelihood at its own estimate), mpmath at 60 digits (log-pmfs
+and numerical derivatives at extreme inputs: eta = ±1e4, cutpoints 1e4 apart and exp(-30) apart,
+Plackett-Luce scores up to ±1e4), and ``jax.grad`` of the plain textbook formulas.
+
+The generic promises (log_prob and entropy against statsmodels' class probabilities, the closed
+form and jax.grad against autodiff of the plain formula, hessian and jacfwd, the Fisher
+information against the expected Hessian, extreme inputs, targets off the support, samples in the
+support) are checked for every row of the check table by tests/test_conformance.py and
+tests/test_verify.py; this file keeps what is specific to these families.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+
+import mlnll
+from conftest import RTOL
+from helpers import f64, jitted
+from mlnll._src import numerics
+
+mpmath.mp.dps = max(mpmath.mp.dps, 60)  # never lowered by another module (one process imports them all)
+F32, F64 = np.dtype("float32"), np.dtype("float64")
+ORDERED = mlnll.OrderedLogistic()
+
+
+# -- numerics.log1mexp ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_log1mexp_has_relative_accuracy_on_both_sides_of_log_2(dtype):
+    x = np.array([1e-30, 1e-8, 1e-3, 0.5, float(np.log(2.0)), 0.7, 3.0, 30.0, 700.0], dtype)
+    got = f64(jax.jit(numerics.log1mexp)(jnp.asarray(x)))
+    # log1p(-e^-x) in mpmath: 60 digits of 1 - e^-700 would round to 1.
+    want = np.array([float(mpmath.log1p(-mpmath.exp(-mpmath.mpf(float(v))))) for v in x])
+    np.testing.assert_allclose(got, want, rtol=4 * RTOL[dtype], atol=np.finfo(dtype).tiny)  # -e^-700: 0 in float32
+    ends = f64(numerics.log1mexp(jnp.array([0.0, np.inf], dtype)))
+    assert ends[0] == -np.inf and ends[1] == 0.0
+
+
+# -- OrderedLogistic: mpmath at the extremes ------------------------------------------------------
+
+
+def _mp(values):
+    """Floats (numpy's included) as exact mpmath numbers; mpmath numbers as they are."""
+    return [v if isinstance(v, mpmath.mpf) else mpmath.mpf(float(v)) for v in values]
+
+
+def _mp_cutpoints(raw):
+    c = [raw[0]]
+    for r in raw[1:]:
+        c.append(c[-1] + mpmath.exp(r))
+    return c
+
+
+def _mp_sigmoid(x):
+    return 1 / (1 + mpmath.exp(-x))
+
+
+def _mp_ordered_log_prob(eta, raw, k):
+    """``log(F(c_k - eta) - F(c_{k-1} - eta))`` in mpmath, written so that 60 digits keep the
+    tails: ``F(u) - F(l) = F(-l) - F(-u)`` above the median (where both F are 1 - tiny), and
+    ``1 - F(-u) - F(l)`` by log1p when the class straddles it (p = 1 - tiny)."""
+    c = [-mpmath.inf] + _mp_cutpoints(_mp(raw)) + [mpmath.inf]
+    u, l = c[k + 1] - eta, c[k] - eta  # noqa: E741
+    if l > 0:
+        return mpmath.log(_mp_sigmoid(-l) - _mp_sigmoid(-u))
+    if u < 0:
+        return mpmath.log(_mp_sigmoid(u) - _mp_sigmoid(l))
+    return mpmath.log1p(-(_mp_sigmoid(-u) + _mp_sigmoid(l)))
+
+
+def _mp_ordered_grad(eta, raw, k):
+    """``d log p / d(eta, raw_0, ...)`` by mpmath's numerical differentiation of the formula above."""
+    x = _mp([eta, *raw])
+
+    def f(i):
+        return lambda t: _mp_ordered_log_prob(*(lambda v: (v[0], v[1:], k))(x[:i] + [t] + x[i + 1:]))
+
+    return [mpmath.diff(f(i), x[i]) for i in range(len(x))]
+
+
+ORDERED_EXTREMES = [
+    # (eta, raw cutpoints, label): a dominated tail on each side, cutpoints 8103 apart,
+    # cutpoints exp(-30) apart (a class of probability ~1e-13 that keeps its digits), a confident
+    # middle class (-log p = e^-40 + e^-41, which 1 - sum of the others rounds to 0).
+    (1e4, (0.0, 0.0, 0.0), 0), (1e4, (0.0, 0.0, 0.0), 2), (1e4, (0.0, 0.0, 0.0), 3),
+    (-1e4, (0.0, 0.0, 0.0), 0), (-1e4, (0.0, 0.0, 0.0), 1), (-1e4, (0.0, 0.0, 0.0), 3),
+    (3.0, (-50.0, 9.0, 9.0), 1), (3.0, (-50.0, 9.0, 9.0), 2), (8200.0, (-50.0, 9.0, 9.0), 2),
+    (0.5, (0.0, -30.0, -30.0), 1), (0.5, (0.0, -30.0, -30.0), 2), (0.0, (-40.0, 4.4, 0.0), 1),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _ordered_extreme_inputs(dtype):
+    eta = np.array([e for e, _, _ in ORDERED_EXTREMES], dtype)
+    raw = np.array([r for _, r, _ in ORDERED_EXTREMES], dtype)
+    labels = np.array([k for _, _, k in ORDERED_EXTREMES], np.int32)
+    want_lp, want_grad = [], []
+    for e, r, k in zip(eta, raw, labels):  # the rounded inputs, given exactly to mpmath
+        want_lp.append(float(_mp_ordered_log_prob(mpmath.mpf(float(e)), r, int(k))))
+        want_grad.append([float(g) for g in _mp_ordered_grad(e, r, int(k))])
+    return (jnp.asarray(eta), jnp.asarray(raw)), jnp.asarray(labels), np.array(want_lp), -np.array(want_grad)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_ordered_logistic_matches_mpmath_at_extreme_eta_and_cutpoints(dtype):
+    outputs, labels, want_lp, want_grad = _ordered_extreme_inputs(dtype)
+    got = f64(jitted(ORDERED, "log_prob")(outputs, labels))
+    # Conditioning: the cutpoints' cumulative sum and eta - c round by eps (|eta| + sum |c steps|),
+    # which moves log p by that times |d log p / d eta| <= 1 (a score of ~1e-17 in the confident
+    # middle class, so its tiny loss keeps its relative accuracy).
+    eta, raw = (f64(x) for x in outputs)
+    reach = np.abs(eta) + np.abs(raw[:, 0]) + np.sum(np.exp(raw[:, 1:]), axis=1)
+    scale = np.abs(want_lp) + np.abs(want_grad[:, 0]) * reach
+    tiny = np.finfo(dtype).tiny  # -e^-147 underflows to 0 in float32
+    assert np.all(np.abs(got - want_lp) <= 4 * RTOL[dtype] * scale + tiny), (got, want_lp)
+    g_eta, g_raw = (f64(g) for g in jitted(ORDERED, "grad")(outputs, labels))
+    through = jax.jit(jax.grad(lambda o: -jnp.sum(ORDERED.log_prob(o, labels))))(outputs)
+    fisher = f64(jitted(ORDERED, "fisher")(outputs))
+    natural = np.sqrt(np.abs(np.diagonal(fisher, axis1=1, axis2=2)))  # sqrt(F_ii): the score's scale
+    for name, g in (("closed form", np.concatenate([g_eta[:, None], g_raw], axis=1)),
+                    ("jax.grad", np.concatenate([f64(through[0])[:, None], f64(through[1])], axis=1))):
+        assert np.all(np.isfinite(g)), name
+        # + tiny: a score of e^-147 (eta = 8200 two cutpoints from the class) is 0 in float32.
+        bound = 16 * RTOL[dtype] * np.maximum(np.abs(want_grad), natural) + tiny
+        assert np.all(np.abs(g - want_grad) <= bound), (name, np.argwhere(np.abs(g - want_grad) > bound), g, want_grad)
+
+
+def test_ordered_logistic_keeps_the_tiny_loss_of_a_confident_middle_class():
+    """-log p = e^-40 + e^-41 + e^-81: the plain difference of sigmoids rounds it to 0 in float32."""
+    outputs = (jnp.array([0.0], jnp.float32), jnp.array([[-40.0, 4.4, 0.0]], jnp.float32))
+    got = -f64(jitted(ORDERED, "log_prob")(outputs, jnp.array([1])))[0]
+    want = -float(_mp_ordered_log_prob(mpmath.mpf(0), np.array([-40.0, 4.4, 0.0], np.float32), 1))
+    assert abs(got - want) <= 200 * RTOL[F32] * want  # 200: eps times the 121 units the cumsum spans
+    from mlnll._src.families.ordered_logistic import _plain_log_prob
+
+    assert -f64(jax.jit(_plain_log_prob)(outputs, jnp.array([1])))[0] == 0.0
+
+
+# -- OrderedLogistic: statsmodels' OrderedModel fit ------------------------------------------------
+
+FIT_N, FIT_BETA, FIT_RAW = 400, np.array([1.0, -0.5]), np.array([-1.0, 0.2, -0.3])
+
+
+def _ordinal_data():
+    """Features and labels drawn from the model (numpy's seeded generator)."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((FIT_N, 2))
+    c = np.cumsum(np.concatenate([FIT_RAW[:1], np.exp(FIT_RAW[1:])]))
+    latent = x @ FIT_BETA + rng.logistic(size=FIT_N)
+    return x, np.sum(c[None, :] < latent[:, None], axis=1)
+
+
+@jax.jit
+def _ordered_nll_and_derivatives(theta, x, y):
+    """The summed NLL of (beta, raw) with eta = x beta, its gradient and Hessian (through the
+    closed form's custom_jvp, second order included)."""
+    def nll(t):
+        eta = x @ t[:2]
+        raw = jnp.broadcast_to(t[2:], (x.shape[0], t.shape[0] - 2))
+        return -jnp.sum(ORDERED.log_prob((eta, raw), y))
+
+    return nll(theta), jax.grad(nll)(theta), jax.hessian(nll)(theta)
+
+
+def test_ordered_logistic_reproduces_statsmodels_ordered_model_fit():
+    import scipy.optimize
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    x, y = _ordinal_data()
+    model = OrderedModel(y, x, distr="logit")
+    result = model.fit(method="bfgs", disp=False, maxiter=5000, gtol=1e-9)
+    xs, ys = jnp.asarray(x), jnp.asarray(y)
+    # At statsmodels' estimate, mlnll's log-likelihood is statsmodels' own.
+    at_theirs = -float(_ordered_nll_and_derivatives(jnp.asarray(result.params), xs, ys)[0])
+    assert at_theirs == pytest.approx(model.loglike(result.params), rel=1e-13)
+    # Maximised from scratch with mlnll's value, gradient and Hessian: the same maximum.
+    evaluate = lambda t: tuple(np.asarray(a) for a in _ordered_nll_and_derivatives(jnp.asarray(t), xs, ys))  # noqa: E731
+    ours = scipy.optimize.minimize(lambda t: evaluate(t)[0], np.zeros(5), jac=lambda t: evaluate(t)[1],
+                                   hess=lambda t: evaluate(t)[2], method="trust-exact", options={"gtol": 1e-10})
+    assert ours.success, ours
+    assert -ours.fun == pytest.approx(result.llf, rel=1e-7)
+    assert -ours.fun >= result.llf - 1e-9 * abs(result.llf)  # never below statsmodels' maximum
+    standard_errors = np.sqrt(np.diag(np.linalg.inv(evaluate(ours.x)[2])))
+    assert np.all(np.abs(ours.x - result.params) <= 1e-3 * standard_errors)
+
+
+# -- OrderedLogistic: targets and errors -----------------------------------------------------------
+
+
+def test_ordered_logistic_labels_may_be_floating_whole_numbers_and_anything_else_is_off_support():
+    eta = jnp.zeros(7)
+    raw = jnp.broadcast_to(jnp.array([-1.0, 0.0, 0.0]), (7, 3))
+    log_prob = jitted(ORDERED, "log_prob")
+    floats = f64(log_prob((eta, raw), jnp.array([0.0, 1.0, 3.0, 2.5, -1.0, 4.0, jnp.nan])))
+    # int64 2**32 is off the support, never wrapped onto class 0 by a cast.
+    ints = f64(log_prob((eta, raw), jnp.array([0, 1, 3, 2**32, -1, 4, 2], jnp.int64)))
+    np.testing.assert_array_equal(floats[:3], ints[:3])
+    assert np.all(np.isfinite(ints[:3])) and np.isfinite(ints[6])
+    assert np.all(floats[3:] == -np.inf) and np.all(ints[3:6] == -np.inf)
+
+
+def test_ordered_logistic_errors_name_the_argument():
+    with pytest.raises(TypeError, match=r"OrderedLogistic outputs must be a tuple \(eta, raw_cutpoints\)"):
+        ORDERED.log_prob(jnp.zeros(3), jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match=r"raw_cutpoints\) need a class axis"):
+        ORDERED.log_prob((jnp.zeros(3), jnp.zeros(())), jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match="OrderedLogistic.kl: p has 4 classes and q 3"):
+        ORDERED.kl((jnp.zeros(2), jnp.zeros((2, 3))), (jnp.zeros(2), jnp.zeros((2, 2))))
+
+
+def test_ordered_logistic_mean_params_and_samples_agree():
+    eta = jnp.array([-1.0, 0.5, 2.0])
+    raw = jnp.array([[-1.0, 0.0, 0.3], [0.0, -1.0, 1.0], [1.0, 0.5, -2.0]])
+    params = jitted(ORDERED, "params")((eta, raw))
+    probs = f64(params["probs"])
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(f64(jitted(ORDERED, "mean")((eta, raw))), probs @ np.arange(4), rtol=1e-13)
+    np.testing.assert_allclose(f64(params["cutpoints"])[:, 1:] - f64(params["cutpoints"])[:, :-1],
+                               np.exp(f64(raw)[:, 1:]), rtol=1e-13)
+    draws = np.asarray(jitted(ORDERED, "sample")(jax.random.PRNGKey(3), (eta, raw), sample_shape=(4000,)))
+    freq = np.stack([np.mean(draws == k, axis=0) for k in range(4)], axis=-1)
+    assert np.all(np.abs(freq - probs) <= 5 * np.sqrt(probs * (1 - probs) / 4000) + 1e-12), (freq, probs)
