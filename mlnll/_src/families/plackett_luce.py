@@ -100,7 +100,7 @@ plackett_luce_log_prob = closed_form(_value_and_partials, num_static=1)
 def _check_top_k(top_k) -> int | None:
     if top_k is None:
         return None
-    if isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool) and top_k >= 1:
+    if isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool) and int(top_k) >= 1:
         return int(top_k)
     raise ValueError(f"PlackettLuce(top_k=...) must be None or a whole number >= 1; got {top_k!r}.")
 
