@@ -35,13 +35,21 @@ ORDERED = mlnll.OrderedLogistic()
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 def test_log1mexp_has_relative_accuracy_on_both_sides_of_log_2(dtype):
-    x = np.array([1e-30, 1e-8, 1e-3, 0.5, float(np.log(2.0)), 0.7, 3.0, 30.0, 700.0], dtype)
+    x = np.array([1e-30, 1e-8, 1e-3, 0.5, float(np.log(2.0)), 0.7, 3.0, 30.0, 700.0, 0.0, np.inf], dtype)
     got = f64(jax.jit(numerics.log1mexp)(jnp.asarray(x)))
+    ends, got, x = got[-2:], got[:-2], x[:-2]
     # log1p(-e^-x) in mpmath: 60 digits of 1 - e^-700 would round to 1.
     want = np.array([float(mpmath.log1p(-mpmath.exp(-mpmath.mpf(float(v))))) for v in x])
     np.testing.assert_allclose(got, want, rtol=4 * RTOL[dtype], atol=np.finfo(dtype).tiny)  # -e^-700: 0 in float32
-    ends = f64(numerics.log1mexp(jnp.array([0.0, np.inf], dtype)))
     assert ends[0] == -np.inf and ends[1] == 0.0
+
+
+@functools.partial(jax.jit, static_argnames=("family", "fisher"))
+def _everything(family, outputs, targets, fisher=True):
+    """``(log_prob, grad, jax.grad of -log_prob, fisher)``: one program per family and shape."""
+    through = jax.grad(lambda o: -jnp.sum(family.log_prob(o, targets)))(outputs)
+    return (family.log_prob(outputs, targets), family.grad(outputs, targets), through,
+            family.fisher(outputs) if fisher else None)
 
 
 # -- OrderedLogistic: mpmath at the extremes ------------------------------------------------------
@@ -116,7 +124,8 @@ def _ordered_extreme_inputs(dtype):
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 def test_ordered_logistic_matches_mpmath_at_extreme_eta_and_cutpoints(dtype):
     outputs, labels, want_lp, want_grad = _ordered_extreme_inputs(dtype)
-    got = f64(jitted(ORDERED, "log_prob")(outputs, labels))
+    got, closed, through, fisher = _everything(ORDERED, outputs, labels)
+    got = f64(got)
     # Conditioning: the cutpoints' cumulative sum and eta - c round by eps (|eta| + sum |c steps|),
     # which moves log p by that times |d log p / d eta| <= 1 (a score of ~1e-17 in the confident
     # middle class, so its tiny loss keeps its relative accuracy).
@@ -125,9 +134,8 @@ def test_ordered_logistic_matches_mpmath_at_extreme_eta_and_cutpoints(dtype):
     scale = np.abs(want_lp) + np.abs(want_grad[:, 0]) * reach
     tiny = np.finfo(dtype).tiny  # -e^-147 underflows to 0 in float32
     assert np.all(np.abs(got - want_lp) <= 4 * RTOL[dtype] * scale + tiny), (got, want_lp)
-    g_eta, g_raw = (f64(g) for g in jitted(ORDERED, "grad")(outputs, labels))
-    through = jax.jit(jax.grad(lambda o: -jnp.sum(ORDERED.log_prob(o, labels))))(outputs)
-    fisher = f64(jitted(ORDERED, "fisher")(outputs))
+    g_eta, g_raw = (f64(g) for g in closed)
+    fisher = f64(fisher)
     natural = np.sqrt(np.abs(np.diagonal(fisher, axis1=1, axis2=2)))  # sqrt(F_ii): the score's scale
     for name, g in (("closed form", np.concatenate([g_eta[:, None], g_raw], axis=1)),
                     ("jax.grad", np.concatenate([f64(through[0])[:, None], f64(through[1])], axis=1))):
@@ -303,13 +311,12 @@ def _pl_inputs(dtype, top_k):
 def test_plackett_luce_matches_an_mpmath_loop(dtype, top_k):
     family = mlnll.PlackettLuce(top_k=top_k)
     s, ranking, want, want_grad, term_sizes = _pl_inputs(dtype, top_k)
-    got = f64(jitted(family, "log_prob")(s, ranking))
+    got, closed, through, _ = _everything(family, s, ranking, fisher=False)
+    got, closed, through = f64(got), f64(closed), f64(through)
     # Conditioning: each pick's term moves by eps |s| times its softmax weights (<= 2 per pick): the
     # confident ranking's -log p of e^-40 is judged at its own size.
     scale = np.abs(want) + np.sum(np.abs(want_grad) * np.abs(f64(s)), axis=1)
     assert np.all(np.abs(got - want) <= 4 * RTOL[dtype] * scale), (got, want)
-    closed = f64(jitted(family, "grad")(s, ranking))
-    through = f64(jax.jit(jax.grad(lambda x: -jnp.sum(family.log_prob(x, ranking))))(s))
     tiny = np.finfo(dtype).tiny  # a softmax weight of e^-2e4 is 0 in every dtype
     for name, g in (("closed form", closed), ("jax.grad", through)):
         # Judged against the size of the terms each component sums (>= its own size).
@@ -332,20 +339,21 @@ def test_plackett_luce_gives_minus_inf_for_anything_but_a_permutation():
     s = jnp.broadcast_to(jnp.array([0.5, -1.0, 2.0, 0.0]), (6, 4))
     rankings = jnp.array([[2, 0, 3, 1], [0, 0, 3, 1], [4, 0, 3, 1], [-1, 0, 2, 3], [3, 2, 1, 0], [1, 1, 1, 1]])
     # (NaN gradients off the support: tests/test_conformance.py, for both check rows.)
-    for family in (PL, PL_TOP2):  # with top_k the whole permutation is still checked
-        lp = f64(jitted(family, "log_prob")(s, rankings))
+    floats = jnp.array([[2.0, 0.0, 3.0, 1.0], [2.0, 0.5, 3.0, 1.0], [2.0, 0.0, 3.0, jnp.nan]])
+    # One program: full and top-2 rankings of the integer targets, and the floating ones.
+    full, top2, floats = (f64(x) for x in jax.jit(lambda s, r, y: (PL.log_prob(s, r), PL_TOP2.log_prob(s, r),
+                                                                      PL.log_prob(s[:3], y)))(s, rankings, floats))
+    for lp in (full, top2):  # with top_k the whole permutation is still checked
         assert np.all(np.isfinite(lp[[0, 4]])) and np.all(lp[[1, 2, 3, 5]] == -np.inf), lp
-    floats = f64(jitted(PL, "log_prob")(s[:3], jnp.array([[2.0, 0.0, 3.0, 1.0], [2.0, 0.5, 3.0, 1.0],
-                                                         [2.0, 0.0, 3.0, jnp.nan]])))
-    assert floats[0] == f64(jitted(PL, "log_prob")(s[:3], jnp.broadcast_to(rankings[0], (3, 4))))[0]
-    assert np.all(floats[1:] == -np.inf)
+    assert floats[0] == full[0] and np.all(floats[1:] == -np.inf)
 
 
 def test_plackett_luce_top_1_is_categorical_on_the_top_item_and_errors_name_the_argument():
     s = jnp.array([[0.5, -1.0, 2.0, 0.0], [3.0, 1.0, -2.0, 0.0]])
     rankings = jnp.array([[2, 0, 3, 1], [1, 3, 0, 2]])
-    top1 = f64(jax.jit(mlnll.PlackettLuce(top_k=1).log_prob)(s, rankings))
-    np.testing.assert_allclose(top1, f64(jax.jit(mlnll.Categorical().log_prob)(s, rankings[:, 0])), rtol=1e-14)
+    top1, categorical = jax.jit(lambda s, r: (mlnll.PlackettLuce(top_k=1).log_prob(s, r),
+                                              mlnll.Categorical().log_prob(s, r[:, 0])))(s, rankings)
+    np.testing.assert_allclose(f64(top1), f64(categorical), rtol=1e-14)
     with pytest.raises(ValueError, match=r"PlackettLuce\(top_k=5\) scores more picks than the K = 4"):
         mlnll.PlackettLuce(top_k=5).log_prob(s, rankings)
     with pytest.raises(ValueError, match="top_k=...\\) must be None or a whole number >= 1; got 0"):
@@ -364,3 +372,18 @@ def test_plackett_luce_gumbel_top_k_samples_follow_the_ranking_probabilities():
     draws = np.asarray(jitted(PL, "sample")(jax.random.PRNGKey(5), s, sample_shape=(6000,)))
     freq = np.array([np.mean(np.all(draws == r, axis=1)) for r in rankings])
     assert np.all(np.abs(freq - probs) <= 5 * np.sqrt(probs * (1 - probs) / 6000)), (freq, probs)
+
+
+def test_plackett_luce_top_k_hessian_matches_autodiff_of_the_plain_formula():
+    """Second order through the closed form with top_k (the check row covers top_k=None)."""
+    from mlnll._src.families.plackett_luce import _plain
+
+    s = jnp.array([[0.25, -1.25, 2.0, 0.5, -0.125], [3.0, 1.0, -2.0, 0.0, 0.5]])
+    ranking = jnp.array([[2, 3, 0, 4, 1], [1, 4, 0, 3, 2]])
+
+    @jax.jit
+    def hessians(x):
+        return tuple(jax.hessian(lambda v, f=f: jnp.sum(f(v, ranking)))(x) for f in (PL_TOP2.log_prob, _plain(2)))
+
+    got, want = (f64(h) for h in hessians(s))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
