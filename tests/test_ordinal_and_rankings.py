@@ -387,3 +387,23 @@ def test_plackett_luce_top_k_hessian_matches_autodiff_of_the_plain_formula():
 
     got, want = (f64(h) for h in hessians(s))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_plackett_luce_top_k_takes_the_top_items_alone_or_any_completion():
+    s = jnp.array([[0.5, -1.0, 2.0, 0.0, 1.5], [3.0, 1.0, -2.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    top = jnp.array([[2, 4], [1, 3], [0, 0]])  # the last repeats an item: -inf
+    completions = (jnp.array([[2, 4, 0, 1, 3], [1, 3, 0, 2, 4], [0, 0, 1, 2, 3]]),
+                   jnp.array([[2, 4, 3, 1, 0], [1, 3, 4, 2, 0], [0, 0, 4, 2, 1]]))
+
+    @jax.jit
+    def values_and_grads(s):
+        return [(PL_TOP2.log_prob(s, y), PL_TOP2.grad(s, y)) for y in (top, *completions)]
+
+    (lp, g), *rest = [(f64(a), f64(b)) for a, b in values_and_grads(s)]
+    assert np.all(np.isfinite(lp[:2])) and lp[2] == -np.inf and np.all(np.isnan(g[2]))
+    for lp_full, g_full in rest:
+        np.testing.assert_allclose(lp_full[:2], lp[:2], rtol=1e-15)
+        np.testing.assert_allclose(g_full[:2], g[:2], rtol=1e-14, atol=1e-16)
+        assert lp_full[2] == -np.inf
+    with pytest.raises(ValueError, match=r"or the top 2 items \[..., 2\]; got targets shape \(3, 3\)"):
+        PL_TOP2.log_prob(s, completions[0][:, :3])

@@ -97,6 +97,16 @@ def _inverse_permutation(ranking: jax.Array) -> jax.Array:
 plackett_luce_log_prob = closed_form(_value_and_partials, num_static=1)
 
 
+def _completed(top: jax.Array, identity: jax.Array) -> jax.Array:
+    """The top items ``[..., m]`` followed by every other item in increasing order: a permutation
+    when the top items are distinct (a repeated one leaves an entry K, which the validity test
+    catches). The order of the unranked items does not change a top-m log-likelihood."""
+    num_items = identity.shape[-1]
+    chosen = jnp.any(top[..., :, None] == identity[..., None, :], axis=-2)  # [..., K]
+    unranked = jnp.sort(jnp.where(chosen, num_items, jnp.broadcast_to(identity, chosen.shape)), axis=-1)
+    return jnp.concatenate([top, unranked[..., : num_items - top.shape[-1]]], axis=-1)
+
+
 def _check_top_k(top_k) -> int | None:
     if top_k is None:
         return None
@@ -112,9 +122,10 @@ class PlackettLuce:
     ``PlackettLuce(top_k=None)``. outputs: scores ``s [..., K]`` (logits: item i is picked from a
     pool with probability proportional to ``exp(s_i)``). targets: rankings ``[..., K]``, permutations
     of 0..K-1 (integer, or floating whole numbers) with ``targets[..., 0]`` the top-ranked item.
-    ``top_k=m`` scores only the first m picks (a partial ranking: the rest of the permutation may be
-    any completion; ``top_k=1`` is Categorical on the top item). A target that is not a permutation
-    (a repeated item, one outside 0..K-1) gives ``-inf``.
+    ``top_k=m`` scores only the first m picks (a partial ranking; ``top_k=1`` is Categorical on the
+    top item): its targets are the top m items ``[..., m]``, or a whole permutation ``[..., K]`` of
+    which only the first m entries count (any completion gives the same value). A target that is
+    not a permutation (a repeated item, one outside 0..K-1) gives ``-inf``.
 
     Density, with ``pi`` the ranking: ``log p(pi) = sum_{j < m} (s_{pi_j} - logsumexp(s_{pi_j}, ...,
     s_{pi_{K-1}}))``, m = top_k (K by default; the last pick, from a pool of one, adds 0). The pools'
@@ -155,12 +166,16 @@ class PlackettLuce:
             raise ValueError(f"PlackettLuce(top_k={self.top_k}) scores more picks than the K = {num_items} "
                              f"items of outputs shape {p.scores.shape}.")
         y = validate.numeric_targets(targets, where=f"{_FAMILY} targets")
-        if y.ndim == 0 or y.shape[-1] != num_items:
+        lengths = (num_items,) if self.top_k is None else (num_items, self.top_k)
+        if y.ndim == 0 or y.shape[-1] not in lengths:
+            partial = "" if self.top_k is None else f", or the top {self.top_k} items [..., {self.top_k}]"
             raise ValueError(f"{_FAMILY}: targets are rankings [..., K], permutations of 0..K-1 with K = {num_items} "
-                             f"as in outputs shape {p.scores.shape}; got targets shape {y.shape}.")
+                             f"as in outputs shape {p.scores.shape}{partial}; got targets shape {y.shape}.")
         p, y = unpack.with_targets(p, y, family=_FAMILY, event_ndim=1, cast=False)
         ranking, entry_valid = numerics.labels_or_zero(y, num_items)
         identity = jnp.arange(num_items, dtype=jnp.int32).reshape((1,) * (y.ndim - 1) + (num_items,))
+        if ranking.shape[-1] < num_items:
+            ranking = _completed(ranking, identity)
         # A permutation: every entry in 0..K-1, and sorted they are 0..K-1 (no item repeated).
         valid = jnp.all(entry_valid, axis=-1) & jnp.all(jnp.sort(ranking, axis=-1) == identity, axis=-1)
         ranking = jnp.where(valid[..., None], ranking, jnp.broadcast_to(identity, ranking.shape))  # double where
