@@ -120,7 +120,31 @@ def _mixture_inputs(size, k=8):
     return (logits, (loc, log_scale)), jax.random.normal(keys[3], (rows,))
 
 
+def _ordered_inputs(size, k=5):
+    """eta [N] and raw cutpoints [N, k - 1] (N k = size), labels drawn by the latent logistic variable."""
+    rows = size // k
+    keys = _keys(9, 3)
+    eta = jax.random.normal(keys[0], (rows,))
+    raw = jnp.concatenate([jnp.full((rows, 1), -1.5), 0.3 * jax.random.normal(keys[1], (rows, k - 2))], axis=-1)
+    latent = eta + jax.random.logistic(keys[2], (rows,))
+    cut = jnp.cumsum(jnp.concatenate([raw[:, :1], jnp.exp(raw[:, 1:])], axis=-1), axis=-1)
+    return (eta, raw), jnp.sum(cut < latent[:, None], axis=-1).astype(jnp.int32)
+
+
+def _ranking_inputs(size, k=16):
+    """Scores [N, k] and rankings drawn from the model by the Gumbel-top-k trick."""
+    keys = _keys(10, 2)
+    s = jax.random.normal(keys[0], (size // k, k))
+    return s, jnp.argsort(-(s + jax.random.gumbel(keys[1], s.shape)), axis=-1).astype(jnp.int32)
+
+
 # -- peers: the log-density a user would write ----------------------------------------------------
+
+
+def _plackett_luce_peer(s, ranking):
+    """``sum_j (x_j - logsumexp(x_j, ..., x_K))`` by a reverse cumulative logsumexp, ``x = s[ranking]``."""
+    x = jnp.take_along_axis(s, ranking, axis=-1)
+    return jnp.sum(x - jax.lax.cumlogsumexp(x, axis=x.ndim - 1, reverse=True), axis=-1)
 
 
 def _tril(raw):
@@ -212,6 +236,10 @@ def rows() -> list[Row]:
             _dirichlet_inputs, lambda la, y: jax.vmap(jss.dirichlet.logpdf)(y, jnp.exp(la))),
         Row("MultivariateNormal [N, 16]", "jss.multivariate_normal.logpdf(y, loc, L L^T)", mlnll.MultivariateNormal(),
             _mvn_inputs, lambda o, y: jss.multivariate_normal.logpdf(y, o[0], _tril(o[1]) @ jnp.swapaxes(_tril(o[1]), -1, -2))),
+        Row("OrderedLogistic [N, K=5]", "log(sigmoid(c_k - eta) - sigmoid(c_{k-1} - eta)), c by cumsum",
+            mlnll.OrderedLogistic(), _ordered_inputs, mlnll.OrderedLogistic.check_cases()[0].plain_log_prob),
+        Row("PlackettLuce [N, 16]", "sum(x - lax.cumlogsumexp(x, reverse=True)), x = s[ranking]",
+            mlnll.PlackettLuce(), _ranking_inputs, _plackett_luce_peer),
         Row("MixtureSameFamily(Normal) [N, 8]", "logsumexp(log_softmax(logits) + jss.norm.logpdf)",
             mlnll.MixtureSameFamily(mlnll.Normal()), _mixture_inputs, _mixture_peer),
         Row("Gumbel", "plain: -z - exp(-z) - log_scale, z = (y - loc) / exp(log_scale)", mlnll.Gumbel(),

@@ -45,6 +45,9 @@ from mlnll._src.families.exponential import Exponential as Exponential
 from mlnll._src.families.gamma import Gamma as Gamma
 from mlnll._src.families.von_mises import VonMises as VonMises
 from mlnll._src.families.weibull import Weibull as Weibull
+# --- ordinal and rankings (OrderedLogistic, PlackettLuce) ---
+from mlnll._src.families.ordered_logistic import OrderedLogistic as OrderedLogistic
+from mlnll._src.families.plackett_luce import PlackettLuce as PlackettLuce
 # --- structured (MultivariateNormal, MixtureSameFamily, ExponentialFamily) ---
 from mlnll._src.families import exponential_family as exponential_family
 from mlnll._src.families.exponential_family import ExponentialFamily as ExponentialFamily
@@ -101,6 +104,9 @@ __all__ = [
     "Gamma",
     "VonMises",
     "Weibull",
+    # ordinal and rankings
+    "OrderedLogistic",
+    "PlackettLuce",
     # structured
     "ExponentialFamily",
     "MixtureSameFamily",

@@ -45,6 +45,8 @@ VonMisesOutputs: TypeAlias = PairOutputs  # (loc, log_concentration)
 VonMisesOutputArrays: TypeAlias = PairOutputArrays
 MultivariateNormalOutputs: TypeAlias = PairOutputs  # (loc [..., d], scale_tril [..., d, d], log diagonal)
 MultivariateNormalOutputArrays: TypeAlias = PairOutputArrays
+OrderedLogisticOutputs: TypeAlias = PairOutputs  # (eta [...], raw_cutpoints [..., K-1])
+OrderedLogisticOutputArrays: TypeAlias = PairOutputArrays
 # (mixture logits [..., K], the component's outputs, each with a K axis): the second is the
 # component's own layout, so it stays open.
 MixtureOutputs: TypeAlias = tuple[ArrayLike, Any]

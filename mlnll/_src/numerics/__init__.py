@@ -2,7 +2,7 @@
 ``numerics.log_sigmoid``, ``numerics.stirling_remainder``.
 
 * ``dtypes``: which dtype to compute in and which to return.
-* ``elementary``: log-sigmoid, logsumexp with relative accuracy, ``0 log 0``, a one-select
+* ``elementary``: log-sigmoid, ``log1mexp``, logsumexp with relative accuracy, ``0 log 0``, a one-select
   ``where``, ``expm1mx``, ``log1pmx`` and the overflow-free ratios of the location-scale families.
 * ``series``: Horner evaluation and the shared coefficient tables (Bernoulli numbers, Stirling).
 * ``counts``: Loader's saddle-point pieces (``stirlerr``, ``bd0``) and sums over counts.
@@ -26,6 +26,7 @@ from mlnll._src.numerics.elementary import HALF_LOG_2PI as HALF_LOG_2PI
 from mlnll._src.numerics.elementary import LOG_2 as LOG_2
 from mlnll._src.numerics.elementary import LOG_2PI as LOG_2PI
 from mlnll._src.numerics.elementary import log_sigmoid as log_sigmoid
+from mlnll._src.numerics.elementary import log1mexp as log1mexp
 from mlnll._src.numerics.elementary import max_and_rest as max_and_rest
 from mlnll._src.numerics.elementary import rest_of_max as rest_of_max
 from mlnll._src.numerics.elementary import log_softmax as log_softmax
@@ -44,6 +45,7 @@ from mlnll._src.numerics.elementary import log_cosh as log_cosh
 from mlnll._src.numerics.elementary import log_hypot1 as log_hypot1
 from mlnll._src.numerics.counts import check_total_count as check_total_count
 from mlnll._src.numerics.counts import is_count as is_count
+from mlnll._src.numerics.counts import labels_or_zero as labels_or_zero
 from mlnll._src.numerics.counts import stirlerr as stirlerr
 from mlnll._src.numerics.counts import stirlerr_static as stirlerr_static
 from mlnll._src.numerics.counts import log_ratio as log_ratio

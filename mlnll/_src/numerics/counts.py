@@ -121,6 +121,23 @@ def counts_or_zero(y: jax.Array, total_count: int | None = None) -> tuple[jax.Ar
     return ys, ys == y
 
 
+def labels_or_zero(y: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
+    """``(labels, valid)``: class labels of y as int32, each entry outside 0..num_classes-1 (or, for a
+    floating y, not a finite whole number) replaced by 0 (the double where's safe value), and
+    whether each was valid.
+
+    The range is tested in y's own dtype, before any cast: an int64 label of 2**32 is invalid, never
+    wrapped onto class 0.
+    """
+    if y.dtype == jnp.bool_:
+        y = y.astype(jnp.int32)
+    valid = (y >= 0) & (y < num_classes)
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        valid = valid & (y == jnp.floor(y))  # NaN and inf fail a comparison or the range
+    labels = jnp.where(valid, y, jnp.zeros_like(y)).astype(jnp.int32)
+    return labels, valid
+
+
 def stirlerr(x: jax.Array) -> jax.Array:
     """``log Gamma(x + 1) - ((x + 1/2) log x - x + log(2 pi)/2)`` at whole numbers x >= 1 (counts,
     never differentiated), to full precision.

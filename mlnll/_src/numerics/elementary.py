@@ -30,6 +30,19 @@ def log_sigmoid(z: jax.Array) -> jax.Array:
     return jax.nn.log_sigmoid(z)
 
 
+def log1mexp(x: jax.Array) -> jax.Array:
+    """``log(1 - exp(-x))`` for x >= 0 (-inf at 0, 0 at +inf), with relative accuracy everywhere.
+
+    Identity (Maechler 2012): ``log(-expm1(-x))`` for x <= log 2, where 1 - e^-x is small and
+    expm1 keeps its digits; ``log1p(-exp(-x))`` above, where e^-x <= 1/2 is small. Each branch
+    sees a clamped x (double where).
+    """
+    near = x <= LOG_2
+    xn = jnp.where(near, x, jnp.full_like(x, LOG_2))
+    xf = jnp.where(near, jnp.full_like(x, LOG_2), x)
+    return jnp.where(near, jnp.log(-jnp.expm1(-xn)), jnp.log1p(-jnp.exp(-xf)))
+
+
 def max_and_rest(
     logits: jax.Array, axis: int = -1
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
