@@ -309,3 +309,42 @@ def test_exponential_family_builders_at_a_natural_parameter_of_minus_inf():
 def test_a_list_of_numbers_as_one_output_is_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"Bernoulli takes logits alone.*list of length 2.*jnp\.asarray"):
         mlnll.Bernoulli().log_prob([0.5, -1.0], [1.0, 0.0])
+
+
+SUB32 = float(np.finfo(F32).smallest_subnormal)
+
+
+def _log_sigmoid(z):
+    return -mp.log1p(mp.exp(-z))
+
+
+# (family, outputs, targets, exact log p or None for -inf): subnormal targets at the edge of a
+# support that includes 0. XLA:CPU compares a subnormal as 0 (denormals-are-zero): -1.4e-45
+# passed ``y >= 0`` and a count of 1.4e-45 passed ``y == floor(y)``; the support is read from the
+# bits (numerics.nonnegative_and_finite, nonzero_subnormal).
+SUBNORMAL_EDGE_ROWS = [
+    ("Bernoulli at y=-1.4e-45", mlnll.Bernoulli(), [0.5], [-SUB32], None),
+    ("Bernoulli at y=1.4e-45", mlnll.Bernoulli(), [0.5], [SUB32],
+     lambda: SUB32 * _log_sigmoid(mp.mpf(0.5)) + (1 - mp.mpf(SUB32)) * _log_sigmoid(-mp.mpf(0.5))),
+    ("Categorical soft with an entry -1.4e-45", mlnll.Categorical(), [[0.0, 1.0]], [[-SUB32, 1.0]], None),
+    ("Multinomial(n=2) with a count 1.4e-45", mlnll.Multinomial(total_count=2), [[0.0, 1.0]], [[SUB32, 2.0]], None),
+    ("exponential_family.poisson at y=1.4e-45", mlnll.exponential_family.poisson(), [0.5], [SUB32], None),
+    ("exponential_family.bernoulli at y=-1.4e-45", mlnll.exponential_family.bernoulli(), [0.5], [-SUB32], None),
+    ("exponential_family.categorical(3) at y=1.4e-45", mlnll.exponential_family.categorical(3), [[0.0, 1.0, 2.0]],
+     [SUB32], None),
+]
+
+
+@pytest.mark.parametrize("row", SUBNORMAL_EDGE_ROWS, ids=[r[0] for r in SUBNORMAL_EDGE_ROWS])
+def test_subnormal_targets_at_the_edge_of_a_support_are_read_from_their_bits(row):
+    _, family, outputs, targets, exact = row
+    outputs, targets = jnp.asarray(outputs, F32), jnp.asarray(targets, F32)
+    for use_jit in (False, True):
+        value, grad = _run(family, outputs, targets, use_jit)
+        if exact is None:
+            assert float(value) == -math.inf and np.all(np.isnan(grad)), (use_jit, value, grad)
+        else:
+            with mp.workdps(50):
+                want = float(exact())
+            assert abs(float(value) - want) <= 4 * np.finfo(F32).eps * abs(want), (use_jit, float(value), want)
+            assert np.all(np.isfinite(grad)), (use_jit, grad)
