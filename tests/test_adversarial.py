@@ -348,3 +348,27 @@ def test_subnormal_targets_at_the_edge_of_a_support_are_read_from_their_bits(row
                 want = float(exact())
             assert abs(float(value) - want) <= 4 * np.finfo(F32).eps * abs(want), (use_jit, float(value), want)
             assert np.all(np.isfinite(grad)), (use_jit, grad)
+
+
+def test_float32_subnormal_targets_keep_their_value_with_float64_outputs():
+    """Float32 targets with float64 outputs run in float64 (unpack), converted exactly: XLA:CPU's
+    convert read a float32 subnormal as 0 (Gamma(2, 1) at 1.4e-45 gave -inf; exponential_family's
+    poisson took 1.4e-45 for the count 0)."""
+    y = jnp.asarray([SUB32], F32)
+    zeros = jnp.zeros(1, F64)
+    gamma = lambda o: mlnll.Gamma().log_prob(o, y)  # noqa: E731
+    outputs = (jnp.asarray([math.log(2.0)], F64), zeros)
+    with mp.workdps(50):
+        want = float(_gamma_log_pdf(2, 1, mp.mpf(SUB32)))
+    for run in (gamma, jax.jit(gamma)):
+        value = run(outputs)
+        assert value.dtype == F64 and abs(float(value[0]) - want) <= 8 * np.finfo(F64).eps * abs(want), (value, want)
+    grad = jax.jit(jax.grad(lambda o: jnp.sum(gamma(o))))(outputs)
+    assert all(np.all(np.isfinite(g)) for g in grad), grad
+    poisson = mlnll.exponential_family.poisson()
+    for run in (poisson.log_prob, jax.jit(poisson.log_prob)):
+        assert float(run(zeros, y)[0]) == -math.inf
+
+
+def _gamma_log_pdf(a, b, y):
+    return a * mp.log(b) - mp.loggamma(a) + (a - 1) * mp.log(y) - b * y
