@@ -330,3 +330,20 @@ def test_hessians_stay_finite_at_subnormal_targets():
     # Gamma at a = b = 1: d^2 log p / d log_a^2 = a (log y - digamma(a)) - a^2 trigamma(a) at y = 1.4e-45.
     want = math.log(float(y)) + 0.5772156649015329 - math.pi ** 2 / 6
     assert abs(float(gamma[0][0]) - want) <= 1e-5 * abs(want), (gamma, want)
+
+
+def test_a_rate_that_overflows_meets_a_subnormal_target():
+    """``b y`` (Gamma) and ``n y`` (Dirichlet) with b, n = e^1e4 = inf and y = 1.4e-45, which
+    denormals-are-zero read as 0: inf * 0 = NaN, where the exact log-density is -inf to float32
+    (Gamma(1, e^1e4): log b - b y = 1e4 - e^(1e4 - 103.3); Dirichlet(e^1e4, e^1e4) at (y, 1 - y):
+    below -n KL, -e^(1e4 - 104)). numerics.multiply_by_positive reads y from its bits."""
+    sub = float(np.finfo(F32).smallest_subnormal)
+    with mp.workdps(50):
+        gamma_exact = _gamma(mp.mpf(0), mp.mpf(10000), mp.mpf(sub))
+    assert gamma_exact < -np.finfo(F64).max  # -inf in both dtypes
+    gamma = mlnll.Gamma().log_prob
+    dirichlet = mlnll.Dirichlet().log_prob
+    for run_g, run_d in ((gamma, dirichlet), (jax.jit(gamma), jax.jit(dirichlet))):
+        assert float(run_g((jnp.zeros(1, F32), jnp.full(1, 1e4, F32)), jnp.full(1, sub, F32))[0]) == -math.inf
+        value = run_d(jnp.full((1, 2), 1e4, F32), jnp.asarray([[sub, 1.0]], F32))
+        assert float(value[0]) == -math.inf, value
