@@ -118,7 +118,7 @@ SCALAR_ROWS = [
     ]),
     ("Exponential", mlnll.Exponential(), (_exponential, _exponential_dy), [
         (0.0, "min"), (10.0, "half_tiny"), (80.0, "min"), (0.0, 0.0), (0.0, -0.0), (0.0, "-min"),
-        (0.0, 1.0),
+        (0.0, 1.0), (88.7, "half_tiny"), (-88.7, 3e38),
     ]),
 ]
 
