@@ -372,3 +372,47 @@ def test_float32_subnormal_targets_keep_their_value_with_float64_outputs():
 
 def _gamma_log_pdf(a, b, y):
     return a * mp.log(b) - mp.loggamma(a) + (a - 1) * mp.log(y) - b * y
+
+
+def _von_mises_log_pdf_and_d_log_k(loc, log_k, y):
+    """log p of VonMises(loc, e^log_k) at y and d log p / d log_k by mpmath; log I0(k) from
+    ``besseli`` up to k = e^60, beyond from Hankel's expansion ``I0(k) = e^k / sqrt(2 pi k) (1 +
+    1/(8k) + 9/(128 k^2) + O(k^-3))`` (its remainder is below 1e-50 of it there)."""
+    k, theta = mp.exp(mp.mpf(log_k)), mp.mpf(y) - mp.mpf(loc)
+    one_minus_cos = 2 * mp.sin(theta / 2) ** 2  # k cos(theta) - k, without cancelling e^1e4
+    if log_k <= 60:
+        log_i0e = mp.log(mp.besseli(0, k)) - k
+        complement = 1 - mp.besseli(1, k) / mp.besseli(0, k)
+    else:
+        log_i0e = -mp.log(2 * PI * k) / 2 + mp.log1p(1 / (8 * k) + 9 / (128 * k ** 2))
+        complement = 1 / (2 * k) + 1 / (8 * k ** 2)  # 1 - I1/I0 = 1/(2k) + 1/(8k^2) + O(k^-3)
+    return -k * one_minus_cos - mp.log(2 * PI) - log_i0e, k * complement - k * one_minus_cos
+
+
+# (loc, log_concentration, y): a concentration of e^1e4 = inf (float32 and float64) at the mode
+# gave NaN (i0e(inf) = 0 and 0 * inf; the exact density there is sqrt(k / 2 pi)), and its gradient
+# NaN (exact: 1/2 in log_k, 0 in loc); e^50 and a point just off the mode for contrast.
+VON_MISES_POINTS = [(0.0, 1e4, 0.0), (0.0, 50.0, 0.0), (0.0, 50.0, 1e-10), (1.0, 1e4, 1.0), (0.0, 1e4, 0.5)]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_von_mises_at_huge_concentrations(dtype):
+    family = mlnll.VonMises()
+    points = [_rounded(p, dtype) for p in VON_MISES_POINTS]
+    loc, log_k, y = (jnp.asarray(c, dtype) for c in zip(*points))
+    for use_jit in (False, True):
+        def run(o):
+            values, vjp = jax.vjp(lambda o: family.log_prob(o, y), o)
+            return values, vjp(jnp.ones_like(values))[0]
+        values, (d_loc, d_log_k) = (jax.jit(run) if use_jit else run)((loc, log_k))
+        for i, p in enumerate(points):
+            with mp.workdps(50):
+                want, want_d = _von_mises_log_pdf_and_d_log_k(*p)
+            if want < -np.finfo(dtype).max:
+                assert float(values[i]) == -math.inf, (use_jit, p, values[i])
+                continue
+            tol = 16 * np.finfo(dtype).eps * max(abs(float(want)), 1.0)
+            assert abs(float(values[i]) - float(want)) <= tol, (use_jit, p, float(values[i]), float(want))
+            assert abs(float(d_log_k[i]) - float(want_d)) <= 16 * np.finfo(dtype).eps * max(abs(float(want_d)), 1.0), (
+                use_jit, p, float(d_log_k[i]), float(want_d))
+            assert np.isfinite(float(d_loc[i])), (use_jit, p, d_loc[i])
