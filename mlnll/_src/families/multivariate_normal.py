@@ -73,6 +73,11 @@ def _value_and_partials(loc: jax.Array, raw: jax.Array, y: jax.Array):
     v = solve_triangular(U, z[..., None], lower=True, trans=1, unit_diagonal=True)[..., 0]  # D w
     w = v * inv_diag
     value = -0.5 * jnp.sum(jnp.square(z), axis=-1) - jnp.sum(log_diag, axis=-1) - d * numerics.HALF_LOG_2PI
+    # An infinite z_i (an overflow: y - loc against a tiny L_ii) makes sum z^2 / 2 = +inf, which the
+    # logs of the diagonal cannot offset (z_i^2 = e^(-2 log L_ii) (y_i - ...)^2 grows faster than
+    # -log L_ii): log p = -inf to the dtype, where the solve carried the infinity into inf - inf =
+    # NaN in later z_j, and -sum log L_ii = +inf at a log-diagonal of -1e4 met -inf (y != loc).
+    value = jnp.where(jnp.any(jnp.isinf(z), axis=-1), -jnp.inf, value)
     outer = w[..., :, None] * z[..., None, :]  # d log p/dL below the diagonal: w z^T
     # Chain rule through L_ii = exp(raw_ii): (w_i z_i - 1/L_ii) L_ii = L_ii w_i z_i - 1 = v_i z_i - 1.
     diagonal = v * z - 1
