@@ -416,3 +416,24 @@ def test_von_mises_at_huge_concentrations(dtype):
             assert abs(float(d_log_k[i]) - float(want_d)) <= 16 * np.finfo(dtype).eps * max(abs(float(want_d)), 1.0), (
                 use_jit, p, float(d_log_k[i]), float(want_d))
             assert np.isfinite(float(d_loc[i])), (use_jit, p, d_loc[i])
+
+
+def test_mixture_target_gradient_drops_a_component_of_probability_zero():
+    """d log p / dy of a mixture is sum_k r_k dl_k/dy: a component with scale e^-1e4 away from y has
+    r_k = 0 and dl_k/dy = inf, which the vjp of r through the components turned into 0 * inf = NaN.
+    The exact value is log(1/2 N(0.5; 1, 1)) and d/dy = -(0.5 - 1) = 0.5. A target outside every
+    component's support is -inf whatever the mixture logits (+inf made log pi NaN, NaN + -inf NaN)."""
+    family = mlnll.MixtureSameFamily(mlnll.Normal())
+    for dtype in (F32, F64):
+        outputs = (jnp.asarray([[0.0, 0.0]], dtype), (jnp.asarray([[0.0, 1.0]], dtype), jnp.asarray([[-1e4, 0.0]], dtype)))
+        y = jnp.asarray([0.5], dtype)
+        with mp.workdps(50):
+            want = float(mp.log(mp.mpf(0.5)) + _normal(1.0, 0.0, 0.5))
+        for use_jit in (False, True):
+            f = lambda y: jnp.sum(family.log_prob(outputs, y))  # noqa: E731
+            value, d_y = (jax.jit(jax.value_and_grad(f)) if use_jit else jax.value_and_grad(f))(y)
+            assert abs(float(value) - want) <= 4 * np.finfo(dtype).eps * abs(want), (use_jit, float(value), want)
+            assert float(d_y[0]) == 0.5, (use_jit, d_y)
+        infinite_logit = (jnp.asarray([[np.inf, 0.0]], dtype), (jnp.zeros((1, 2), dtype), jnp.zeros((1, 2), dtype)))
+        for run in (family.log_prob, jax.jit(family.log_prob)):
+            assert float(run(infinite_logit, jnp.asarray([np.inf], dtype))[0]) == -math.inf
