@@ -330,6 +330,10 @@ SUBNORMAL_EDGE_ROWS = [
     ("Multinomial(n=2) with a count 1.4e-45", mlnll.Multinomial(total_count=2), [[0.0, 1.0]], [[SUB32, 2.0]], None),
     ("exponential_family.poisson at y=1.4e-45", mlnll.exponential_family.poisson(), [0.5], [SUB32], None),
     ("exponential_family.bernoulli at y=-1.4e-45", mlnll.exponential_family.bernoulli(), [0.5], [-SUB32], None),
+    ("Poisson at y=1.4e-45", mlnll.Poisson(), [0.5], [SUB32], None),
+    ("Geometric at y=-1.4e-45", mlnll.Geometric(), [0.5], [-SUB32], None),
+    ("Binomial(n=10) at y=1.4e-45", mlnll.Binomial(total_count=10), [0.5], [SUB32], None),
+    ("NegativeBinomial at y=1.4e-45", mlnll.NegativeBinomial(), ([0.5], [0.3]), [SUB32], None),
     ("exponential_family.categorical(3) at y=1.4e-45", mlnll.exponential_family.categorical(3), [[0.0, 1.0, 2.0]],
      [SUB32], None),
 ]
@@ -338,7 +342,8 @@ SUBNORMAL_EDGE_ROWS = [
 @pytest.mark.parametrize("row", SUBNORMAL_EDGE_ROWS, ids=[r[0] for r in SUBNORMAL_EDGE_ROWS])
 def test_subnormal_targets_at_the_edge_of_a_support_are_read_from_their_bits(row):
     _, family, outputs, targets, exact = row
-    outputs, targets = jnp.asarray(outputs, F32), jnp.asarray(targets, F32)
+    outputs = tuple(jnp.asarray(o, F32) for o in outputs) if isinstance(outputs, tuple) else jnp.asarray(outputs, F32)
+    targets = jnp.asarray(targets, F32)
     for use_jit in (False, True):
         value, grad = _run(family, outputs, targets, use_jit)
         if exact is None:
