@@ -309,3 +309,136 @@ def test_exponential_family_builders_at_a_natural_parameter_of_minus_inf():
 def test_a_list_of_numbers_as_one_output_is_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"Bernoulli takes logits alone.*list of length 2.*jnp\.asarray"):
         mlnll.Bernoulli().log_prob([0.5, -1.0], [1.0, 0.0])
+
+
+SUB32 = float(np.finfo(F32).smallest_subnormal)
+
+
+def _log_sigmoid(z):
+    return -mp.log1p(mp.exp(-z))
+
+
+# (family, outputs, targets, exact log p or None for -inf): subnormal targets at the edge of a
+# support that includes 0. XLA:CPU compares a subnormal as 0 (denormals-are-zero): -1.4e-45
+# passed ``y >= 0`` and a count of 1.4e-45 passed ``y == floor(y)``; the support is read from the
+# bits (numerics.nonnegative_and_finite, nonzero_subnormal).
+SUBNORMAL_EDGE_ROWS = [
+    ("Bernoulli at y=-1.4e-45", mlnll.Bernoulli(), [0.5], [-SUB32], None),
+    ("Bernoulli at y=1.4e-45", mlnll.Bernoulli(), [0.5], [SUB32],
+     lambda: SUB32 * _log_sigmoid(mp.mpf(0.5)) + (1 - mp.mpf(SUB32)) * _log_sigmoid(-mp.mpf(0.5))),
+    ("Categorical soft with an entry -1.4e-45", mlnll.Categorical(), [[0.0, 1.0]], [[-SUB32, 1.0]], None),
+    ("Multinomial(n=2) with a count 1.4e-45", mlnll.Multinomial(total_count=2), [[0.0, 1.0]], [[SUB32, 2.0]], None),
+    ("exponential_family.poisson at y=1.4e-45", mlnll.exponential_family.poisson(), [0.5], [SUB32], None),
+    ("exponential_family.bernoulli at y=-1.4e-45", mlnll.exponential_family.bernoulli(), [0.5], [-SUB32], None),
+    ("Poisson at y=1.4e-45", mlnll.Poisson(), [0.5], [SUB32], None),
+    ("Geometric at y=-1.4e-45", mlnll.Geometric(), [0.5], [-SUB32], None),
+    ("Binomial(n=10) at y=1.4e-45", mlnll.Binomial(total_count=10), [0.5], [SUB32], None),
+    ("NegativeBinomial at y=1.4e-45", mlnll.NegativeBinomial(), ([0.5], [0.3]), [SUB32], None),
+    ("exponential_family.categorical(3) at y=1.4e-45", mlnll.exponential_family.categorical(3), [[0.0, 1.0, 2.0]],
+     [SUB32], None),
+]
+
+
+@pytest.mark.parametrize("row", SUBNORMAL_EDGE_ROWS, ids=[r[0] for r in SUBNORMAL_EDGE_ROWS])
+def test_subnormal_targets_at_the_edge_of_a_support_are_read_from_their_bits(row):
+    _, family, outputs, targets, exact = row
+    outputs = tuple(jnp.asarray(o, F32) for o in outputs) if isinstance(outputs, tuple) else jnp.asarray(outputs, F32)
+    targets = jnp.asarray(targets, F32)
+    for use_jit in (False, True):
+        value, grad = _run(family, outputs, targets, use_jit)
+        if exact is None:
+            assert float(value) == -math.inf and np.all(np.isnan(grad)), (use_jit, value, grad)
+        else:
+            with mp.workdps(50):
+                want = float(exact())
+            assert abs(float(value) - want) <= 4 * np.finfo(F32).eps * abs(want), (use_jit, float(value), want)
+            assert np.all(np.isfinite(grad)), (use_jit, grad)
+
+
+def test_float32_subnormal_targets_keep_their_value_with_float64_outputs():
+    """Float32 targets with float64 outputs run in float64 (unpack), converted exactly: XLA:CPU's
+    convert read a float32 subnormal as 0 (Gamma(2, 1) at 1.4e-45 gave -inf; exponential_family's
+    poisson took 1.4e-45 for the count 0)."""
+    y = jnp.asarray([SUB32], F32)
+    zeros = jnp.zeros(1, F64)
+    gamma = lambda o: mlnll.Gamma().log_prob(o, y)  # noqa: E731
+    outputs = (jnp.asarray([math.log(2.0)], F64), zeros)
+    with mp.workdps(50):
+        want = float(_gamma_log_pdf(2, 1, mp.mpf(SUB32)))
+    for run in (gamma, jax.jit(gamma)):
+        value = run(outputs)
+        assert value.dtype == F64 and abs(float(value[0]) - want) <= 8 * np.finfo(F64).eps * abs(want), (value, want)
+    grad = jax.jit(jax.grad(lambda o: jnp.sum(gamma(o))))(outputs)
+    assert all(np.all(np.isfinite(g)) for g in grad), grad
+    poisson = mlnll.exponential_family.poisson()
+    for run in (poisson.log_prob, jax.jit(poisson.log_prob)):
+        assert float(run(zeros, y)[0]) == -math.inf
+
+
+def _gamma_log_pdf(a, b, y):
+    return a * mp.log(b) - mp.loggamma(a) + (a - 1) * mp.log(y) - b * y
+
+
+def _von_mises_log_pdf_and_d_log_k(loc, log_k, y):
+    """log p of VonMises(loc, e^log_k) at y and d log p / d log_k by mpmath; log I0(k) from
+    ``besseli`` up to k = e^60, beyond from Hankel's expansion ``I0(k) = e^k / sqrt(2 pi k) (1 +
+    1/(8k) + 9/(128 k^2) + O(k^-3))`` (its remainder is below 1e-50 of it there)."""
+    k, theta = mp.exp(mp.mpf(log_k)), mp.mpf(y) - mp.mpf(loc)
+    one_minus_cos = 2 * mp.sin(theta / 2) ** 2  # k cos(theta) - k, without cancelling e^1e4
+    if log_k <= 60:
+        log_i0e = mp.log(mp.besseli(0, k)) - k
+        complement = 1 - mp.besseli(1, k) / mp.besseli(0, k)
+    else:
+        log_i0e = -mp.log(2 * PI * k) / 2 + mp.log1p(1 / (8 * k) + 9 / (128 * k ** 2))
+        complement = 1 / (2 * k) + 1 / (8 * k ** 2)  # 1 - I1/I0 = 1/(2k) + 1/(8k^2) + O(k^-3)
+    return -k * one_minus_cos - mp.log(2 * PI) - log_i0e, k * complement - k * one_minus_cos
+
+
+# (loc, log_concentration, y): a concentration of e^1e4 = inf (float32 and float64) at the mode
+# gave NaN (i0e(inf) = 0 and 0 * inf; the exact density there is sqrt(k / 2 pi)), and its gradient
+# NaN (exact: 1/2 in log_k, 0 in loc); e^50 and a point just off the mode for contrast.
+VON_MISES_POINTS = [(0.0, 1e4, 0.0), (0.0, 50.0, 0.0), (0.0, 50.0, 1e-10), (1.0, 1e4, 1.0), (0.0, 1e4, 0.5)]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_von_mises_at_huge_concentrations(dtype):
+    family = mlnll.VonMises()
+    points = [_rounded(p, dtype) for p in VON_MISES_POINTS]
+    loc, log_k, y = (jnp.asarray(c, dtype) for c in zip(*points))
+    for use_jit in (False, True):
+        def run(o):
+            values, vjp = jax.vjp(lambda o: family.log_prob(o, y), o)
+            return values, vjp(jnp.ones_like(values))[0]
+        values, (d_loc, d_log_k) = (jax.jit(run) if use_jit else run)((loc, log_k))
+        for i, p in enumerate(points):
+            with mp.workdps(50):
+                want, want_d = _von_mises_log_pdf_and_d_log_k(*p)
+            if want < -np.finfo(dtype).max:
+                assert float(values[i]) == -math.inf, (use_jit, p, values[i])
+                continue
+            tol = 16 * np.finfo(dtype).eps * max(abs(float(want)), 1.0)
+            assert abs(float(values[i]) - float(want)) <= tol, (use_jit, p, float(values[i]), float(want))
+            assert abs(float(d_log_k[i]) - float(want_d)) <= 16 * np.finfo(dtype).eps * max(abs(float(want_d)), 1.0), (
+                use_jit, p, float(d_log_k[i]), float(want_d))
+            assert np.isfinite(float(d_loc[i])), (use_jit, p, d_loc[i])
+
+
+def test_mixture_target_gradient_drops_a_component_of_probability_zero():
+    """d log p / dy of a mixture is sum_k r_k dl_k/dy: a component with scale e^-1e4 away from y has
+    r_k = 0 and dl_k/dy = inf, which the vjp of r through the components turned into 0 * inf = NaN.
+    The exact value is log(1/2 N(0.5; 1, 1)) and d/dy = -(0.5 - 1) = 0.5. A target outside every
+    component's support is -inf whatever the mixture logits (+inf made log pi NaN, NaN + -inf NaN)."""
+    family = mlnll.MixtureSameFamily(mlnll.Normal())
+    for dtype in (F32, F64):
+        outputs = (jnp.asarray([[0.0, 0.0]], dtype), (jnp.asarray([[0.0, 1.0]], dtype), jnp.asarray([[-1e4, 0.0]], dtype)))
+        y = jnp.asarray([0.5], dtype)
+        with mp.workdps(50):
+            want = float(mp.log(mp.mpf(0.5)) + _normal(1.0, 0.0, 0.5))
+        for use_jit in (False, True):
+            f = lambda y: jnp.sum(family.log_prob(outputs, y))  # noqa: E731
+            value, d_y = (jax.jit(jax.value_and_grad(f)) if use_jit else jax.value_and_grad(f))(y)
+            assert abs(float(value) - want) <= 4 * np.finfo(dtype).eps * abs(want), (use_jit, float(value), want)
+            assert float(d_y[0]) == 0.5, (use_jit, d_y)
+        infinite_logit = (jnp.asarray([[np.inf, 0.0]], dtype), (jnp.zeros((1, 2), dtype), jnp.zeros((1, 2), dtype)))
+        for run in (family.log_prob, jax.jit(family.log_prob)):
+            assert float(run(infinite_logit, jnp.asarray([np.inf], dtype))[0]) == -math.inf

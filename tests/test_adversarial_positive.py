@@ -118,7 +118,7 @@ SCALAR_ROWS = [
     ]),
     ("Exponential", mlnll.Exponential(), (_exponential, _exponential_dy), [
         (0.0, "min"), (10.0, "half_tiny"), (80.0, "min"), (0.0, 0.0), (0.0, -0.0), (0.0, "-min"),
-        (0.0, 1.0),
+        (0.0, 1.0), (88.7, "half_tiny"), (-88.7, 3e38),
     ]),
 ]
 
@@ -146,7 +146,7 @@ def _tolerance(name, dtype, want, y):
 
 # Every table is padded to one batch size (repeating its first point): eagerly, the closed forms'
 # partials run primitive by primitive, each compiled per shape, and the families then share them.
-BATCH = 12
+BATCH = 14
 
 
 def _padded(points):
@@ -271,6 +271,13 @@ MVN_POINTS = [
     ((0.0, 0.0), (-88.7, 0.5, 0.0), (2e-38, 0.5)),
     ((0.0, 0.0), (-88.7, 0.0, 88.7), (0.0, 3e38)),
     ((0.2, 0.1), (0.5, 0.7, -0.3), (1.0, -2.0)),
+    # a log-diagonal of -1e4 with y != loc: z overflows (exact log p about -e^(2e4)), where the solve
+    # carried inf into inf - inf = NaN
+    ((0.0, 0.0), (-1e4, 0.5, 0.0), (1.0, 1.0)),
+    ((0.0, 0.0), (0.0, 0.5, -1e4), (0.0, 1.0)),
+    ((0.0, 0.0), (-1e4, 1.0, -1e4), (1.0, 1.0)),
+    # (y_1 - loc_1) / L_11 and (L_10 / L_11) z_0 both -inf: the solve's -inf + inf was NaN
+    ((0.0, 0.0), (0.0, -1.0, -1e4), (1.0, -0.5)),
 ]
 
 
@@ -330,3 +337,20 @@ def test_hessians_stay_finite_at_subnormal_targets():
     # Gamma at a = b = 1: d^2 log p / d log_a^2 = a (log y - digamma(a)) - a^2 trigamma(a) at y = 1.4e-45.
     want = math.log(float(y)) + 0.5772156649015329 - math.pi ** 2 / 6
     assert abs(float(gamma[0][0]) - want) <= 1e-5 * abs(want), (gamma, want)
+
+
+def test_a_rate_that_overflows_meets_a_subnormal_target():
+    """``b y`` (Gamma) and ``n y`` (Dirichlet) with b, n = e^1e4 = inf and y = 1.4e-45, which
+    denormals-are-zero read as 0: inf * 0 = NaN, where the exact log-density is -inf to float32
+    (Gamma(1, e^1e4): log b - b y = 1e4 - e^(1e4 - 103.3); Dirichlet(e^1e4, e^1e4) at (y, 1 - y):
+    below -n KL, -e^(1e4 - 104)). numerics.multiply_by_positive reads y from its bits."""
+    sub = float(np.finfo(F32).smallest_subnormal)
+    with mp.workdps(50):
+        gamma_exact = _gamma(mp.mpf(0), mp.mpf(10000), mp.mpf(sub))
+    assert gamma_exact < -np.finfo(F64).max  # -inf in both dtypes
+    gamma = mlnll.Gamma().log_prob
+    dirichlet = mlnll.Dirichlet().log_prob
+    for run_g, run_d in ((gamma, dirichlet), (jax.jit(gamma), jax.jit(dirichlet))):
+        assert float(run_g((jnp.zeros(1, F32), jnp.full(1, 1e4, F32)), jnp.full(1, sub, F32))[0]) == -math.inf
+        value = run_d(jnp.full((1, 2), 1e4, F32), jnp.asarray([[sub, 1.0]], F32))
+        assert float(value[0]) == -math.inf, value

@@ -209,3 +209,43 @@ def test_count_pieces_against_mpmath(dtype):
                          for v in map(mpmath.mpf, map(float, k))])
     got = np.asarray(numerics.stirlerr(jnp.asarray(k)), np.float64)
     np.testing.assert_allclose(got, want, rtol=4 * eps, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_subnormal_helpers_read_the_bits_under_jit(dtype):
+    """nonzero_subnormal, widen and multiply_by_positive (numerics/positive.py) against the exact
+    values numpy computes (numpy does not flush subnormals), jitted (XLA:CPU flushes them)."""
+    info = np.finfo(dtype)
+    sub = info.smallest_subnormal
+    y = np.asarray([0.0, -0.0, sub, -sub, 3 * sub, info.tiny / 2, info.tiny, 1.0, np.inf], dtype)
+    flags = jax.jit(numerics.nonzero_subnormal)(jnp.asarray(y))
+    assert flags.tolist() == [False, False, True, True, True, True, False, False, False]
+    if dtype == np.float32:
+        wide = jax.jit(lambda v: numerics.widen(v, np.float64))(jnp.asarray(y))
+        assert wide.dtype == np.float64
+        assert np.array_equal(np.asarray(wide), y.astype(np.float64))  # exact, subnormals included
+        # d widen / dy = 1
+        assert float(jax.jit(jax.grad(lambda v: numerics.widen(v, np.float64)))(jnp.float32(sub))) == 1.0
+    # x y with y subnormal: inf stays inf (inf * 0 would be NaN), 1e30 y is a normal number.
+    x = np.asarray([np.inf, 1e30, 1.0, 2.0], dtype)
+    ys = np.asarray([sub, 3 * sub, info.tiny / 2, 0.25], dtype)
+    got = np.asarray(jax.jit(numerics.multiply_by_positive)(jnp.asarray(x), jnp.asarray(ys)))
+    with np.errstate(under="ignore"):
+        want = (x.astype(np.longdouble) * ys.astype(np.longdouble))
+    want = np.where(np.abs(want) < info.tiny, 0.0, want).astype(dtype)  # XLA flushes a subnormal result
+    assert np.array_equal(got, want), (got, want)
+    # d(x y) = y dx + x dy
+    dx, dy = jax.jit(jax.grad(numerics.multiply_by_positive, argnums=(0, 1)))(jnp.asarray(1e30, dtype), jnp.asarray(3 * sub, dtype))
+    assert float(dy) == pytest.approx(1e30, rel=4 * info.eps) and float(dx) == 0.0  # 3 sub flushes as a tangent product
+
+
+def test_scaled_expm1mx_is_inf_where_scale_exp_u_overflows():
+    """``c (e^u - 1 - u)`` given ``c e^u`` = inf with c = inf itself (a concentration of e^1e4): the
+    deviance is +inf (u > 1: e^u - 1 - u > 0), where ``c e^u - c (1 + u)`` was inf - inf = NaN."""
+    f = jax.jit(numerics.scaled_expm1mx)
+    for dtype in (np.float32, np.float64):
+        inf = jnp.asarray(np.inf, dtype)
+        assert float(f(inf, jnp.asarray(3.0, dtype), inf)) == math.inf
+        # ordinary inputs unchanged: 2 (e^3 - 1 - 3)
+        got = float(f(jnp.asarray(2.0, dtype), jnp.asarray(3.0, dtype), jnp.asarray(2 * math.exp(3.0), dtype)))
+        assert got == pytest.approx(2 * (math.exp(3.0) - 4), rel=8 * np.finfo(dtype).eps)

@@ -147,10 +147,12 @@ def _targets_in_working_dtype(params: Params, y: jax.Array) -> tuple[Params, jax
     """``(params, y)`` in one floating dtype that holds the targets as given (see ``with_targets``)."""
     working = np.dtype(next(iter(params.values())).dtype)
     if jnp.issubdtype(y.dtype, jnp.floating):
+        # numerics.widen, not astype: XLA:CPU's convert reads a float32 subnormal as 0.
         if np.dtype(y.dtype).itemsize > working.itemsize:
-            widened = {n: a.astype(y.dtype) for n, a in params.items()}
+            widened = {n: numerics.widen(a, y.dtype) for n, a in params.items()}
             return Params(widened, params.dtype, params.batch_shape), y
-        return params, y.astype(working)
+        narrower = np.dtype(y.dtype).itemsize < working.itemsize
+        return params, numerics.widen(y, working) if narrower else y.astype(working)
     exact_limit = 2 ** (jnp.finfo(working).nmant + 1)  # every integer up to here is exact
     if jnp.issubdtype(y.dtype, jnp.integer) and jnp.iinfo(y.dtype).max > exact_limit:
         # Exact when it converts back to itself (1e9 is a float32; 10**9 + 1 is not), the float

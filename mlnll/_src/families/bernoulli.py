@@ -37,7 +37,8 @@ def _prepare(outputs, targets) -> tuple[jax.Array, jax.Array, np.dtype]:
 
 
 def _in_support(y: jax.Array) -> jax.Array:
-    return (y >= 0) & (y <= 1)
+    # From the bits: under denormals-are-zero a negative subnormal compares as -0 >= 0.
+    return numerics.nonnegative_and_finite(y) & (y <= 1)
 
 
 def _log_pmf_and_partials(z: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:

@@ -105,7 +105,8 @@ def _log_pdf_and_partials(log_a: jax.Array, y: jax.Array):
     k = log_a.shape[-1]
     log_y = numerics.log_of_positive(y)  # exact for subnormal y too
     a, n, log_n, log_p, u = _saddle_terms(log_a, log_y)
-    deviance = jnp.sum(numerics.scaled_expm1mx(a, u, n[..., None] * y), axis=-1)
+    n_y = numerics.multiply_by_positive(n[..., None], y)  # n y: inf at n = inf, also for subnormal y
+    deviance = jnp.sum(numerics.scaled_expm1mx(a, u, n_y), axis=-1)
     # n s restores the textbook value when y sums to 1 only up to rounding (the deviance form
     # assumes sum(y) = 1 exactly).
     gap = _gap_from_one(y)
@@ -113,6 +114,10 @@ def _log_pdf_and_partials(log_a: jax.Array, y: jax.Array):
     delta_n, scaled_grad_n = gb.stirling_remainder_and_scaled_grad(n, log_n)
     value = (-deviance + n * gap - jnp.sum(log_y, axis=-1) + 0.5 * jnp.sum(log_a, axis=-1) - 0.5 * log_n
              - (k - 1) * numerics.HALF_LOG_2PI - (jnp.sum(delta_a, axis=-1) - delta_n))
+    # -deviance + n s = sum_k a_k u_k = -n KL(p || y) <= 0 on the simplex: where the deviance
+    # overflows (n = e^3e38) that sum is -inf, below every other term (logs of a and n, which
+    # overflow at two log-concentrations of 3e38: inf - inf), and n s alone would be inf * 0 = NaN.
+    value = jnp.where(jnp.isinf(deviance), -jnp.inf, value)
     p = jnp.exp(log_p)
     # a_j delta'(n) = p_j (n delta'(n)): the scaled form of delta' keeps n^2 out of it.
     d_log_a = a * u + 0.5 * (1 - p) - scaled_grad_a + p * scaled_grad_n[..., None]

@@ -13,6 +13,7 @@ from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.families import _location_scale as ls_
 from mlnll._src.families import _tails
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
@@ -46,10 +47,16 @@ def _prepare(outputs, targets) -> _Inputs:
 
 def _log_pdf_and_partials(log_rate, y):
     """``log p = log_rate - rate y`` and its partials ``(1 - rate y, -rate)`` in ``(log_rate, y)``."""
-    rate = jnp.exp(log_rate)
-    # rate y is exactly 0 at y = 0, also where rate overflows (log_rate = 1e4, where inf * 0 is NaN).
-    # (The select is on the product, not on log_rate before the exp: exp then reads log_rate alone.)
-    rate_y = jnp.where(y == 0, jnp.zeros_like(y), rate * y)
+    # e^log_rate range-reduced (InverseScale of -log_rate: main 2^k, one exp as before): the same
+    # bits within |log_rate| <= 86 (float32), 0 and inf beyond the range as exp gives them.
+    inv = ls_.inverse_scale(-log_rate)
+    rate = inv.main * inv.power_of_two
+    # rate y = (y main) 2^k: right wherever the product is a number of the dtype, also where rate
+    # alone is not (log_rate = -88.7 in float32 flushed rate to 0 against y = 3e38, for a product of
+    # 0.9); a subnormal y read from its bits (log_rate = 88.7 at y = 5.9e-39: 1.95, not 0). Exactly 0
+    # at y = +-0 whatever the rate (log_rate = 1e4: inf * 0 would be NaN).
+    rate_y = jnp.where(numerics.positive_and_finite(y), numerics.multiply_by_positive(inv.main, y) * inv.power_of_two,
+                       jnp.zeros_like(y))
     return log_rate - rate_y, (1 - rate_y, -rate)
 
 

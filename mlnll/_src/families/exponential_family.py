@@ -221,7 +221,9 @@ class ExponentialFamily:
 
     def _statistics(self, targets, dtype, event: tuple[int, ...]):
         """``(T(y), log h(y), valid)`` with ``T`` and ``log h`` zeroed outside the support (double where)."""
-        y = validate.numeric_targets(targets, where=f"{self!r} targets").astype(dtype)
+        y = validate.numeric_targets(targets, where=f"{self!r} targets")
+        narrower = jnp.issubdtype(y.dtype, jnp.floating) and np.dtype(y.dtype).itemsize < np.dtype(dtype).itemsize
+        y = numerics.widen(y, dtype) if narrower else y.astype(dtype)  # widen: exact for subnormal y
         stat = jnp.asarray(self.sufficient_statistic(y)).astype(dtype)
         log_h = jnp.asarray(self.log_base_measure(y)).astype(dtype)
         if stat.shape[stat.ndim - len(event):] != event or stat.shape[:stat.ndim - len(event)] != log_h.shape:
@@ -406,7 +408,8 @@ def _zeros_like_batch(eta):
 
 
 def _in_unit_interval_log_h(y):
-    return jnp.where((y >= 0) & (y <= 1), jnp.zeros_like(y), -jnp.inf)
+    # The sign from the bits: under denormals-are-zero -1.4e-45 compares as -0 >= 0.
+    return jnp.where(numerics.nonnegative_and_finite(y) & (y <= 1), jnp.zeros_like(y), -jnp.inf)
 
 
 def _bernoulli_draws(key, eta, shape):
@@ -440,7 +443,7 @@ def categorical(num_classes: int) -> ExponentialFamily:
         return (y[..., None] == classes).astype(y.dtype)
 
     def log_h(y):
-        valid = (y >= 0) & (y < num_classes) & (y == jnp.floor(y))
+        valid = (y >= 0) & (y < num_classes) & (y == jnp.floor(y)) & ~numerics.nonzero_subnormal(y)
         return jnp.where(valid, jnp.zeros_like(y), -jnp.inf)
 
     return ExponentialFamily(
@@ -454,7 +457,8 @@ def _count_log_h(y):
     """``-log(y!)`` for counts 0, 1, 2, ...; ``-inf`` for negative, fractional or infinite y.
 
     The gammaln sees 0 outside the support (double where): no NaN in the branch not taken."""
-    valid = (y >= 0) & (y == jnp.floor(y)) & jnp.isfinite(y)
+    # A subnormal y is no whole number, but denormals-are-zero floors it to 0 == y.
+    valid = numerics.nonnegative_and_finite(y) & (y == jnp.floor(y)) & ~numerics.nonzero_subnormal(y)
     safe = jnp.where(valid, y, jnp.zeros_like(y))
     return jnp.where(valid, -numerics.log_factorial(safe), -jnp.inf)
 

@@ -83,7 +83,7 @@ def _log_pdf_and_partials(log_a, log_b, y):
     a_minus_1 = jnp.expm1(log_a)
     b = jnp.exp(log_b)
     log_y = numerics.log_of_positive(y)  # exact for subnormal y too
-    z = y * b
+    z = numerics.multiply_by_positive(b, y)  # y b, with a subnormal y read as its bits say (inf * y: inf)
     u = log_y + (log_b - log_a)
     delta, a_delta_grad = gb.stirling_remainder_and_scaled_grad(a, log_a)
     # a (e^u - 1 - u) keeps relative accuracy near the mode (a expm1mx(u)) and never forms e^u alone.

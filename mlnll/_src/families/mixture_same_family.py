@@ -37,6 +37,7 @@ class _Joint(NamedTuple):
     joint: jax.Array  # log pi_k + log p_k(y)
     weights: jax.Array  # pi = softmax(mixture_logits) (NaN where every logit is -inf)
     lp_ndim: int  # the rank of the component's log_prob
+    impossible: jax.Array  # every component gives log p_k(y) = -inf (y outside their support)
 
 
 def _shifted_and_sum(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -80,7 +81,8 @@ def _joint(component: Family, logits: jax.Array, component_outputs, y: jax.Array
                                                             ("component log_prob", component_lp.shape)])
     (logits, component_lp), _ = numerics.upcast(logits, component_lp)
     log_weights, weights = (jnp.broadcast_to(a, shape) for a in _log_weights_and_weights(logits))
-    return _Joint(log_weights + jnp.broadcast_to(component_lp, shape), weights, component_lp.ndim)
+    impossible = jnp.all(jnp.broadcast_to(component_lp, shape) == -jnp.inf, axis=-1)
+    return _Joint(log_weights + jnp.broadcast_to(component_lp, shape), weights, component_lp.ndim, impossible)
 
 
 def _log_sum_and_posterior(joint: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -118,17 +120,22 @@ def _value_and_partials(family: MixtureSameFamily, treedef, logits: jax.Array, t
     y = family._component_targets(targets, num_components)
     j = _joint(family.component, logits, component_outputs, y)
     value, r = _log_sum_and_posterior(j.joint)
+    # No component can produce y: -inf whatever the weights (a +inf mixture logit makes log pi NaN,
+    # and NaN + -inf is NaN), as every family's target outside the support.
+    value = jnp.where(j.impossible, -jnp.inf, value)
     d_logits = r - j.weights
     d_leaves = [-_weighted(r, g, j.lp_ndim)
                 for g in jax.tree.leaves(family.component.grad(component_outputs, y))]
 
-    def component_log_probs(t):  # l_k(y) for targets t [*batch, *event]
-        return family.component.log_prob(component_outputs, family._component_targets(t, num_components))
-
-    def d_targets():  # sum_k r_k dl_k/dy: the vjp of l in the targets, per example
+    def d_targets():  # sum_k r_k dl_k/dy, per example
         event = targets.shape[targets.ndim - family.event_ndim:]
-        lp, pullback = jax.vjp(component_log_probs, jnp.broadcast_to(targets, value.shape + event))
-        return pullback(r.astype(lp.dtype))[0]
+        y_k = family._component_targets(jnp.broadcast_to(targets, value.shape + event), num_components)
+        lp, pullback = jax.vjp(lambda t: family.component.log_prob(component_outputs, t), y_k)
+        # dl_k/dy of each component (l_k reads only its own copy of y), then weighted by r_k:
+        # r_k = 0 drops a component whose derivative is inf or NaN (a scale of e^-3e38), where a
+        # cotangent of r would give 0 * NaN. In the value's dtype (float32 targets, float64 outputs).
+        g = pullback(jnp.ones_like(lp))[0]
+        return jnp.sum(_weighted(r, g, j.lp_ndim), axis=r.ndim - 1).astype(value.dtype)
 
     return value, (d_logits, d_targets, *d_leaves)
 

@@ -189,7 +189,9 @@ class Multinomial:
         """Whole numbers >= 0 summing to n: ``sum_c (|y_c - floor y_c| + max(-y_c, 0)) = 0`` (NaN for
         a NaN or infinite entry) and ``sum_c y_c = n``; arithmetic, so it fuses into one reduction."""
         off = jnp.sum(jnp.abs(y - jnp.floor(y)) + jnp.maximum(-y, 0), axis=-1)
-        return (off == 0) & (jnp.sum(y, axis=-1) == self.total_count)
+        # A subnormal entry is neither a whole number nor 0, but flushes to 0 in off.
+        whole = ~jnp.any(numerics.nonzero_subnormal(y), axis=-1)
+        return (off == 0) & whole & (jnp.sum(y, axis=-1) == self.total_count)
 
     def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log p(targets | logits)``, equal to scipy.stats.multinomial.logpmf."""

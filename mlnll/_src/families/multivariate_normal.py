@@ -73,6 +73,14 @@ def _value_and_partials(loc: jax.Array, raw: jax.Array, y: jax.Array):
     v = solve_triangular(U, z[..., None], lower=True, trans=1, unit_diagonal=True)[..., 0]  # D w
     w = v * inv_diag
     value = -0.5 * jnp.sum(jnp.square(z), axis=-1) - jnp.sum(log_diag, axis=-1) - d * numerics.HALF_LOG_2PI
+    # A z_i that is not finite from inputs that are not NaN is an overflow (y - loc against a tiny
+    # L_ii; or (L_ij / L_ii) z_j and (y_i - loc_i) / L_ii both overflowing at a log-diagonal of -1e4,
+    # whose difference the solve forms as inf - inf = NaN): sum z^2 / 2 = +inf there, which the logs
+    # of the diagonal cannot offset (z_i^2 grows like e^(-2 log L_ii)), so log p = -inf to the dtype.
+    # NaN inputs show in r (loc, y, the diagonal) or in U (the lower triangle) and stay NaN. (A
+    # numerator of exactly 0 against both overflowing terms has a finite z_i: -inf there, not NaN.)
+    nan_input = jnp.any(jnp.isnan(r), axis=-1) | jnp.any(jnp.isnan(U), axis=(-2, -1))
+    value = jnp.where(jnp.any(~jnp.isfinite(z), axis=-1) & ~nan_input, -jnp.inf, value)
     outer = w[..., :, None] * z[..., None, :]  # d log p/dL below the diagonal: w z^T
     # Chain rule through L_ii = exp(raw_ii): (w_i z_i - 1/L_ii) L_ii = L_ii w_i z_i - 1 = v_i z_i - 1.
     diagonal = v * z - 1

@@ -117,16 +117,28 @@ def _bessel_ratio_complement(k: jax.Array) -> jax.Array:
     return jnp.where(large, k_b, f) / jnp.where(large, k_large, poles)
 
 
+_HUGE_K = 2.0**60
+
+
 def _log_pdf_and_partials(loc: jax.Array, log_k: jax.Array, y: jax.Array):
     """``log p`` and its partials in ``(loc, log_concentration, y)`` (see ``VonMises``)."""
     k = jnp.exp(log_k)
     half = 0.5 * (y - loc)
     sin_half, cos_half = jnp.sin(half), jnp.cos(half)
     one_minus_cos = 2 * jnp.square(sin_half)  # 1 - cos(theta) = 2 sin^2(theta/2): no cancellation near 0
-    k_sin = 2 * k * sin_half * cos_half  # k sin(theta), with sin(theta) = 2 sin(theta/2) cos(theta/2)
-    i0e = special.i0e(k)
-    value = -k * one_minus_cos - LOG_2PI - jnp.log(i0e)  # log I0(k) = log(i0e(k)) + k
-    return value, (k_sin, k * (_bessel_ratio_complement(k) - one_minus_cos), -k_sin)
+    # At theta = 0 (sin(theta/2) = 0) k (1 - cos theta) and k sin(theta) are 0 however large k, also
+    # at k = e^1e4 = inf, where the products would be 0 * inf = NaN.
+    at_mode = sin_half == 0
+    k_sin = jnp.where(at_mode, 0.0, (2 * sin_half * cos_half) * k)  # k sin(theta) = 2 k sin(theta/2) cos(theta/2)
+    k_one_minus_cos = jnp.where(at_mode, 0.0, one_minus_cos * k)
+    # log I0(k) = log(i0e(k)) + k, and log(i0e(k)) = -log(2 pi k)/2 + O(1/k) (Hankel): beyond k = 2^60
+    # the O(1/k) is below an ulp, and taken from log_k the form survives k = inf, where i0e(k) = 0
+    # would give +inf. Likewise k (1 - I1(k)/I0(k)) = 1/2 + O(1/k) there (inf * 0 at k = inf).
+    huge = k > _HUGE_K
+    log_i0e = jnp.where(huge, -0.5 * (LOG_2PI + log_k), jnp.log(special.i0e(jnp.where(huge, 1.0, k))))
+    k_complement = jnp.where(huge, 0.5, k * _bessel_ratio_complement(jnp.where(huge, 1.0, k)))
+    value = -k_one_minus_cos - LOG_2PI - log_i0e
+    return value, (k_sin, k_complement - k_one_minus_cos, -k_sin)
 
 
 # log p(y | loc, log_concentration), differentiated (to every order) through its closed-form partials.

@@ -81,3 +81,6 @@ from mlnll._src.numerics.positive import positive_and_finite as positive_and_fin
 from mlnll._src.numerics.positive import nonnegative_and_finite as nonnegative_and_finite
 from mlnll._src.numerics.positive import log_of_positive as log_of_positive
 from mlnll._src.numerics.positive import divide_by_positive as divide_by_positive
+from mlnll._src.numerics.positive import nonzero_subnormal as nonzero_subnormal
+from mlnll._src.numerics.positive import widen as widen
+from mlnll._src.numerics.positive import multiply_by_positive as multiply_by_positive

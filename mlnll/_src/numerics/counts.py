@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from mlnll._src.numerics.series import EXPM1MX_COEFFS, STIRLING_COEFFS, expm1mx_series, horner, stirling_series
 from mlnll._src.numerics.elementary import LOG_2PI, softplus, where
+from mlnll._src.numerics import positive
 
 
 # stirlerr(k) = log(k!) - ((k + 1/2) log k - k + log(2 pi) / 2) for k = 0..9, from mpmath at 40
@@ -89,7 +90,10 @@ def check_total_count(family: str, total_count) -> int:
 
 def is_count(y: jax.Array) -> jax.Array:
     """Whether each entry is a finite, non-negative whole number (a valid count)."""
-    return jnp.isfinite(y) & (y >= 0) & (y == jnp.floor(y))
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        return jnp.isfinite(y) & (y >= 0) & (y == jnp.floor(y))
+    # A subnormal is no whole number, but denormals-are-zero compares it as 0 and floors it to 0.
+    return jnp.isfinite(y) & (y >= 0) & (y == jnp.floor(y)) & ~positive.nonzero_subnormal(y)
 
 
 def _single_precision(x: jax.Array) -> bool:
@@ -118,7 +122,10 @@ def counts_or_zero(y: jax.Array, total_count: int | None = None) -> tuple[jax.Ar
     """
     valid = is_count(y) if total_count is None else is_count(y) & (y <= total_count)
     ys = where(valid, y, jnp.zeros_like(y))
-    return ys, ys == y
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        return ys, ys == y
+    # Denormals-are-zero compares a subnormal y (replaced by 0) equal to its 0: its bits say no count.
+    return ys, (ys == y) & ~positive.nonzero_subnormal(y)
 
 
 def labels_or_zero(y: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:

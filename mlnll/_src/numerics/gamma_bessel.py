@@ -220,7 +220,10 @@ def scaled_expm1mx(scale: jax.Array, u: jax.Array, scale_exp_u: jax.Array) -> ja
     big = u > 1
     us = jnp.where(big, jnp.zeros_like(u), u)
     ul = jnp.where(big, u, 2 * jnp.ones_like(u))
-    large = jnp.where(big, scale_exp_u, 2 * jnp.ones_like(scale_exp_u)) - scale * (1 + ul)
+    big_exp = jnp.where(big, scale_exp_u, 2 * jnp.ones_like(scale_exp_u))
+    # scale e^u > scale (1 + u) by e-fold more than the deviance: where scale e^u overflows, so
+    # does the deviance (+inf; the difference of the two infinities would be NaN).
+    large = jnp.where(jnp.isinf(big_exp), big_exp, big_exp - scale * (1 + ul))
     return jnp.where(big, large, scale * expm1mx(us))
 
 

@@ -11,6 +11,8 @@ quotient by powers of two. Normal targets take the plain ``log`` and ``/`` (same
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -96,3 +98,62 @@ def _divide_by_positive_jvp(primals, tangents):
     q = divide_by_positive(x, y)
     # d(x / y) = (dx - (x / y) dy) / y
     return q, divide_by_positive(dx - q * dy, y)
+
+
+def nonzero_subnormal(y: jax.Array) -> jax.Array:
+    """``0 < |y| < tiny`` from the bits: true for a subnormal of either sign, false for +-0.
+
+    Under XLA:CPU's denormals-are-zero a subnormal compares equal to 0 and ``floor`` returns it as
+    0, so ``y == floor(y)`` calls 1.4e-45 a whole number: a count test adds ``~nonzero_subnormal``.
+    """
+    int_dtype, normal, _, _ = _layout(y.dtype)
+    magnitude = _bits(y) & np.asarray(np.iinfo(int_dtype).max, int_dtype)  # the sign bit cleared
+    return (magnitude > 0) & (magnitude < normal)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def widen(y: jax.Array, dtype) -> jax.Array:
+    """``y`` converted to the wider floating ``dtype`` exactly, subnormal y included.
+
+    XLA:CPU's convert reads a float32 subnormal as 0 (denormals-are-zero) although float64 holds it
+    as a normal number. Identity: a subnormal ``y = +-m 2^-s`` (m its integer bits) is the product
+    of ``m``, exact in the wide type, and ``2^-s``, a normal number there.
+    """
+    wide = y.astype(dtype)
+    if not (jnp.issubdtype(y.dtype, jnp.floating) and np.dtype(dtype).itemsize > np.dtype(y.dtype).itemsize):
+        return wide
+    int_dtype, _, _, s = _layout(y.dtype)
+    magnitude = (_bits(y) & np.asarray(np.iinfo(int_dtype).max, int_dtype)).astype(dtype) * (2.0 ** -s)
+    exact = jnp.where(_bits(y) < 0, -magnitude, magnitude)
+    return jnp.where(nonzero_subnormal(y), exact, wide)
+
+
+@widen.defjvp
+def _widen_jvp(dtype, primals, tangents):
+    (y,), (dy,) = primals, tangents
+    return widen(y, dtype), dy.astype(dtype)  # d widen(y) / dy = 1
+
+
+@jax.custom_jvp
+def multiply_by_positive(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``x * y`` for y > 0, right for subnormal y too (where ``x * y`` reads y as 0 under DAZ, so that
+    ``inf * y`` is NaN and ``1e30 * 1.4e-45`` is 0).
+
+    Identity: for ``y = m 2^-s``, ``x y = ((x 2^-h) m) 2^-(s - h)`` with h = s // 2: ``x 2^-h m`` is at
+    most ``x 2^(nmant - h)`` (no overflow for finite x), and underflows only where x y is subnormal
+    anyway; ``inf`` stays ``inf``.
+    """
+    x, y = jnp.broadcast_arrays(x, y)
+    subnormal, m, s = _subnormal(y)
+    h = s // 2
+    one = jnp.ones_like(y)
+    down = jax.lax.select(subnormal, jnp.full_like(y, 2.0**-h), one)
+    rest = jax.lax.select(subnormal, jnp.full_like(y, 2.0 ** (h - s)), one)
+    return (x * down) * jax.lax.select(subnormal, m, y) * rest
+
+
+@multiply_by_positive.defjvp
+def _multiply_by_positive_jvp(primals, tangents):
+    (x, y), (dx, dy) = primals, tangents
+    # d(x y) = y dx + x dy
+    return multiply_by_positive(x, y), multiply_by_positive(dx, y) + x * dy

@@ -29,8 +29,13 @@ class Inputs(NamedTuple):
     def valid(self) -> jax.Array:
         """The examples whose target is in the support (a label in 0..C-1, probabilities in [0, 1])."""
         if self.is_soft:
-            return jnp.all((self.targets >= 0) & (self.targets <= 1), axis=-1)
+            return jnp.all(_probability(self.targets), axis=-1)
         return (self.targets >= 0) & (self.targets < self.num_classes)
+
+
+def _probability(y: jax.Array) -> jax.Array:
+    """``0 <= y <= 1``, the sign from the bits: under denormals-are-zero -1.4e-45 compares as -0."""
+    return numerics.nonnegative_and_finite(y) & (y <= 1)
 
 
 def logits(outputs, *, family: str = "Categorical", upcast: bool = True) -> tuple[jax.Array, np.dtype]:
@@ -78,7 +83,7 @@ def prepare(outputs, targets, *, upcast: bool = True) -> Inputs:
         batch = validate.broadcast_shapes("Categorical", [("outputs", z.shape), ("targets", y.shape)])[:-1]
         if np.dtype(y.dtype).itemsize > np.dtype(z.dtype).itemsize:
             # Judged in their own precision: float64 1 + 1e-12 must not round into [0, 1].
-            y = jnp.where((y >= 0) & (y <= 1), y, jnp.nan)
+            y = jnp.where(_probability(y), y, jnp.nan)
         y = jnp.broadcast_to(y.astype(z.dtype), batch + (num_classes,))
         return Inputs(jnp.broadcast_to(z, batch + (num_classes,)), y, True, dtype)
     batch = validate.broadcast_shapes(
