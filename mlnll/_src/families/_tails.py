@@ -186,8 +186,8 @@ def _exponential_tail(upper: bool, log_rate, y):
     ``log F = log(1 - e^-x)``, x = rate y, with partials ``(x / expm1(x), rate / expm1(x))``
     (``d log F / dx = e^-x / (1 - e^-x) = 1 / expm1(x)``, ``dx/dlog_rate = x``, ``dx/dy = rate``).
 
-    ``log(1 - e^-x)`` is ``log(-expm1(-x))`` for x <= log 2 (relative accuracy at tiny x) and
-    ``log1p(-e^-x)`` above (accuracy where F is near 1). Below x = e^-40 it is
+    ``log(1 - e^-x)`` is ``numerics.log1mexp``: ``log(-expm1(-x))`` for x <= log 2 (relative
+    accuracy at tiny x) and ``log1p(-e^-x)`` above (accuracy where F is near 1). Below x = e^-40 it is
     ``log x = log_rate + log y`` (the next term, -x/2, is below 1e-17 of it), taken from the logs:
     the product itself is subnormal or 0 in float32 at ``log_rate = -20, y = 1e-30``.
     """
@@ -197,7 +197,7 @@ def _exponential_tail(upper: bool, log_rate, y):
         return -x, (-x, -rate)
     log_x = log_rate + numerics.log_of_positive(jnp.where(y == 0, jnp.ones_like(y), y))
     tiny = (log_x < -40) | (y == 0)
-    value = jnp.where(x <= numerics.LOG_2, jnp.log(-jnp.expm1(-x)), jnp.log1p(-jnp.exp(-x)))
+    value = numerics.log1mexp(x)
     value = jnp.where(tiny, jnp.where(y == 0, jnp.full_like(y, -jnp.inf), log_x), value)
     # x / expm1(x): 1 as x -> 0, 0 as x -> inf (the double where keeps 0/0 and inf/inf out)
     xs = jnp.where(tiny | jnp.isinf(x), jnp.ones_like(x), x)
