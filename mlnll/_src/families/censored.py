@@ -90,6 +90,15 @@ def _widened(outputs):
     return jax.tree.map(lambda x: widen(jnp.asarray(x)), outputs), dtype
 
 
+def _pair_checks(log_prob, outputs, targets, shown_leaf: jax.Array, message: str) -> list[checks.ValueCheck]:
+    """``checked()``'s tests for a wrapper with pair targets: non-finite outputs, then examples whose
+    log-likelihood is ``-inf`` or NaN (outside the support), shown at ``shown_leaf``."""
+    lp = log_prob(outputs, targets)
+    bad = jnp.isnan(lp) | (lp == -jnp.inf)
+    shown = jnp.broadcast_to(shown_leaf, bad.shape) if shown_leaf.ndim <= bad.ndim else bad
+    return [*checks.finite_outputs(outputs), checks.ValueCheck(bad, shown, message, nan_targets=True)]
+
+
 def _not_implemented(wrapper: str, what: str, why: str) -> NoReturn:
     raise NotImplementedError(f"{wrapper}.{what}: {why}")
 
@@ -180,12 +189,7 @@ class Censored:
     def value_checks(self, outputs: Outputs, targets: Targets, options: object = None) -> list[checks.ValueCheck]:
         """Non-finite outputs; then targets outside the support (NaN y included), shown at y."""
         y, _ = _pair(targets, self._name, ("y", "observed"))
-        lp = self.log_prob(outputs, targets)
-        bad = jnp.isnan(lp) | (lp == -jnp.inf)
-        shown = jnp.broadcast_to(y, bad.shape) if y.ndim <= bad.ndim else bad
-        return [*checks.finite_outputs(outputs),
-                checks.ValueCheck(bad, shown, "targets: outside the support at flat index {i}: got y = {v}",
-                                  nan_targets=True)]
+        return _pair_checks(self.log_prob, outputs, targets, y, "targets: outside the support at flat index {i}: got y = {v}")
 
     @classmethod
     def check_cases(cls) -> tuple[Case, ...]:
@@ -315,12 +319,7 @@ class IntervalCensored:
     def value_checks(self, outputs: Outputs, targets: Targets, options: object = None) -> list[checks.ValueCheck]:
         """Non-finite outputs; then empty intervals or NaN bounds (shown at the lower bound)."""
         lower, _ = _pair(targets, self._name, ("lower", "upper"))
-        lp = self.log_prob(outputs, targets)
-        bad = jnp.isnan(lp) | (lp == -jnp.inf)
-        shown = jnp.broadcast_to(lower, bad.shape) if lower.ndim <= bad.ndim else bad
-        return [*checks.finite_outputs(outputs),
-                checks.ValueCheck(bad, shown, "targets: an empty or NaN interval at flat index {i}: lower = {v}",
-                                  nan_targets=True)]
+        return _pair_checks(self.log_prob, outputs, targets, lower, "targets: an empty or NaN interval at flat index {i}: lower = {v}")
 
     @classmethod
     def check_cases(cls) -> tuple[Case, ...]:
