@@ -128,7 +128,8 @@ def _log_pdf_and_partials(loc: jax.Array, log_k: jax.Array, y: jax.Array):
     one_minus_cos = 2 * jnp.square(sin_half)  # 1 - cos(theta) = 2 sin^2(theta/2): no cancellation near 0
     # At theta = 0 (sin(theta/2) = 0) k (1 - cos theta) and k sin(theta) are 0 however large k, also
     # at k = e^1e4 = inf, where the products would be 0 * inf = NaN.
-    at_mode = sin_half == 0
+    # (only where k itself is inf: elsewhere the products keep their derivatives, which the Hessian needs)
+    at_mode = (sin_half == 0) & jnp.isinf(k)
     k_sin = jnp.where(at_mode, 0.0, (2 * sin_half * cos_half) * k)  # k sin(theta) = 2 k sin(theta/2) cos(theta/2)
     k_one_minus_cos = jnp.where(at_mode, 0.0, one_minus_cos * k)
     # log I0(k) = log(i0e(k)) + k, and log(i0e(k)) = -log(2 pi k)/2 + O(1/k) (Hankel): beyond k = 2^60
