@@ -46,10 +46,6 @@ def _cauchy_cdf(z):
     return mp.atan(-1 / z) / mp.pi if z < 0 else (mp.mpf(1) / 2 if z == 0 else 1 - mp.atan(1 / z) / mp.pi)
 
 
-def _pdf(cdf, z):
-    return mp.diff(cdf, z)
-
-
 # family, its mpmath standard CDF (symmetric laws: S(z) = F(-z)), its standard pdf, scipy's law, and
 # standardized points that reach both tails (float32's own ends where float64's are out of its range)
 REAL = {

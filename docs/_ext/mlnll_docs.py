@@ -144,6 +144,7 @@ FAMILY_PAGE = """\
 
 .. autoclass:: {name}
    :members:
+   :inherited-members: object
 ```
 
 The loss is `mlnll.nll(mlnll.{name}(...))`; its reductions, `where` and `weights` are described under

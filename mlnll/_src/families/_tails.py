@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mlnll._src import numerics
 from mlnll._src.closed_form import closed_form
+from mlnll._src.family import Outputs
 from mlnll._src.families import _location_scale as ls_
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -150,68 +152,35 @@ def _location_scale_tail(standard: StandardTail, upper: bool, loc, log_scale, y)
 location_scale_tail = closed_form(_location_scale_tail, num_static=2)
 
 
-def _at_the_ends(value: jax.Array, y: jax.Array, upper: bool) -> jax.Array:
-    """``value`` where y is finite, the exact limits at ``y = -inf`` and ``+inf``, NaN at a NaN y."""
-    at_top = jnp.full_like(value, -jnp.inf if upper else 0.0)  # log S(+inf), log F(+inf)
-    at_bottom = jnp.full_like(value, 0.0 if upper else -jnp.inf)
-    ends = jnp.where(y > 0, at_top, jnp.where(y < 0, at_bottom, jnp.full_like(value, jnp.nan)))
-    return jnp.where(jnp.isfinite(y), value, ends)
+def at_the_ends(value: jax.Array, y: jax.Array, inside: jax.Array, upper: bool) -> jax.Array:
+    """``value`` where ``inside`` the support, the exact limits outside it (``log F`` is ``-inf``
+    below the support and 0 above it, ``log S`` the reverse), NaN at a NaN y."""
+    top = jnp.full_like(value, -jnp.inf if upper else 0.0)  # log S, log F above the support
+    bottom = jnp.full_like(value, 0.0 if upper else -jnp.inf)
+    outside = jnp.where(jnp.isnan(y), jnp.full_like(value, jnp.nan), jnp.where(y > 0, top, bottom))
+    return jnp.where(inside, value, outside)
 
 
-def real_log_tail(family, standard: StandardTail, outputs, targets, *, upper: bool) -> jax.Array:
-    """``log F`` or ``log S`` of a location-scale ``family`` (with ``_name`` and ``scale``) at real targets."""
-    loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(outputs, targets, family=family._name, scale=family.scale)
-    finite, ys = ls_.finite_targets(y)
-    value = location_scale_tail(standard, upper, loc, log_scale, ys)
-    return _at_the_ends(value, y, upper).astype(dtype)
+class SymmetricTails:
+    """``log_cdf`` and ``log_survival`` of a location-scale family whose standard law is symmetric
+    (a mixin for its frozen dataclass, which sets ``_standard_tail`` and has ``_name`` and ``scale``)."""
 
+    _standard_tail: ClassVar[StandardTail]
 
-def log_normal_log_tail(family, outputs, targets, *, upper: bool) -> jax.Array:
-    """``log F`` or ``log S`` of ``LogNormal``: ``log y ~ Normal(loc, scale)`` for y > 0; below the
-    support ``log F = -inf`` and ``log S = 0``, at ``y = inf`` the reverse."""
-    loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(outputs, targets, family=family._name, scale=family.scale)
-    positive = numerics.positive_and_finite(y)  # from the bits: a subnormal y is positive
-    log_y = numerics.log_of_positive(jnp.where(positive, y, jnp.ones_like(y)))
-    value = location_scale_tail(NORMAL, upper, loc, log_scale, log_y)
-    # y <= 0 is the lower end of the support (log F = -inf, log S = 0), as y = -inf is for a real.
-    ends = jnp.where(y > 0, y, jnp.where(jnp.isnan(y), y, jnp.full_like(y, -jnp.inf)))
-    return _at_the_ends(jnp.where(positive, value, jnp.zeros_like(value)), jnp.where(positive, y, ends), upper).astype(dtype)
+    def log_cdf(self, outputs: Outputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y) = log F0(r)``, r = (y - loc)/scale, with relative accuracy in both
+        tails (scipy's ``logcdf``; this module has the forms); ``jax.grad`` runs its closed form
+        (``d log F/dloc = -f/(F scale)``, ``d log F/dlog_scale = -r f/F``)."""
+        return self._real_log_tail(outputs, targets, upper=False)
 
+    def log_survival(self, outputs: Outputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = log(1 - F(y)) = log F0(-r)`` (the law is symmetric), accurate where
+        S is tiny and where it is near 1; closed-form derivatives as for ``log_cdf``."""
+        return self._real_log_tail(outputs, targets, upper=True)
 
-# -- Exponential -----------------------------------------------------------------------------------
-
-
-def _exponential_tail(upper: bool, log_rate, y):
-    """``log S = -rate y`` with partials ``(-rate y, -rate)``, or
-    ``log F = log(1 - e^-x)``, x = rate y, with partials ``(x / expm1(x), rate / expm1(x))``
-    (``d log F / dx = e^-x / (1 - e^-x) = 1 / expm1(x)``, ``dx/dlog_rate = x``, ``dx/dy = rate``).
-
-    ``log(1 - e^-x)`` is ``numerics.log1mexp``: ``log(-expm1(-x))`` for x <= log 2 (relative
-    accuracy at tiny x) and ``log1p(-e^-x)`` above (accuracy where F is near 1). Below x = e^-40 it is
-    ``log x = log_rate + log y`` (the next term, -x/2, is below 1e-17 of it), taken from the logs:
-    the product itself is subnormal or 0 in float32 at ``log_rate = -20, y = 1e-30``.
-    """
-    rate = jnp.exp(log_rate)
-    x = jnp.where(y == 0, jnp.zeros_like(y), rate * y)  # exactly 0 at y = 0, whatever the rate
-    if upper:
-        return -x, (-x, -rate)
-    log_x = log_rate + numerics.log_of_positive(jnp.where(y == 0, jnp.ones_like(y), y))
-    tiny = (log_x < -40) | (y == 0)
-    value = numerics.log1mexp(x)
-    value = jnp.where(tiny, jnp.where(y == 0, jnp.full_like(y, -jnp.inf), log_x), value)
-    # x / expm1(x): 1 as x -> 0, 0 as x -> inf (the double where keeps 0/0 and inf/inf out)
-    xs = jnp.where(tiny | jnp.isinf(x), jnp.ones_like(x), x)
-    slope = jnp.where(tiny, jnp.ones_like(x), jnp.where(jnp.isinf(x), jnp.zeros_like(x), xs / jnp.expm1(xs)))
-    return value, (slope, numerics.divide_by_positive(slope, y))  # rate / expm1(x) = slope / y
-
-
-exponential_tail = closed_form(_exponential_tail, num_static=1)
-
-
-def exponential_log_tail(log_rate: jax.Array, y: jax.Array, dtype, *, upper: bool) -> jax.Array:
-    """``log F`` or ``log S`` of ``Exponential`` at targets y broadcast with ``log_rate``: below 0
-    ``log F = -inf`` and ``log S = 0``, at ``y = inf`` the reverse, NaN at NaN."""
-    inside = numerics.nonnegative_and_finite(y)
-    value = exponential_tail(upper, log_rate, jnp.where(inside, y, jnp.ones_like(y)))
-    ends = jnp.where(y > 0, y, jnp.where(jnp.isnan(y), y, jnp.full_like(y, -jnp.inf)))
-    return _at_the_ends(jnp.where(inside, value, jnp.zeros_like(value)), jnp.where(inside, y, ends), upper).astype(dtype)
+    def _real_log_tail(self, outputs, targets, *, upper: bool) -> jax.Array:
+        family: Any = self  # the dataclass this is mixed into: its _name and scale
+        loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(outputs, targets, family=family._name, scale=family.scale)
+        finite, ys = ls_.finite_targets(y)
+        value = location_scale_tail(self._standard_tail, upper, loc, log_scale, ys)
+        return at_the_ends(value, y, finite, upper).astype(dtype)

@@ -46,7 +46,7 @@ cauchy_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class Cauchy(ls_.FixedScaleUnpacking):
+class Cauchy(_tails.SymmetricTails, ls_.FixedScaleUnpacking):
     r"""Cauchy distribution of a real target.
 
     outputs: ``(loc, log_scale)``; with ``Cauchy(scale=s)`` the scale is fixed and outputs is
@@ -77,6 +77,8 @@ class Cauchy(ls_.FixedScaleUnpacking):
       -1.837877...
     """
 
+    _standard_tail = _tails.CAUCHY  # log_cdf and log_survival (_tails.SymmetricTails)
+
     scale: float | None = None
 
     # -- unpacking: ls_.FixedScaleUnpacking (validation, name, fixed outputs, _unpack, _unpack_with)
@@ -95,17 +97,6 @@ class Cauchy(ls_.FixedScaleUnpacking):
     def grad(self, outputs: CauchyOutputs, targets: ArrayLike) -> CauchyOutputArrays:
         """Closed form ``(-2 r / ((1 + r^2) s), (1 - r^2) / (1 + r^2))``; loc's alone for a fixed scale."""
         return self._real_grad(_value_and_partials, outputs, targets)
-
-    def log_cdf(self, outputs: CauchyOutputs, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log F(y)`` = ``log(1/2 + atan(r)/pi) from the smaller tail``, r = (y - loc)/scale, with relative accuracy in both
-        tails (scipy.stats.cauchy.logcdf; ``_tails`` has the forms); ``jax.grad`` runs
-        its closed form (``d log F/dloc = -f/(F scale)``, ``d log F/dlog_scale = -r f/F``)."""
-        return _tails.real_log_tail(self, _tails.CAUCHY, outputs, targets, upper=False)
-
-    def log_survival(self, outputs: CauchyOutputs, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log S(y) = log(1 - F(y))`` (the law is symmetric: ``log F`` at -r), accurate
-        where S is tiny and where it is near 1; closed-form derivatives as for ``log_cdf``."""
-        return _tails.real_log_tail(self, _tails.CAUCHY, outputs, targets, upper=True)
 
     def params(self, outputs: CauchyOutputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))

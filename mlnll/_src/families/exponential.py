@@ -35,6 +35,7 @@ class _Inputs(NamedTuple):
     params: unpack.Params
     y: jax.Array
     valid: jax.Array  # 0 <= y < inf
+    raw: jax.Array  # the targets as given (broadcast), for the limits of log_cdf and log_survival
 
 
 def _prepare(outputs, targets) -> _Inputs:
@@ -42,11 +43,11 @@ def _prepare(outputs, targets) -> _Inputs:
     # y = inf has density 0: outside the support. From the bits: a negative subnormal y is outside
     # it (DAZ would read it as 0), a positive one inside.
     valid = numerics.nonnegative_and_finite(y)
-    return _Inputs(p, jnp.where(valid, y, jnp.ones_like(y)), valid)
+    return _Inputs(p, jnp.where(valid, y, jnp.ones_like(y)), valid, y)
 
 
-def _log_pdf_and_partials(log_rate, y):
-    """``log p = log_rate - rate y`` and its partials ``(1 - rate y, -rate)`` in ``(log_rate, y)``."""
+def _rate_and_product(log_rate: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(rate, rate y)`` for valid targets y >= 0, the product as right as the dtype allows."""
     # e^log_rate range-reduced (InverseScale of -log_rate: main 2^k, one exp as before): the same
     # bits within |log_rate| <= 86 (float32), 0 and inf beyond the range as exp gives them.
     inv = ls_.inverse_scale(-log_rate)
@@ -57,12 +58,45 @@ def _log_pdf_and_partials(log_rate, y):
     # at y = +-0 whatever the rate (log_rate = 1e4: inf * 0 would be NaN).
     rate_y = jnp.where(numerics.positive_and_finite(y), numerics.multiply_by_positive(inv.main, y) * inv.power_of_two,
                        jnp.zeros_like(y))
+    return rate, rate_y
+
+
+def _log_pdf_and_partials(log_rate, y):
+    """``log p = log_rate - rate y`` and its partials ``(1 - rate y, -rate)`` in ``(log_rate, y)``."""
+    # e^log_rate range-reduced (InverseScale of -log_rate: main 2^k, one exp as before): the same
+    # bits within |log_rate| <= 86 (float32), 0 and inf beyond the range as exp gives them.
+    rate, rate_y = _rate_and_product(log_rate, y)
     return log_rate - rate_y, (1 - rate_y, -rate)
 
 
 # log p, differentiated by its partials: jax.grad, jacfwd and hessian of log_prob run the closed form
 # of the class docstring (closed_form.py).
 exponential_log_pdf = closed_form(_log_pdf_and_partials)
+
+
+def _log_tail_and_partials(upper: bool, log_rate, y):
+    """``log S = -x``, x = rate y, with partials ``(-x, -rate)``, or ``log F = log(1 - e^-x)`` with
+    partials ``(x / expm1(x), rate / expm1(x))`` (``d log F / dx = e^-x / (1 - e^-x) = 1 / expm1(x)``,
+    ``dx/dlog_rate = x``, ``dx/dy = rate``), for valid targets y >= 0.
+
+    ``log(1 - e^-x)`` is ``numerics.log1mexp`` (relative accuracy at tiny x and where F is near 1).
+    Below x = e^-40 it is ``log x = log_rate + log y`` (the next term, -x/2, is below 1e-17 of it),
+    taken from the logs: the product itself is subnormal or 0 in float32 at ``log_rate = -20, y = 1e-30``.
+    """
+    rate, x = _rate_and_product(log_rate, y)
+    if upper:
+        return -x, (-x, -rate)
+    log_x = log_rate + numerics.log_of_positive(jnp.where(y == 0, jnp.ones_like(y), y))
+    tiny = (log_x < -40) | (y == 0)
+    value = jnp.where(tiny, jnp.where(y == 0, jnp.full_like(y, -jnp.inf), log_x), numerics.log1mexp(x))
+    # x / expm1(x): 1 as x -> 0, 0 as x -> inf (the double where keeps 0/0 and inf/inf out)
+    xs = jnp.where(tiny | jnp.isinf(x), jnp.ones_like(x), x)
+    slope = jnp.where(tiny, jnp.ones_like(x), jnp.where(jnp.isinf(x), jnp.zeros_like(x), xs / jnp.expm1(xs)))
+    return value, (slope, numerics.divide_by_positive(slope, y))  # rate / expm1(x) = slope / y
+
+
+# log F and log S, differentiated by their partials (closed_form.py).
+exponential_log_tail = closed_form(_log_tail_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,27 +120,29 @@ class Exponential:
 
     def log_prob(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log_rate - rate y``, equal to scipy.stats.expon.logpdf(y, scale=1/rate)."""
-        p, y, valid = _prepare(outputs, targets)
+        p, y, valid, _ = _prepare(outputs, targets)
         lp = exponential_log_pdf(p.log_rate, y)
         return minus_inf_off_support(lp, valid).astype(p.dtype)
 
     def grad(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Closed form ``rate y - 1`` of d(-log_prob)/d log_rate (NaN where the target is invalid)."""
-        p, y, valid = _prepare(outputs, targets)
+        p, y, valid, _ = _prepare(outputs, targets)
         _, (d_log_rate, _) = _log_pdf_and_partials(p.log_rate, y)
         return jnp.where(valid, -d_log_rate, jnp.nan).astype(p.dtype)
 
     def log_cdf(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log F(y) = log(1 - e^(-rate y))`` (scipy.stats.expon.logcdf), as
-        ``log(-expm1(-rate y))`` where rate y is small (``log(rate y)`` to first order, not the log
-        of a rounded difference) and ``log1p(-e^(-rate y))`` elsewhere; ``-inf`` for y <= 0."""
-        p, y = unpack.with_targets(_params(outputs), targets, family="Exponential")
-        return _tails.exponential_log_tail(p.log_rate, y, p.dtype, upper=False)
+        """Per-example ``log F(y) = log(1 - e^(-rate y))`` (scipy.stats.expon.logcdf), accurate at
+        tiny and at large ``rate y`` (``_log_tail_and_partials``); ``-inf`` for y <= 0."""
+        return self._log_tail(outputs, targets, upper=False)
 
     def log_survival(self, outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
         """Per-example ``log S(y) = -rate y`` (0 for y <= 0), differentiated in closed form."""
-        p, y = unpack.with_targets(_params(outputs), targets, family="Exponential")
-        return _tails.exponential_log_tail(p.log_rate, y, p.dtype, upper=True)
+        return self._log_tail(outputs, targets, upper=True)
+
+    def _log_tail(self, outputs, targets, *, upper: bool) -> jax.Array:
+        inputs = _prepare(outputs, targets)
+        value = exponential_log_tail(upper, inputs.params.log_rate, inputs.y)
+        return _tails.at_the_ends(value, inputs.raw, inputs.valid, upper).astype(inputs.params.dtype)
 
     def params(self, outputs: ArrayLike) -> dict[str, jax.Array]:
         p = _params(outputs)

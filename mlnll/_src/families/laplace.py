@@ -40,7 +40,7 @@ laplace_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class Laplace(ls_.FixedScaleUnpacking):
+class Laplace(_tails.SymmetricTails, ls_.FixedScaleUnpacking):
     r"""Laplace distribution of a real target.
 
     outputs: ``(loc, log_scale)``; with ``Laplace(scale=b)`` the scale is fixed and outputs is
@@ -75,6 +75,8 @@ class Laplace(ls_.FixedScaleUnpacking):
       2.193147...
     """
 
+    _standard_tail = _tails.LAPLACE  # log_cdf and log_survival (_tails.SymmetricTails)
+
     scale: float | None = None
 
     # -- unpacking: ls_.FixedScaleUnpacking (validation, name, fixed outputs, _unpack, _unpack_with)
@@ -93,17 +95,6 @@ class Laplace(ls_.FixedScaleUnpacking):
     def grad(self, outputs: LaplaceOutputs, targets: ArrayLike) -> LaplaceOutputArrays:
         """Closed form ``(-sign(r) / b, 1 - |r|)``, 0 in loc at y = loc; loc's alone if the scale is fixed."""
         return self._real_grad(_value_and_partials, outputs, targets)
-
-    def log_cdf(self, outputs: LaplaceOutputs, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log F(y)`` = ``r - log 2 below loc, log1p(-e^-r / 2) above``, r = (y - loc)/scale, with relative accuracy in both
-        tails (scipy.stats.laplace.logcdf; ``_tails`` has the forms); ``jax.grad`` runs
-        its closed form (``d log F/dloc = -f/(F scale)``, ``d log F/dlog_scale = -r f/F``)."""
-        return _tails.real_log_tail(self, _tails.LAPLACE, outputs, targets, upper=False)
-
-    def log_survival(self, outputs: LaplaceOutputs, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log S(y) = log(1 - F(y))`` (the law is symmetric: ``log F`` at -r), accurate
-        where S is tiny and where it is near 1; closed-form derivatives as for ``log_cdf``."""
-        return _tails.real_log_tail(self, _tails.LAPLACE, outputs, targets, upper=True)
 
     def params(self, outputs: LaplaceOutputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))

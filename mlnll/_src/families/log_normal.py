@@ -110,12 +110,19 @@ class LogNormal(ls_.FixedScaleUnpacking):
     def log_cdf(self, outputs: LogNormalOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log F(y) = log Phi((log y - loc)/scale)`` (scipy.stats.lognorm.logcdf),
         accurate in both tails (``_tails``); ``-inf`` for y <= 0. ``jax.grad`` runs its closed form."""
-        return _tails.log_normal_log_tail(self, outputs, targets, upper=False)
+        return self._log_tail(outputs, targets, upper=False)
 
     def log_survival(self, outputs: LogNormalOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log S(y) = log Phi(-(log y - loc)/scale)``, accurate where S is tiny and
         where it is near 1; 0 for y <= 0."""
-        return _tails.log_normal_log_tail(self, outputs, targets, upper=True)
+        return self._log_tail(outputs, targets, upper=True)
+
+    def _log_tail(self, outputs, targets, *, upper: bool) -> jax.Array:
+        """The Normal's tails at ``log y`` for y > 0, the limits at the ends of the support."""
+        loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(outputs, targets, family=self._name, scale=self.scale)
+        positive, ys = _in_support(y)
+        value = _tails.location_scale_tail(_tails.NORMAL, upper, loc, log_scale, numerics.log_of_positive(ys))
+        return _tails.at_the_ends(value, y, positive, upper).astype(dtype)
 
     def params(self, outputs: LogNormalOutputs) -> dict[str, jax.Array]:
         """``{"loc", "scale"}`` of ``log y`` (scipy's ``s = scale`` and ``scale = exp(loc)``)."""

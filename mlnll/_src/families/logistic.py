@@ -75,7 +75,7 @@ logistic_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class Logistic(ls_.FixedScaleUnpacking):
+class Logistic(_tails.SymmetricTails, ls_.FixedScaleUnpacking):
     r"""Logistic distribution of a real target.
 
     outputs: ``(loc, log_scale)``; with ``Logistic(scale=s)`` the scale is fixed and outputs is
@@ -103,6 +103,8 @@ class Logistic(ls_.FixedScaleUnpacking):
       -1.386294...
     """
 
+    _standard_tail = _tails.LOGISTIC  # log_cdf and log_survival (_tails.SymmetricTails)
+
     scale: float | None = None
 
     # -- unpacking: ls_.FixedScaleUnpacking (validation, name, fixed outputs, _unpack, _unpack_with)
@@ -121,17 +123,6 @@ class Logistic(ls_.FixedScaleUnpacking):
     def grad(self, outputs: LogisticOutputs, targets: ArrayLike) -> LogisticOutputArrays:
         """Closed form ``(-tanh(r/2) / s, 1 - r tanh(r/2))``; loc's alone if the scale is fixed."""
         return self._real_grad(_value_and_partials, outputs, targets)
-
-    def log_cdf(self, outputs: LogisticOutputs, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log F(y)`` = ``-softplus(-r)``, r = (y - loc)/scale, with relative accuracy in both
-        tails (scipy.stats.logistic.logcdf; ``_tails`` has the forms); ``jax.grad`` runs
-        its closed form (``d log F/dloc = -f/(F scale)``, ``d log F/dlog_scale = -r f/F``)."""
-        return _tails.real_log_tail(self, _tails.LOGISTIC, outputs, targets, upper=False)
-
-    def log_survival(self, outputs: LogisticOutputs, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log S(y) = log(1 - F(y))`` (the law is symmetric: ``log F`` at -r), accurate
-        where S is tiny and where it is near 1; closed-form derivatives as for ``log_cdf``."""
-        return _tails.real_log_tail(self, _tails.LOGISTIC, outputs, targets, upper=True)
 
     def params(self, outputs: LogisticOutputs) -> dict[str, jax.Array]:
         return ls_.loc_and_scale(self._unpack(outputs))

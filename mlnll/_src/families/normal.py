@@ -41,7 +41,7 @@ normal_log_pdf = closed_form(_value_and_partials, num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class Normal:
+class Normal(_tails.SymmetricTails):
     r"""Normal distribution of a real target.
 
     outputs: ``(loc, log_scale)``; with ``Normal(scale=s)`` the scale is fixed and outputs is
@@ -62,6 +62,8 @@ class Normal:
     Fisher information in ``(loc, log_scale)``: ``E[r^2] = 1`` and ``E[r] = E[r^3] = 0`` give
     ``diag(1/scale^2, 2)``; with the scale fixed it is ``1/scale^2``.
     """
+
+    _standard_tail = _tails.NORMAL  # log_cdf and log_survival (_tails.SymmetricTails)
 
     scale: float | None = None
 
@@ -109,17 +111,6 @@ class Normal:
         finite, ys = ls_.finite_targets(y)
         _, (d_loc, d_log_scale, _) = _value_and_partials(ls_.ALL_TERMS, loc, log_scale, ys)
         return ls_.nan_off_support(finite, self._pack((-d_loc).astype(dtype), (-d_log_scale).astype(dtype)))
-
-    def log_cdf(self, outputs: NormalOutputs, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log F(y)`` = ``log Phi(r)``, r = (y - loc)/scale, with relative accuracy in both
-        tails (scipy.stats.norm.logcdf; ``_tails`` has the forms); ``jax.grad`` runs
-        its closed form (``d log F/dloc = -f/(F scale)``, ``d log F/dlog_scale = -r f/F``)."""
-        return _tails.real_log_tail(self, _tails.NORMAL, outputs, targets, upper=False)
-
-    def log_survival(self, outputs: NormalOutputs, targets: ArrayLike) -> jax.Array:
-        """Per-example ``log S(y) = log(1 - F(y))`` (the law is symmetric: ``log F`` at -r), accurate
-        where S is tiny and where it is near 1; closed-form derivatives as for ``log_cdf``."""
-        return _tails.real_log_tail(self, _tails.NORMAL, outputs, targets, upper=True)
 
     def params(self, outputs: NormalOutputs) -> dict[str, jax.Array]:
         loc, log_scale, dtype = self._loc_log_scale(outputs)
