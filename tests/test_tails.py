@@ -25,7 +25,7 @@ import scipy.stats
 import mlnll
 from conftest import RTOL
 
-mp.mp.dps = 50
+mp.mp.dps = max(mp.mp.dps, 50)  # never lowered by another module (one process imports them all)
 F32, F64 = np.dtype("float32"), np.dtype("float64")
 DTYPES = pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 
