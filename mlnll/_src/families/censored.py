@@ -103,11 +103,30 @@ def _not_implemented(wrapper: str, what: str, why: str) -> NoReturn:
     raise NotImplementedError(f"{wrapper}.{what}: {why}")
 
 
+class _OverFamily:
+    """What the three wrappers share (a mixin for their frozen dataclasses, whose ``family`` field
+    is the wrapped family): ``grad`` through the composed closed forms, and the family's ``params``."""
+
+    family: Any
+
+    def log_prob(self, outputs: Outputs, targets: Targets) -> jax.Array:
+        raise NotImplementedError  # each wrapper's own
+
+    def grad(self, outputs: Outputs, targets: Targets) -> Outputs:
+        """``d(-log_prob)/d outputs`` per example, through the wrapped family's closed forms (NaN off
+        the support)."""
+        return _per_example_grad(self.log_prob, outputs, targets)
+
+    def params(self, outputs: Outputs) -> dict[str, jax.Array]:
+        """The wrapped family's parameters."""
+        return self.family.params(outputs)
+
+
 # -- Censored ------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class Censored:
+class Censored(_OverFamily):
     r"""Right- (or left-) censored observations of any family with ``log_cdf`` and ``log_survival``.
 
     outputs: what ``family`` takes. targets: a tuple ``(y, observed)``, ``observed`` boolean (or 0/1
@@ -159,13 +178,6 @@ class Censored:
         # minus_inf_off_support sets -inf and NaN derivatives there (the value's own derivatives
         # pass through it, so it gets no where of its own that would stop them)
         return minus_inf_off_support(jnp.where(is_observed, log_density, tail), valid).astype(dtype)
-
-    def grad(self, outputs: Outputs, targets: Targets) -> Outputs:
-        """``d(-log_prob)/d outputs`` per example, through the family's closed forms (NaN off the support)."""
-        return _per_example_grad(self.log_prob, outputs, targets)
-
-    def params(self, outputs: Outputs) -> dict[str, jax.Array]:
-        return self.family.params(outputs)
 
     def mean(self, outputs: Outputs) -> jax.Array:
         """The mean of the uncensored variable (the wrapped family's)."""
@@ -243,7 +255,7 @@ def _scipy_censored_lognorm(outputs):
 
 
 @dataclasses.dataclass(frozen=True)
-class IntervalCensored:
+class IntervalCensored(_OverFamily):
     r"""Observations known only to lie in an interval ``(lower, upper]``, of any family with
     ``log_cdf`` and ``log_survival``.
 
@@ -288,13 +300,6 @@ class IntervalCensored:
         anchor = sum(jnp.broadcast_to(jnp.asarray(leaf), mass.shape) for leaf in jax.tree.leaves(outputs))
         mass = mass + jnp.zeros_like(mass) * anchor
         return minus_inf_off_support(mass, jnp.broadcast_to(valid, mass.shape)).astype(dtype)
-
-    def grad(self, outputs: Outputs, targets: Targets) -> Outputs:
-        """``d(-log_prob)/d outputs`` per example, through the family's closed-form tails."""
-        return _per_example_grad(self.log_prob, outputs, targets)
-
-    def params(self, outputs: Outputs) -> dict[str, jax.Array]:
-        return self.family.params(outputs)
 
     def mean(self, outputs: Outputs) -> jax.Array:
         """The mean of the latent variable (the wrapped family's)."""
@@ -386,7 +391,7 @@ def _scipy_interval_norm(outputs):
 
 
 @dataclasses.dataclass(frozen=True)
-class Truncated:
+class Truncated(_OverFamily):
     r"""Any family with ``log_cdf`` and ``log_survival``, truncated to ``[low, high]``.
 
     outputs: what ``family`` takes; targets: as the family's. ``low=None`` is ``-inf`` and
@@ -440,13 +445,6 @@ class Truncated:
             inside = inside & (y <= self.high)
         inside = inside & (log_density > -jnp.inf)
         return minus_inf_off_support(log_density - self._log_normaliser(outputs, log_density), inside).astype(dtype)
-
-    def grad(self, outputs: Outputs, targets: Targets) -> Outputs:
-        """``d(-log_prob)/d outputs`` per example, through the family's closed forms."""
-        return _per_example_grad(self.log_prob, outputs, targets)
-
-    def params(self, outputs: Outputs) -> dict[str, jax.Array]:
-        return self.family.params(outputs)
 
     def mean(self, outputs: Outputs) -> jax.Array:
         _not_implemented(self._name, "mean", "it needs the family's partial moments, which mlnll does not compute yet")
