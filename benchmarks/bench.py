@@ -4,6 +4,10 @@ Run from the repository root:
 
     python benchmarks/bench.py            # full run (about 10 minutes on 2 CPU cores)
     python benchmarks/bench.py --quick    # fewer rounds and smaller scaling sweeps (a smoke test)
+    python benchmarks/bench.py --only fused-rl       # the fused RL / distillation rows (time + memory)
+    python benchmarks/bench.py --only fused-memory   # their compiled temporary memory only (no timing)
+    python benchmarks/bench.py --only fused-rl --fused-shape 8192,4096,128256 \
+        --fused-big 8192,4096,128256 --fused-dtype bfloat16   # the GPU table of issue 16
 
 It prints a markdown report and writes it to ``benchmarks/results/<backend>.md``, with the scaling
 plot in ``benchmarks/results/scaling-<backend>.png``. Method: every function is jitted and
@@ -199,7 +203,8 @@ def _temp_mb(fn, *args) -> float:
 
 
 def fused_table(rounds: int, rows=2048, dim=512, vocab=50257, big=(8192, 512, 131072), run_big=False):
-    """``linear_categorical_nll`` vs the materialised path (logits, then optax)."""
+    """``linear_categorical_nll`` vs the materialised path (logits, then optax), then the RL and
+    distillation functions (``fused_rl_rows``)."""
     keys = jax.random.split(jax.random.PRNGKey(2), 3)
     h = jax.random.normal(keys[0], (rows, dim))
     w = jax.random.normal(keys[1], (dim, vocab)) / np.sqrt(dim)
@@ -251,6 +256,145 @@ def fused_table(rounds: int, rows=2048, dim=512, vocab=50257, big=(8192, 512, 13
                 jax.random.randint(keys[2], (n,), 0, v))
         s_big = interleaved({"fused": vg["fused"]}, args, 1)
         lines.append(f"It runs in {s_big['fused']['median']:.1f} s.")
+    rl_lines, summary["rl and distillation"] = fused_rl_rows(rounds, (rows, dim, vocab), big)
+    return lines + [""] + rl_lines, summary
+
+
+RL_TEMPERATURE = 0.7
+ENTROPY_BONUS = 0.01
+
+
+def _materialized_log_softmax(h, w):
+    return jax.nn.log_softmax((h @ w).astype(jnp.float32) / RL_TEMPERATURE)
+
+
+def _materialized_entropy(log_p):
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+def _rl_cases():
+    """``(label, formula, fused, materialised, takes)``: value + grad in the student's hidden and
+    weight; ``takes`` says which argument tuple the pair runs on (the labels' or the teacher's).
+    The materialised paths compute the log-softmax of the ``[N, V]`` logits in float32 (also for
+    bfloat16 inputs), as the fused functions do per block."""
+    t, c = RL_TEMPERATURE, ENTROPY_BONUS
+
+    def nll_fused(h, w, y, adv):
+        return mlnll.linear_categorical_nll(h, w, y)
+
+    def nll_materialized(h, w, y, adv):
+        return optax.softmax_cross_entropy_with_integer_labels((h @ w).astype(jnp.float32), y).mean()
+
+    def nll_entropy_fused(h, w, y, adv):
+        loss, entropy = mlnll.linear_categorical_nll(h, w, y, temperature=t, return_entropy=True)
+        return loss - c * entropy
+
+    def nll_entropy_materialized(h, w, y, adv):
+        log_p = _materialized_log_softmax(h, w)
+        loss = -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=-1))
+        return loss - c * jnp.mean(_materialized_entropy(log_p))
+
+    def policy_fused(h, w, y, adv):
+        log_p, entropy = mlnll.linear_categorical_logprobs(h, w, y, temperature=t, return_entropy=True)
+        return -jnp.mean(adv * log_p) - c * jnp.mean(entropy)
+
+    def policy_materialized(h, w, y, adv):
+        log_p = _materialized_log_softmax(h, w)
+        token = jnp.take_along_axis(log_p, y[:, None], axis=-1)[:, 0]
+        return -jnp.mean(adv * token) - c * jnp.mean(_materialized_entropy(log_p))
+
+    def kl_fused(direction):
+        return lambda h, w, ht, wt: mlnll.linear_categorical_kl(h, w, ht, wt, temperature=t, direction=direction)
+
+    def kl_materialized(direction):
+        def loss(h, w, ht, wt):
+            student = _materialized_log_softmax(h, w)
+            teacher = _materialized_log_softmax(jax.lax.stop_gradient(ht), jax.lax.stop_gradient(wt))
+            log_p, log_q = (teacher, student) if direction == "forward" else (student, teacher)
+            return jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
+        return loss
+
+    return [
+        ("`linear_categorical_nll(...)`", "`nll` (optax on the logits)", nll_fused, nll_materialized, "labels"),
+        ("`linear_categorical_nll(..., temperature=0.7, return_entropy=True)`", "`nll - 0.01 * entropy`",
+         nll_entropy_fused, nll_entropy_materialized, "labels"),
+        ("`linear_categorical_logprobs(..., temperature=0.7, return_entropy=True)`",
+         "`-mean(adv * logp) - 0.01 * mean(entropy)`", policy_fused, policy_materialized, "labels"),
+        ("`linear_categorical_kl(..., direction=\"forward\", temperature=0.7)`", "`KL(teacher ‖ student)`",
+         kl_fused("forward"), kl_materialized("forward"), "teacher"),
+        ("`linear_categorical_kl(..., direction=\"reverse\", temperature=0.7)`", "`KL(student ‖ teacher)`",
+         kl_fused("reverse"), kl_materialized("reverse"), "teacher"),
+    ]
+
+
+def _rl_shapes(rows: int, dim: int, vocab: int, dtype) -> dict:
+    """The abstract arguments of each kind of case (compiling needs no data)."""
+    matrix = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    return {"labels": (matrix(rows, dim), matrix(dim, vocab), jax.ShapeDtypeStruct((rows,), jnp.int32),
+                       jax.ShapeDtypeStruct((rows,), jnp.float32)),
+            "teacher": (matrix(rows, dim), matrix(dim, vocab), matrix(rows, dim), matrix(dim, vocab))}
+
+
+def _rl_args(rows: int, dim: int, vocab: int, dtype) -> dict:
+    keys = jax.random.split(jax.random.PRNGKey(5), 5)
+    h = jax.random.normal(keys[0], (rows, dim)).astype(dtype)
+    w = (jax.random.normal(keys[1], (dim, vocab)) / np.sqrt(dim)).astype(dtype)
+    y = jax.random.randint(keys[2], (rows,), 0, vocab)
+    return {"labels": (h, w, y, jax.random.normal(keys[3], (rows,))),  # advantages
+            "teacher": (h, w, jax.random.normal(keys[4], (rows, dim)).astype(dtype),
+                        (1.5 * jax.random.normal(keys[1], (dim, vocab)) / np.sqrt(dim)).astype(dtype))}
+
+
+def _shape_text(shape, dtype) -> str:
+    rows, dim, vocab = shape
+    return f"hidden [{rows}, {dim}], weight [{dim}, {vocab}], {jnp.dtype(dtype).name}"
+
+
+def fused_rl_rows(rounds: int, shape=(2048, 512, 50257), big=(8192, 512, 131072), dtype=jnp.float32,
+                  timed: bool = True) -> tuple[list[str], dict]:
+    """The issue-16 table: each fused function (value + grad in the student's hidden and weight)
+    against the same formula on materialised logits (``jax.nn.log_softmax(hidden @ weight / t)``):
+    time side by side (``timed``) and XLA's compiled temporary memory at ``shape`` and ``big``
+    (compiled only; deterministic, so ``timed=False`` gives the memory columns alone)."""
+    grad_args = (0, 1)
+    lines = [
+        f"### RL and distillation, value + grad in the student's hidden and weight, {_shape_text(shape, dtype)}",
+        "",
+        "Each against the same formula on materialised logits, `jax.nn.log_softmax(hidden @ weight / 0.7)` in "
+        "float32 (the teacher's under `stop_gradient`; the plain NLL's peer is optax on `hidden @ weight`). "
+        "Temporary memory is XLA's compiled `temp_size_in_bytes`, also at "
+        f"{_shape_text(big, dtype)} (compiled only).",
+        "",
+    ]
+    big_head = f"[{big[0]}, {big[2]}]: temp MB fused / materialised | **memory ratio**"
+    if timed:
+        lines += ["| function | objective | fused ms | materialised ms | **time ratio** | CPU ratio | temp MB fused / "
+                  f"materialised | **memory ratio** | {big_head} | compile s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        args = _rl_args(*shape, dtype)
+    else:
+        lines += [f"| function | objective | temp MB fused / materialised | **memory ratio** | {big_head} |",
+                  "|---|---|---|---|---|---|"]
+    shapes, big_shapes = _rl_shapes(*shape, dtype), _rl_shapes(*big, dtype)
+    summary = {}
+    for label, formula, fused, materialized, takes in _rl_cases():
+        fns = {"fused": jax.value_and_grad(fused, grad_args), "materialized": jax.value_and_grad(materialized, grad_args)}
+        big_f, big_m = (_temp_mb(fns[k], *big_shapes[takes]) for k in ("fused", "materialized"))
+        if timed:
+            s = interleaved(fns, args[takes], rounds)
+            mem_f, mem_m = s["fused"]["temp_mb"], s["materialized"]["temp_mb"]
+        else:
+            mem_f, mem_m = (_temp_mb(fns[k], *shapes[takes]) for k in ("fused", "materialized"))
+        summary[label] = {"memory": mem_f / mem_m, "big memory": big_f / big_m}
+        memory = f"| {mem_f:.1f} / {mem_m:.1f} | **{mem_f / mem_m:.3f}** | {big_f:.0f} / {big_m:.0f} | **{big_f / big_m:.4f}** "
+        if timed:
+            f, m = s["fused"]["median"], s["materialized"]["median"]
+            summary[label]["time"] = f / m
+            lines.append(
+                f"| {label} | {formula} | {ms(f)} | {ms(m)} | **{f / m:.2f}** | {s['fused']['cpu'] / s['materialized']['cpu']:.2f} "
+                + memory + f"| {s['fused']['compile']:.2f}, {s['materialized']['compile']:.2f} |"
+            )
+        else:
+            lines.append(f"| {label} | {formula} " + memory + "|")
     return lines, summary
 
 
@@ -406,7 +550,12 @@ def machine() -> str:
             f"jaxlib {jaxlib.__version__}, optax {optax.__version__}")
 
 
-TABLES = ("categorical", "families", "every-family", "checked", "fused", "scaling")
+TABLES = ("categorical", "families", "every-family", "checked", "fused", "fused-rl", "fused-memory", "scaling")
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    rows, dim, vocab = (int(v) for v in text.split(","))
+    return rows, dim, vocab
 
 
 def main(argv=None) -> int:
@@ -415,11 +564,20 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per table (default 15, quick 3)")
     parser.add_argument("--run-big", action="store_true", help="also time the N=8192, V=131072 fused call")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="results folder")
+    parser.add_argument("--fused-shape", type=_shape, default=None, metavar="N,D,V",
+                        help="the fused-rl and fused-memory tables' timed shape (default 2048,512,50257; "
+                        "quick 256,512,8192)")
+    parser.add_argument("--fused-big", type=_shape, default=(8192, 512, 131072), metavar="N,D,V",
+                        help="their compiled-only memory shape (default 8192,512,131072)")
+    parser.add_argument("--fused-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the inputs' dtype in fused-rl and fused-memory (default float32)")
     parser.add_argument("--only", choices=TABLES, action="append", default=None,
                         help="run only this table (repeatable); the report goes to <backend>-<tables>.md "
                         "and the full report is left as it is")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 15)
+    fused_shape = args.fused_shape or ((256, 512, 8192) if args.quick else (2048, 512, 50257))
+    fused_dtype = jnp.dtype(args.fused_dtype)
     try:  # imported here: family_speed imports this module's timing functions
         import family_speed  # run as a script from benchmarks/ or the repository root
     except ImportError:  # imported as benchmarks.bench
@@ -445,7 +603,12 @@ def main(argv=None) -> int:
         ("checked", lambda: checked_table(rounds, *((2**20, 512, 8192) if args.quick else ()))),
         ("fused", lambda: fused_table(max(3, rounds // 3), **({"rows": 256, "vocab": 8192} if args.quick else {}),
                                       run_big=args.run_big)),
+        # The issue-16 rows alone (also part of "fused"): timed, or their compiled memory only.
+        ("fused-rl", lambda: fused_rl_rows(max(3, rounds // 3), fused_shape, args.fused_big, fused_dtype)),
+        ("fused-memory", lambda: fused_rl_rows(0, fused_shape, args.fused_big, fused_dtype, timed=False)),
     ):
+        if title in ("fused-rl", "fused-memory") and not (args.only and title in args.only):
+            continue  # in the full run, "fused" has these rows already
         if args.only and title not in args.only:
             continue
         lines, summary[title] = fn()

@@ -58,7 +58,11 @@ from mlnll._src.families.censored import IntervalCensored as IntervalCensored
 from mlnll._src.families.censored import Truncated as Truncated
 from mlnll._src.families.multivariate_normal import MultivariateNormal as MultivariateNormal
 # --- speed (linear_categorical_nll, ...) ---
+from mlnll._src.vocab.distill import linear_categorical_kl as linear_categorical_kl
+from mlnll._src.vocab.fused import linear_categorical_logprobs as linear_categorical_logprobs
 from mlnll._src.vocab.fused import linear_categorical_nll as linear_categorical_nll
+from mlnll._src.vocab.sharded import vocab_parallel_linear_categorical_kl as vocab_parallel_linear_categorical_kl
+from mlnll._src.vocab.sharded import vocab_parallel_linear_categorical_logprobs as vocab_parallel_linear_categorical_logprobs
 from mlnll._src.vocab.sharded import vocab_parallel_linear_categorical_nll as vocab_parallel_linear_categorical_nll
 
 __version__ = "0.1.0"
@@ -117,6 +121,10 @@ __all__ = [
     "IntervalCensored",
     "Truncated",
     # speed
+    "linear_categorical_kl",
+    "linear_categorical_logprobs",
     "linear_categorical_nll",
+    "vocab_parallel_linear_categorical_kl",
+    "vocab_parallel_linear_categorical_logprobs",
     "vocab_parallel_linear_categorical_nll",
 ]
