@@ -311,17 +311,23 @@ def _pl_inputs(dtype, top_k):
 def test_plackett_luce_matches_an_mpmath_loop(dtype, top_k):
     family = mlnll.PlackettLuce(top_k=top_k)
     s, ranking, want, want_grad, term_sizes = _pl_inputs(dtype, top_k)
-    got, closed, through, _ = _everything(family, s, ranking, fisher=False)
-    got, closed, through = f64(got), f64(closed), f64(through)
+    # The whole batch (its +-1e4 rows send it to the running shift), and row by row under vmap, where
+    # each row whose scores lie within log(tiny)/2 of its maximum takes the one-shift form.
+    batch = _everything(family, s, ranking, fisher=False)[:3]
+    rowwise = jax.vmap(lambda o, t: [x[0] for x in _everything(family, o[None], t[None], fisher=False)[:3]])(s, ranking)
+    spread = np.max(f64(s), axis=1) - np.min(f64(s), axis=1)
+    assert np.sum(spread < -0.5 * np.log(np.finfo(dtype).tiny)) >= 2  # both forms are exercised
     # Conditioning: each pick's term moves by eps |s| times its softmax weights (<= 2 per pick): the
     # confident ranking's -log p of e^-40 is judged at its own size.
     scale = np.abs(want) + np.sum(np.abs(want_grad) * np.abs(f64(s)), axis=1)
-    assert np.all(np.abs(got - want) <= 4 * RTOL[dtype] * scale), (got, want)
     tiny = np.finfo(dtype).tiny  # a softmax weight of e^-2e4 is 0 in every dtype
-    for name, g in (("closed form", closed), ("jax.grad", through)):
-        # Judged against the size of the terms each component sums (>= its own size).
-        bound = 8 * RTOL[dtype] * np.maximum(np.abs(want_grad), term_sizes) + tiny
-        assert np.all(np.abs(g - want_grad) <= bound), (name, np.argwhere(np.abs(g - want_grad) > bound), g, want_grad)
+    for got, closed, through in (batch, rowwise):
+        got, closed, through = f64(got), f64(closed), f64(through)
+        assert np.all(np.abs(got - want) <= 4 * RTOL[dtype] * scale), (got, want)
+        for name, g in (("closed form", closed), ("jax.grad", through)):
+            # Judged against the size of the terms each component sums (>= its own size).
+            bound = 8 * RTOL[dtype] * np.maximum(np.abs(want_grad), term_sizes) + tiny
+            assert np.all(np.abs(g - want_grad) <= bound), (name, np.argwhere(np.abs(g - want_grad) > bound), g, want_grad)
 
 
 def test_plackett_luce_keeps_the_tiny_loss_of_a_confident_ranking_in_float32():

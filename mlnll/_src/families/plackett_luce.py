@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import numbers
@@ -22,6 +23,8 @@ _NAMES = ("scores",)
 _FAMILY = "PlackettLuce"
 # expectation_nodes enumerates all K! rankings: up to 7 items (5040 rankings).
 MAX_ENUMERATED_ITEMS = 7
+# Up to this many items, a ranking is validated by K^2 vectorised comparisons (beyond, by a sort).
+ONE_HOT_ITEMS = 64
 
 
 def _scores(outputs, family: str = _FAMILY) -> tuple[jax.Array, np.dtype]:
@@ -54,16 +57,59 @@ def _stages(num_items: int, top_k: int | None) -> int:
     return min(num_items if top_k is None else top_k, num_items - 1)
 
 
+def _picked(stages: int, x: jax.Array) -> jax.Array:
+    """``[t < stages]`` along the ranked axis, broadcastable against ``x``."""
+    return (jnp.arange(x.shape[-1]) < stages).reshape((1,) * (x.ndim - 1) + (x.shape[-1],))
+
+
+def _one_shift(stages: int, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The value and ranked partial with one shift per row, ``top = max_t x_t``, when every
+    ``e_t = exp(x_t - top)`` is at least the square root of the dtype's smallest normal (``_value_and_partials``).
+
+    ``S_t = sum_{u >= t} e_u`` is a reverse cumulative sum (no rescaling between stages: the shift is
+    common). A pick's ``log q_t = log(e_t / S_t) = -log1p(S_{t+1} / e_t)`` (``S_t = e_t + S_{t+1}``,
+    nothing subtracted), so a confident pick keeps its tiny ``-log q``; ``S_{t+1} / e_t`` is at most
+    ``K / sqrt(tiny)``, far from overflow. The partial is the class's with every ``exp(top_t - top_j)``
+    equal to 1: ``[t < m] S_{t+1} / S_t - e_t G_{t-1}``, ``G_t = sum_{j <= t, j < m} 1 / S_j``
+    (a cumulative sum).
+    """
+    e = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
+    pool = jax.lax.cumsum(e, axis=e.ndim - 1, reverse=True)
+    rest = jnp.concatenate([pool[..., 1:], jnp.zeros_like(pool[..., :1])], axis=-1)  # S_{t+1}
+    picked = _picked(stages, x)
+    value = -jnp.sum(jnp.where(picked, jnp.log1p(rest / e), jnp.zeros_like(x)), axis=-1)
+    inverse = jnp.where(picked, 1 / pool, jnp.zeros_like(pool))
+    total = jax.lax.cumsum(inverse, axis=inverse.ndim - 1)
+    earlier = jnp.concatenate([jnp.zeros_like(total[..., :1]), total[..., :-1]], axis=-1)  # G_{t-1}, never G_t - 1/S_t
+    return value, inverse * rest - e * earlier
+
+
 def _value_and_partials(stages: int, s: jax.Array, ranking: jax.Array):
     """``log p(ranking)`` for valid permutations (int32) and its partial in the scores (see the class).
+
+    Two evaluations of the same sums, chosen per call by ``lax.cond``: where every ranked score is
+    within ``log(tiny) / 2`` of its row's maximum (all but adversarial rows), ``_one_shift``; else
+    (a spread wider than 44 in float32, 354 in float64, or an infinite or NaN score) ``_running_shift``,
+    which shifts each stage's pool by its own maximum. Under ``vmap`` the cond is a select and both
+    run.
+    """
+    x = jnp.take_along_axis(s, ranking, axis=-1)
+    floor = 0.5 * math.log(float(jnp.finfo(x.dtype).tiny))
+    # NaN and inf differences fail the comparison, so those rows take the running shift.
+    narrow = jnp.all(x - jnp.max(x, axis=-1, keepdims=True) >= floor)
+    value, partial_ranked = jax.lax.cond(narrow, functools.partial(_one_shift, stages), functools.partial(_running_shift, stages), x)
+    return value, (_in_item_order(partial_ranked, ranking), None)  # rankings are not differentiable
+
+
+def _running_shift(stages: int, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The value and ranked partial with each stage's pool shifted by its own maximum (the class).
 
     In ranked order ``x_t = s[ranking_t]``: the pool of stage t holds ``x_t..x_{K-1}``, with
     ``top_t`` its maximum (a reverse cumulative max) and ``S_t = sum_{u >= t} exp(x_u - top_t)``,
     by the reverse recurrence ``S_t = exp(x_t - top_t) + exp(top_{t+1} - top_t) S_{t+1}`` (every
     factor <= 1: no overflow, nothing subtracted).
     """
-    x = jnp.take_along_axis(s, ranking, axis=-1)
-    num_items = s.shape[-1]
+    num_items = x.shape[-1]
     top = jax.lax.cummax(x, axis=x.ndim - 1, reverse=True)
     e = _exp_of_difference(x, top)  # exp(x_t - top_t) in (0, 1]
     # exp(top_{t+1} - top_t) <= 1; 0 past the last item.
@@ -71,7 +117,7 @@ def _value_and_partials(stages: int, s: jax.Array, ranking: jax.Array):
     pool = _linear_recurrence(shrink, e, reverse=True)  # S_t >= 1
     # The pool but x_t, shifted by top_t: the next pool rescaled (never S_t - e_t, which cancels).
     others = shrink * jnp.concatenate([pool[..., 1:], jnp.zeros_like(pool[..., :1])], axis=-1)
-    picked = (jnp.arange(num_items) < stages).reshape((1,) * (x.ndim - 1) + (num_items,))
+    picked = _picked(stages, x)
     gap = jnp.where(x == top, jnp.zeros_like(x), x - top)
     # log softmax of the picked item in its pool: (x_t - top_t) - log(S_t), S_t - 1 = others + expm1(x_t - top_t),
     # which keeps a confident pick's tiny -log q = log1p(others) (as Categorical does).
@@ -82,15 +128,25 @@ def _value_and_partials(stages: int, s: jax.Array, ranking: jax.Array):
     earlier = _linear_recurrence(grow, jnp.where(picked, 1 / pool, jnp.zeros_like(pool)))
     before = grow * jnp.concatenate([jnp.zeros_like(earlier[..., :1]), earlier[..., :-1]], axis=-1)
     # d log p / d x_t = [t picked] (1 - q_t) - sum_{j < t, j picked} q_j(x_t), 1 - q_t = others_t / S_t.
-    partial_ranked = jnp.where(picked, others / pool, jnp.zeros_like(x)) - e * before
-    rank = _inverse_permutation(ranking)
-    return value, (jnp.take_along_axis(partial_ranked, rank, axis=-1), None)  # rankings are not differentiable
+    return value, jnp.where(picked, others / pool, jnp.zeros_like(x)) - e * before
 
 
-def _inverse_permutation(ranking: jax.Array) -> jax.Array:
-    """``rank[i]``: the position of item i in a valid permutation ``ranking``."""
+def _in_item_order(ranked: jax.Array, ranking: jax.Array) -> jax.Array:
+    """``ranked`` (one entry per position of a valid permutation ``ranking``) put back in item order:
+    entry i is ``ranked[r_i]`` with ``ranking[r_i] = i`` (the inverse permutation by a scatter, then a
+    gather; a one-hot sum over positions costs 3 times as much at K = 16 on a CPU)."""
     positions = jnp.broadcast_to(jnp.arange(ranking.shape[-1], dtype=ranking.dtype), ranking.shape)
-    return jnp.put_along_axis(jnp.zeros_like(ranking), ranking, positions, axis=-1, inplace=False)
+    rank = jnp.put_along_axis(jnp.zeros_like(ranking), ranking, positions, axis=-1, inplace=False)
+    return jnp.take_along_axis(ranked, rank, axis=-1)
+
+
+def _is_permutation(ranking: jax.Array, identity: jax.Array) -> jax.Array:
+    """Whether each row of ``ranking`` (entries in 0..K-1) holds every item: up to ``ONE_HOT_ITEMS``
+    items by K^2 comparisons (a third of a sort's cost at K = 16 on a CPU), beyond by a sort
+    (sorted, a permutation is 0..K-1)."""
+    if ranking.shape[-1] <= ONE_HOT_ITEMS:
+        return jnp.all(jnp.any(ranking[..., :, None] == identity[..., None, :], axis=-2), axis=-1)
+    return jnp.all(jnp.sort(ranking, axis=-1) == identity, axis=-1)
 
 
 # log p(ranking | scores), differentiated by the closed-form partial (jax.grad, jacfwd, hessian).
@@ -134,6 +190,9 @@ class PlackettLuce:
     recurrence whose factors are all <= 1). Each pick's term is
     ``(x_j - top_j) - log1p(others_j + expm1(x_j - top_j))``, ``others_j = S_j - exp(x_j - top_j)``
     computed from the rest of the pool, so a confident pick keeps its tiny ``-log q = log1p(others)``.
+    Where a row's scores all lie within ``log(tiny) / 2`` of its maximum (44 in float32), one shift
+    serves every pool (``_one_shift``: cumulative sums, ``-log q_t = log1p(S_{t+1} / e_t)``), at half
+    the cost; wider rows, infinities and NaN take the running shift (``lax.cond`` per call).
 
     Gradient. With ``q_j(i) = exp(s_i - logsumexp(pool_j))`` the softmax of stage j's pool,
     ``d log p/d s_i = [i among the first m picks] - sum_{j < m, i in pool_j} q_j(i)``: each pick's
@@ -177,7 +236,7 @@ class PlackettLuce:
         if ranking.shape[-1] < num_items:
             ranking = _completed(ranking, identity)
         # A permutation: every entry in 0..K-1, and sorted they are 0..K-1 (no item repeated).
-        valid = jnp.all(entry_valid, axis=-1) & jnp.all(jnp.sort(ranking, axis=-1) == identity, axis=-1)
+        valid = jnp.all(entry_valid, axis=-1) & _is_permutation(ranking, identity)
         ranking = jnp.where(valid[..., None], ranking, jnp.broadcast_to(identity, ranking.shape))  # double where
         return p.scores, ranking, valid, p.dtype
 
