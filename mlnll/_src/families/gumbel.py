@@ -173,7 +173,7 @@ class Gumbel(ls_.FixedScaleUnpacking):
 
     def log_cdf(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log F(y) = -e^-z`` (``F = exp(-e^-z)``, scipy.stats.gumbel_r.logcdf), exact to
-        the rounding of one exp in both tails: -7.2e-44 at z = 99 in float64, ``-e^50`` at z = -50.
+        the rounding of one exp in both tails: -1.01e-43 at z = 99 in float64, ``-e^50`` at z = -50.
         ``jax.grad`` runs its closed form: ``d log F/dz = e^-z``, so ``d log F/dloc = -e^-z / s`` and
         ``d log F/dlog_scale = -z e^-z`` (``_tails``)."""
         return _tails.real_log_tail(_tails.GUMBEL, self._name, self.scale, outputs, targets, upper=False)
@@ -181,7 +181,7 @@ class Gumbel(ls_.FixedScaleUnpacking):
     def log_survival(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log S(y) = log(1 - exp(-e^-z)) = log1mexp(e^-z)``, accurate where S is tiny
         (``-z`` once e^-z is below e^-40: log S(800) = -800 in float64, where e^-z underflows) and where
-        it is near 1 (``log1p(-exp(-e^-z))``, -5e-23 at z = -4); ``d log S/dz = -h`` with
+        it is near 1 (``log1p(-exp(-e^-z))``, -1.94e-24 at z = -4); ``d log S/dz = -h`` with
         ``h = f/S = e^-z / expm1(e^-z)``, taken as ``exp(-z - e^-z) / (1 - exp(-e^-z))``."""
         return _tails.real_log_tail(_tails.GUMBEL, self._name, self.scale, outputs, targets, upper=True)
 
