@@ -200,7 +200,7 @@ class Weibull:
     def log_cdf(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
         """Per-example ``log F(y) = log(1 - exp(-(y/lam)^k)) = log1mexp(e^t)``, t = k log(y/lam)
         (scipy.stats.weibull_min.logcdf), accurate at tiny y (``t`` itself below t = -40: log F of
-        y = 1e-300 at k = 2 is -1381.6, where (y/lam)^k underflows) and where F is near 1; ``-inf``
+        y = 1e-300 at k = 2, lam = 1 is -1381.6, where (y/lam)^k underflows) and where F is near 1; ``-inf``
         for y <= 0, 0 at y = inf. ``jax.grad`` runs its closed form: ``d log F/dt = x / expm1(x)``
         (x = e^t) times ``dt/dlog_scale = -k``, ``dt/dlog_concentration = t``, ``dt/dy = k/y``."""
         return self._log_tail(outputs, targets, upper=False)
