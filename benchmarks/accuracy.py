@@ -421,7 +421,8 @@ def table() -> str:
 
 def _tail_reference(cdf, upper, log_y=False):
     """``log F(y)`` (or ``log S(y)``) of raw ``(loc, log_scale)`` from a standard mpmath CDF of a
-    symmetric law (``S(z) = F(-z)``); in log y for the log-normal."""
+    symmetric law (``S(z) = F(-z)``); in log y for the log-normal. (A law that is not symmetric
+    passes its survival function as ``cdf``, with ``upper=False``.)"""
     def reference(raw, y):
         loc, log_scale = raw
         t = mp.log(y) if log_y else y
@@ -446,6 +447,30 @@ _STANDARD_CDFS = {
 }
 
 
+def _al_cdf(tau):
+    return lambda z: tau * mp.exp((1 - tau) * z) if z < 0 else 1 - (1 - tau) * mp.exp(-tau * z)
+
+
+def _al_sf(tau):
+    return lambda z: 1 - tau * mp.exp((1 - tau) * z) if z < 0 else (1 - tau) * mp.exp(-tau * z)
+
+
+# The laws that are not symmetric: name, family, standard CDF, standard survival function, points.
+_ASYMMETRIC_CDFS = (
+    ("Gumbel", lambda: mlnll.Gumbel(), lambda z: mp.exp(-mp.exp(-z)), lambda z: -mp.expm1(-mp.exp(-z)),
+     (-4.0, -2.0, -0.5, 0.0, 1.0, 5.0, 20.0, 80.0)),
+    ("AsymmetricLaplace(0.9)", lambda: mlnll.AsymmetricLaplace(quantile=0.9), _al_cdf(0.9), _al_sf(0.9),
+     (-80.0, -3.0, -1e-4, 0.0, 1e-4, 3.0, 15.0, 80.0)),
+)
+
+
+def _weibull_tail(raw, y, upper):
+    """``log S = -(y/lam)^k``, ``log F = log(1 - exp(-(y/lam)^k))`` of raw ``(log_scale, log_k)``."""
+    with mp.workdps(400):
+        x = (y / mp.exp(raw[0])) ** mp.exp(raw[1])
+        return +(-x if upper else mp.log(-mp.expm1(-x)))
+
+
 def _tail_grid(zs, log_y=False):
     def grid(rng):
         points = []
@@ -463,6 +488,14 @@ def _tail_rows() -> list[tuple[str, Row, bool]]:
         log_y = name == "LogNormal"
         for upper in (False, True):
             rows.append((name, Row(name, make(), _tail_reference(cdf, upper, log_y), _tail_grid(zs, log_y)), upper))
+    for name, make, cdf, sf, zs in _ASYMMETRIC_CDFS:
+        rows.append((name, Row(name, make(), _tail_reference(cdf, False), _tail_grid(zs)), False))
+        rows.append((name, Row(name, make(), _tail_reference(sf, False), _tail_grid(zs)), True))
+    weibull = lambda upper: lambda raw, y: _weibull_tail(raw, y, upper)  # noqa: E731
+    grid_w = lambda rng: [((ls, lk), y) for ls, lk in ((0.0, 0.0), (1.0, 1.5), (-2.0, -2.0))  # noqa: E731
+                          for y in (1e-30, 1e-6, 0.3, 1.0, 3.0, 20.0, 1e3)]
+    for upper in (False, True):
+        rows.append(("Weibull", Row("Weibull", mlnll.Weibull(), weibull(upper), grid_w), upper))
     exponential = lambda upper: lambda raw, y: -mp.exp(raw[0]) * y if upper else mp.log(-mp.expm1(-mp.exp(raw[0]) * y))  # noqa: E731,E501
     grid = lambda rng: [((lr,), y) for lr in (-20.0, 0.0, 3.0) for y in (1e-30, 1e-6, 0.5, 10.0, 1e6)]  # noqa: E731
     for upper in (False, True):
@@ -474,7 +507,7 @@ def measure_tail(row: Row, upper: bool, dtype) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     points = [(tuple(_round(v, dtype) for v in raw), _round(y, dtype)) for raw, y in row.grid(rng)]
     # the exact value at the rounded inputs; grid points whose target rounded to 0 or inf are dropped
-    points = [(raw, y) for raw, y in points if np.isfinite(y) and (y > 0 or row.name not in ("LogNormal", "Exponential"))]
+    points = [(raw, y) for raw, y in points if np.isfinite(y) and (y > 0 or row.name not in ("LogNormal", "Exponential", "Weibull"))]
     exact = [_exact(row.reference, raw, y) for raw, y in points]
     n = len(points)
     outputs = _as_outputs(row.family, [p[0] for p in points], dtype)
@@ -506,7 +539,8 @@ def main(argv=None) -> int:
     body = table()
     body += ("\n\n``log_cdf`` and ``log_survival``: max relative error against 50-digit mpmath over standardized "
              "points reaching both tails (z from -37 to 8 for the Normal, +-80 for the Logistic and Laplace, "
-             "+-1e30 for the Cauchy), at three (loc, log_scale) pairs.\n\n" + tails_table())
+             "+-1e30 for the Cauchy, -4 to 80 for the Gumbel, +-80 for the asymmetric Laplace), at three "
+             "(loc, log_scale) pairs; the Weibull at y from 1e-30 to 1e3 for three (log_scale, log_concentration).\n\n" + tails_table())
     header = (
         f"Max relative error against 50-digit mpmath over each family's grid (extremes included), "
         f"jax {jax.__version__}, backend {jax.default_backend()}, {platform.machine()}, "

@@ -34,6 +34,38 @@ def _minimize(loss, x0):
     return result.x
 
 
+def _tight(func, x0, args=(), disp=0):
+    """scipy's own optimizer for ``fit`` (Nelder-Mead), run to its rounding level."""
+    return scipy.optimize.fmin(func, x0, args=args, disp=disp, xtol=1e-12, ftol=1e-14, maxiter=20000, maxfun=40000)
+
+
+def test_censored_weibull_fit_reproduces_scipy_on_censored_data():
+    # Lifetimes of wear-out units (k = 1.6, scale 5), each watched until its own end of study, and a
+    # few known only to have failed before a first inspection (left-censored: side="left").
+    rng = np.random.default_rng(11)
+    lifetimes = scipy.stats.weibull_min(1.6, scale=5.0).rvs(400, random_state=rng)
+    ends = rng.uniform(2.0, 9.0, 400)
+    observed = lifetimes <= ends
+    y = np.where(observed, lifetimes, ends)
+    data = scipy.stats.CensoredData(uncensored=y[observed], right=y[~observed])
+    k, _, scale = scipy.stats.weibull_min.fit(data, floc=0, optimizer=_tight)
+    loss = mlnll.nll(mlnll.Censored(mlnll.Weibull()), reduction="sum")
+    targets = (jnp.asarray(y), jnp.asarray(observed))
+    log_scale, log_k = _minimize(lambda p: loss((p[0], p[1]), targets), [0.0, 0.0])
+    assert 0.2 < np.mean(~observed) < 0.6
+    np.testing.assert_allclose([np.exp(log_k), np.exp(log_scale)], [k, scale], rtol=1e-5)
+    # the same lifetimes seen at inspection times instead: left-censored (failed before t) or exact
+    inspect = rng.uniform(0.5, 3.0, 400)
+    early = lifetimes <= inspect
+    y_left = np.where(early, inspect, lifetimes)
+    left = scipy.stats.CensoredData(uncensored=y_left[~early], left=y_left[early])
+    k_left, _, scale_left = scipy.stats.weibull_min.fit(left, floc=0, optimizer=_tight)
+    loss_left = mlnll.nll(mlnll.Censored(mlnll.Weibull(), side="left"), reduction="sum")
+    targets_left = (jnp.asarray(y_left), jnp.asarray(~early))
+    fit_left = _minimize(lambda p: loss_left((p[0], p[1]), targets_left), [0.0, 0.0])
+    np.testing.assert_allclose([np.exp(fit_left[1]), np.exp(fit_left[0])], [k_left, scale_left], rtol=1e-5)
+
+
 def test_censored_log_normal_fit_reproduces_scipy_on_censored_data():
     rng = np.random.default_rng(3)
     lifetimes = scipy.stats.lognorm(0.8, scale=np.exp(1.2)).rvs(400, random_state=rng)
@@ -42,10 +74,7 @@ def test_censored_log_normal_fit_reproduces_scipy_on_censored_data():
     y = np.where(observed, lifetimes, ends)
     data = scipy.stats.CensoredData(uncensored=y[observed], right=y[~observed])
 
-    def tight(func, x0, args=(), disp=0):  # scipy's own optimizer (Nelder-Mead) to its rounding level
-        return scipy.optimize.fmin(func, x0, args=args, disp=disp, xtol=1e-12, ftol=1e-14, maxiter=20000, maxfun=40000)
-
-    s, _, scale = scipy.stats.lognorm.fit(data, floc=0, optimizer=tight)
+    s, _, scale = scipy.stats.lognorm.fit(data, floc=0, optimizer=_tight)
     loss = mlnll.nll(mlnll.Censored(mlnll.LogNormal()), reduction="sum")
     targets = (jnp.asarray(y), jnp.asarray(observed))
     loc, log_scale = _minimize(lambda p: loss((p[0], p[1]), targets), [0.0, 0.0])

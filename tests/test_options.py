@@ -14,6 +14,7 @@ import optax
 import pytest
 
 import mlnll
+from conftest import RTOL
 
 F64 = jnp.float64
 N, C = 12, 5
@@ -354,3 +355,128 @@ def test_closed_form_grad_of_the_reduced_loss_with_masks_and_weights():
     np.testing.assert_allclose(
         jnp.stack(normal.grad(out, z[:, 2], weights=w)), jnp.stack(jax.grad(lambda o: normal(o, z[:, 2], weights=w))(out)), rtol=1e-12
     )
+
+
+# -- Normal: the beta-NLL (Seitzer et al. 2022) ---------------------------------------------
+
+
+def plain_beta_nll(outputs, y, beta, scale=None):
+    """``stop_gradient(s^(2 beta)) * -log N(y; loc, s)``, the paper's formula written naively."""
+    loc, log_scale = (outputs, jnp.full_like(outputs, math.log(scale))) if scale is not None else outputs
+    s = jnp.exp(log_scale)
+    nll = 0.5 * ((y - loc) / s) ** 2 + jnp.log(s) + 0.5 * jnp.log(2 * jnp.pi)
+    return jax.lax.stop_gradient(s ** (2 * beta)) * nll
+
+
+def _normal_batch(dtype, n=N, seed=40):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    loc = jax.random.normal(k1, (n,), F64)
+    log_scale = 0.8 * jax.random.normal(k2, (n,), F64)
+    y = loc + 3.0 * jnp.exp(log_scale) * jax.random.normal(k3, (n,), F64)
+    return (loc.astype(dtype), log_scale.astype(dtype)), y.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, F64], ids=["float32", "float64"])
+def test_beta_nll_value_and_closed_form_gradient_match_autodiff_of_the_plain_formula(dtype):
+    (loc, log_scale), y = _normal_batch(dtype)
+    rtol = RTOL[np.dtype(dtype)]
+    y64 = jnp.asarray(y, F64)  # the oracle in float64, at the same (rounded) inputs
+    for beta, scale in ((0.5, None), (1.0, None), (0.25, 2.0)):
+        outputs = loc if scale is not None else (loc, log_scale)
+        o64 = jax.tree.map(lambda a: jnp.asarray(a, F64), outputs)
+
+        def expected(o, beta=beta, scale=scale):
+            return jnp.mean(plain_beta_nll(o, y64, beta, scale))
+
+        loss = mlnll.nll(mlnll.Normal(scale=scale), beta=beta)
+
+        @jax.jit
+        def everything(o, t, loss=loss):  # one program per case: jax.grad runs the closed form
+            per = mlnll.nll(loss.family, beta=loss.options.beta, reduction="none")(o, t)
+            return per, loss(o, t), loss.grad(o, t), jax.grad(loss)(o, t)
+
+        per, value, closed, through = everything(outputs, y)
+        assert per.dtype == value.dtype == dtype
+        np.testing.assert_allclose(np.asarray(per, np.float64), plain_beta_nll(o64, y64, beta, scale), rtol=4 * rtol)
+        np.testing.assert_allclose(float(value), expected(o64), rtol=4 * rtol)
+        want_grad = jax.jit(jax.grad(expected))(o64)
+        for c, t, w in zip(jax.tree.leaves(closed), jax.tree.leaves(through), jax.tree.leaves(want_grad)):
+            assert c.dtype == t.dtype == dtype
+            np.testing.assert_allclose(np.asarray(c, np.float64), w, rtol=8 * rtol, atol=8 * rtol * float(np.max(np.abs(w))))
+            np.testing.assert_allclose(np.asarray(t, np.float64), np.asarray(c, np.float64), rtol=2 * rtol)
+    # second order: jax.hessian holds the weight constant, as stop_gradient does in the formula
+    first = jax.tree.map(lambda a: a[:1], (loc, log_scale))
+    h_got = jax.jit(jax.hessian(lambda o: mlnll.nll(mlnll.Normal(), beta=0.5)(o, y[:1])))(first)
+    h_want = jax.jit(jax.hessian(lambda o: jnp.sum(plain_beta_nll(o, y64[:1], 0.5))))(jax.tree.map(lambda a: jnp.asarray(a, F64), first))
+    for g, w in zip(jax.tree.leaves(h_got), jax.tree.leaves(h_want)):
+        np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=8 * rtol, atol=8 * rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, F64], ids=["float32", "float64"])
+def test_beta_zero_is_the_plain_nll_bit_for_bit(dtype):
+    outputs, y = _normal_batch(dtype, seed=41)
+    w = jnp.linspace(0.0, 2.0, N, dtype=dtype)
+    for drop_constants in (False, True):
+
+        @jax.jit
+        def both(o, t, drop_constants=drop_constants):
+            out = []
+            for options in ({}, {"beta": 0.0}):
+                loss = mlnll.nll(mlnll.Normal(), reduction="none", drop_constants=drop_constants, **options)
+                total = mlnll.nll(mlnll.Normal(), reduction="sum", drop_constants=drop_constants, **options)
+                out.append((loss(o, t, weights=w), loss.grad(o, t, weights=w), jax.grad(total)(o, t)))
+            return out
+
+        (value, grad, through), (value0, grad0, through0) = both(outputs, y)
+        np.testing.assert_array_equal(value0, value)
+        for got, want in zip(grad0, grad):
+            np.testing.assert_array_equal(got, want)
+        for got, want in zip(through0, through):
+            np.testing.assert_allclose(got, want, rtol=2 * RTOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, F64], ids=["float32", "float64"])
+def test_beta_one_gives_loc_the_squared_error_gradient_at_any_scale(dtype):
+    _, eps = _normal_batch(dtype, seed=42)
+    # scales from e^-50 to e^40 about loc = 0: in float32 s^2 under- and overflows at the ends, the
+    # residual y - loc (from 1e-22 to 1e17) does not
+    loc = jnp.zeros(N, dtype)
+    log_scale = jnp.linspace(-50.0, 40.0, N, dtype=dtype)
+    y = (jnp.exp(log_scale) * eps).astype(dtype)
+    squared_error = jax.grad(lambda m: 0.5 * jnp.sum((y - m) ** 2))(loc)
+    loss = mlnll.nll(mlnll.Normal(), beta=1.0, reduction="sum")
+    closed_loc, _ = loss.grad((loc, log_scale), y)
+    through_loc, _ = jax.grad(loss)((loc, log_scale), y)
+    rtol = 8 * float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(closed_loc, loc - y, rtol=rtol, atol=0)
+    np.testing.assert_allclose(through_loc, squared_error, rtol=rtol, atol=0)
+    # the formula as written (s^2 in its loc gradient, then the weight) loses it at the small scales
+    naive_loc, _ = jax.grad(lambda o: jnp.sum(plain_beta_nll(o, y, 1.0)))((loc, log_scale))
+    if dtype == np.float32:
+        assert not np.allclose(naive_loc, loc - y, rtol=1e-3, atol=0)
+    # beta = 1/2: (loc - y) / s, halfway between the NLL's (loc - y) / s^2 and squared error's
+    log_s = jnp.full_like(loc, 0.7)
+    half, _ = mlnll.nll(mlnll.Normal(), beta=0.5, reduction="sum").grad((loc, log_s), eps)
+    np.testing.assert_allclose(half, (loc - eps) / jnp.exp(log_s), rtol=rtol)
+
+
+def test_beta_nll_options_are_checked_and_named():
+    with pytest.raises(ValueError, match=r"beta must be a number in \[0, 1\]; got 1.5"):
+        mlnll.nll(mlnll.Normal(), beta=1.5)
+    with pytest.raises(ValueError, match="beta must be"):
+        mlnll.nll(mlnll.Normal(), beta=-0.1)
+    with pytest.raises(TypeError, match=r"nll\(Normal\(\)\) got unexpected option\(s\) \['scale'\]; it accepts: beta\."):
+        mlnll.nll(mlnll.Normal(), scale=2.0)  # the fixed scale is the family's, not an option
+    for family in (mlnll.Laplace(), mlnll.StudentT(), mlnll.Bernoulli(), mlnll.NormalInverseGamma(),
+                   mlnll.Censored(mlnll.Normal())):
+        with pytest.raises(TypeError, match=r"beta is an option of nll\(Normal\(\)\) only"):
+            mlnll.nll(family, beta=0.5)
+    # a target off the support: inf for that example, NaN derivatives for it only
+    loss = mlnll.nll(mlnll.Normal(), beta=0.5, reduction="none")
+    outputs, y = (jnp.zeros(2), jnp.zeros(2)), jnp.asarray([1.0, jnp.inf])
+    value = loss(outputs, y)
+    assert np.isfinite(value[0]) and value[1] == np.inf
+    g = loss.grad(outputs, y)
+    assert np.all(np.isfinite([a[0] for a in g])) and np.all(np.isnan([a[1] for a in g]))
+    # jit-static and hashable, as every Loss
+    assert hash(mlnll.nll(mlnll.Normal(), beta=0.5)) == hash(mlnll.nll(mlnll.Normal(), beta=0.5))

@@ -107,6 +107,10 @@ class LossOptions(Protocol):
     Frozen and hashable (a ``Loss`` holds it and may be a static argument of ``jit``), validated
     when built (a wrong value raises naming it). ``per_example`` gives the loss terms and
     ``per_example_grad`` their closed-form gradient with respect to the outputs (same tree).
+    Optionally ``per_example_without_constants``: the terms with the family's ``constant_terms``
+    never added, which ``drop_constants=True`` then uses (an option that scales the whole NLL, as
+    Normal's ``beta`` does, must leave the constants out itself; otherwise ``nll`` adds
+    ``constant_terms`` to ``per_example``).
     """
 
     def per_example(self, outputs: Outputs, targets: Targets) -> PerExample: ...

@@ -22,6 +22,7 @@ At the ends of the real line the limits hold exactly: ``log F(-inf) = -inf``, ``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
@@ -43,10 +44,14 @@ _LOG_PI = math.log(math.pi)
 class StandardTail(NamedTuple):
     """A standard law's ``z -> (log F0(z), h(z) = f0(z)/F0(z))``, for finite z, and optionally
     ``z h(z)`` as a third entry where the product of the two can underflow although it is a number
-    of the dtype (the Cauchy's far right tail)."""
+    of the dtype (the Cauchy's far right tail).
+
+    ``log_survival_and_ratio``, for a law that is not symmetric (Gumbel, AsymmetricLaplace):
+    ``z -> (log S0(z), f0(z)/S0(z))``; None for a symmetric law, whose ``S0(z) = F0(-z)``."""
 
     name: str
     log_cdf_and_ratio: Callable[[jax.Array], tuple[jax.Array, ...]]
+    log_survival_and_ratio: Callable[[jax.Array], tuple[jax.Array, ...]] | None = None
 
 
 # -- the standard laws ---------------------------------------------------------------------------
@@ -128,10 +133,76 @@ def _cauchy(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return jnp.where(below, log_t, log_above), jnp.where(below, ratio_below, ratio_above), z_ratio
 
 
+# Below a = -40, log(1 - exp(-e^a)) = a - e^a / 2 + ... is a to below 1e-19 of it (e^-40 = 4e-18),
+# also where e^a itself is subnormal or 0.
+_TINY_LOG = -40.0
+
+
+def log1mexp_of_exp(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``log(1 - exp(-x))`` at ``x = e^a`` and its derivative in a, ``x / expm1(x)``, from the
+    log ``a`` of x: the Gumbel's ``log S`` (a = -z) and the Weibull's ``log F`` (a = k log(y/lam)).
+
+    ``numerics.log1mexp(x)`` (relative accuracy at tiny x and where 1 - e^-x is near 1), and ``a``
+    itself below a = -40, where x may have underflowed. The derivative is
+    ``exp(a - x) / (-expm1(-x))`` (= ``x e^-x / (1 - e^-x)``): finite where ``expm1(x)`` overflows
+    (x = 100 in float32: 3.7e-42 is 0 there, but x = 88 gives 5e-37) and 0, not inf/inf, at
+    x = inf; 1 below a = -40.
+    """
+    tiny = a < _TINY_LOG
+    x = jnp.exp(jnp.where(tiny, jnp.zeros_like(a), a))  # double where: x of a moderate a
+    value = jnp.where(tiny, a, numerics.log1mexp(x))
+    slope = jnp.where(tiny, jnp.ones_like(a), jnp.exp(a - x) / -jnp.expm1(-x))
+    return value, slope
+
+
+def _gumbel_cdf(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``F0(z) = exp(-e^-z)``: ``log F0 = -e^-z`` (exact to a rounding of exp), ratio
+    ``f0/F0 = e^-z`` (``f0 = e^-z F0``)."""
+    u = jnp.exp(-z)
+    return -u, u
+
+
+def _gumbel_survival(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``S0(z) = 1 - exp(-e^-z)``: ``log S0 = log1mexp(e^-z)`` (``log1mexp_of_exp(-z)``: ``-z`` far
+    right, where e^-z underflows), ratio ``f0/S0 = e^-z exp(-e^-z) / (1 - exp(-e^-z))``, the same
+    function's derivative."""
+    return log1mexp_of_exp(-z)
+
+
+def _asymmetric_laplace_cdf(tau: float, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The asymmetric Laplace's ``log F0(z)`` and ``f0/F0`` at quantile level tau.
+
+    ``F0(z) = tau e^((1 - tau) z)`` below 0: ``log F0 = log tau + (1 - tau) z`` (two terms <= 0, no
+    cancellation), ratio ``1 - tau``. Above 0, with ``a = (1 - tau) e^(-tau z)``, ``F0 = 1 - a``:
+    ``log1p(-a)`` where a <= 1/2 (F0 near 1), and where a > 1/2 the sum of two positive terms
+    ``F0 = tau - (1 - tau) expm1(-tau z)`` (1 - a would lose the digits of a small tau); the ratio is
+    ``f0/F0 = tau a / F0``.
+    """
+    below = z < 0
+    za = jnp.where(below, jnp.zeros_like(z), z)  # double where: each side sees its own z
+    a = (1 - tau) * jnp.exp(-tau * za)
+    small = a <= 0.5
+    f_near = tau - (1 - tau) * jnp.expm1(-tau * za)  # 1 - a, two positive terms
+    log_above = jnp.where(small, jnp.log1p(-jnp.where(small, a, jnp.zeros_like(a))), jnp.log(f_near))
+    ratio_above = tau * a / jnp.where(small, 1 - a, f_near)
+    log_below = (math.log(tau) + (1 - tau) * jnp.where(below, z, jnp.zeros_like(z)))
+    return jnp.where(below, log_below, log_above), jnp.where(below, jnp.full_like(z, 1 - tau), ratio_above)
+
+
+@functools.lru_cache(maxsize=None)
+def asymmetric_laplace(tau: float) -> StandardTail:
+    """The asymmetric Laplace's tails at level tau (one object per tau: a static argument of the
+    closed form, hashed by identity). ``-Y`` is asymmetric Laplace at ``1 - tau`` (``rho_tau(-u) =
+    rho_(1-tau)(u)``), so ``S0_tau(z) = F0_(1-tau)(-z)`` and ``f0/S0`` is that law's ratio at -z."""
+    return StandardTail(f"AsymmetricLaplace(quantile={tau})", functools.partial(_asymmetric_laplace_cdf, tau),
+                        lambda z: _asymmetric_laplace_cdf(1 - tau, -z))
+
+
 NORMAL = StandardTail("Normal", _normal)
 LOGISTIC = StandardTail("Logistic", _logistic)
 LAPLACE = StandardTail("Laplace", _laplace)
 CAUCHY = StandardTail("Cauchy", _cauchy)
+GUMBEL = StandardTail("Gumbel", _gumbel_cdf, _gumbel_survival)
 
 
 # -- location-scale families ---------------------------------------------------------------------
@@ -140,6 +211,10 @@ CAUCHY = StandardTail("Cauchy", _cauchy)
 def _location_scale_tail(standard: StandardTail, upper: bool, loc, log_scale, y):
     """``log F(y)`` (or ``log S(y)`` if ``upper``) and its partials in ``(loc, log_scale, y)``."""
     r, inv_scale = ls_.standardize(loc, log_scale, y)
+    if upper and standard.log_survival_and_ratio is not None:  # a law that is not symmetric
+        value, ratio, *r_ratio = standard.log_survival_and_ratio(r)
+        # d log S / dr = -f0/S0; d/dlog_scale = (d log S / dr)(-r) = r f0/S0
+        return value, (ratio * inv_scale, r_ratio[0] if r_ratio else ratio * r, -ratio * inv_scale)
     z = -r if upper else r
     value, ratio, *z_ratio = standard.log_cdf_and_ratio(z)
     slope = -ratio if upper else ratio  # d value / d r
@@ -180,7 +255,14 @@ class SymmetricTails:
 
     def _real_log_tail(self, outputs, targets, *, upper: bool) -> jax.Array:
         family: Any = self  # the dataclass this is mixed into: its _name and scale
-        loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(outputs, targets, family=family._name, scale=family.scale)
-        finite, ys = ls_.finite_targets(y)
-        value = location_scale_tail(self._standard_tail, upper, loc, log_scale, ys)
-        return at_the_ends(value, y, finite, upper).astype(dtype)
+        return real_log_tail(self._standard_tail, family._name, family.scale, outputs, targets, upper=upper)
+
+
+def real_log_tail(standard: StandardTail, name: str, scale: float | None, outputs, targets, *, upper: bool) -> jax.Array:
+    """``log F(y)`` (or ``log S(y)``) of a location-scale family on the real line, from its standard
+    law's tails: outputs ``(loc, log_scale)`` (or ``loc`` with ``scale`` fixed), the limits at
+    ``y = +-inf``, NaN at a NaN target."""
+    loc, log_scale, y, dtype = ls_.loc_log_scale_and_targets(outputs, targets, family=name, scale=scale)
+    finite, ys = ls_.finite_targets(y)
+    value = location_scale_tail(standard, upper, loc, log_scale, ys)
+    return at_the_ends(value, y, finite, upper).astype(dtype)

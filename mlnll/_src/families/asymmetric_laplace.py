@@ -17,6 +17,7 @@ from jax.typing import ArrayLike
 from mlnll._src import numerics, validate
 from mlnll._src.closed_form import closed_form
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.families import _tails
 from mlnll._src.types import LocScaleOutputArrays, LocScaleOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -148,6 +149,22 @@ class AsymmetricLaplace(ls_.FixedScaleUnpacking):
         """Closed form ``(-g / s, 1 - rho_tau(u))``, ``g = tau - 1[u < 0]`` and 0 at u = 0; loc's alone
         if the scale is fixed."""
         return self._real_grad(functools.partial(_value_and_partials, float(self.quantile)), outputs, targets)
+
+    def log_cdf(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y)``, u = (y - loc)/s: ``log tau + (1 - tau) u`` below the location,
+        ``log(1 - (1 - tau) e^(-tau u))`` above it (taken from the smaller of the two terms, so
+        relative accuracy at F near 1 and near tau; scipy.stats.laplace_asymmetric.logcdf).
+        ``jax.grad`` runs its closed form, ``d log F/du = f/F``: ``1 - tau`` below the location,
+        ``tau (1 - tau) e^(-tau u) / F`` above (``_tails``)."""
+        return _tails.real_log_tail(_tails.asymmetric_laplace(float(self.quantile)), self._name, self.scale,
+                                    outputs, targets, upper=False)
+
+    def log_survival(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y)``: ``log(1 - tau) - tau u`` above the location, ``log(1 - tau
+        e^((1 - tau) u))`` below it; it is ``log F`` of the level ``1 - tau`` at ``-u`` (``-y`` is
+        asymmetric Laplace at ``1 - tau``), with the same closed-form derivatives."""
+        return _tails.real_log_tail(_tails.asymmetric_laplace(float(self.quantile)), self._name, self.scale,
+                                    outputs, targets, upper=True)
 
     def params(self, outputs: LocScaleOutputs) -> dict[str, jax.Array]:
         """``{"loc": loc, "scale": exp(log_scale)}`` (loc is the tau-quantile)."""

@@ -19,6 +19,7 @@ from jax.typing import ArrayLike
 from mlnll._src import numerics
 from mlnll._src.closed_form import closed_form
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.families import _tails
 from mlnll._src.types import LocScaleOutputArrays, LocScaleOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -169,6 +170,20 @@ class Gumbel(ls_.FixedScaleUnpacking):
     def grad(self, outputs: LocScaleOutputs, targets: ArrayLike) -> LocScaleOutputArrays:
         """Closed form ``((e^-z - 1) / s, 1 - z (1 - e^-z))``; loc's alone if the scale is fixed."""
         return self._real_grad(_value_and_partials, outputs, targets)
+
+    def log_cdf(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y) = -e^-z`` (``F = exp(-e^-z)``, scipy.stats.gumbel_r.logcdf), exact to
+        the rounding of one exp in both tails: -1.01e-43 at z = 99 in float64, ``-e^50`` at z = -50.
+        ``jax.grad`` runs its closed form: ``d log F/dz = e^-z``, so ``d log F/dloc = -e^-z / s`` and
+        ``d log F/dlog_scale = -z e^-z`` (``_tails``)."""
+        return _tails.real_log_tail(_tails.GUMBEL, self._name, self.scale, outputs, targets, upper=False)
+
+    def log_survival(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = log(1 - exp(-e^-z)) = log1mexp(e^-z)``, accurate where S is tiny
+        (``-z`` once e^-z is below e^-40: log S(800) = -800 in float64, where e^-z underflows) and where
+        it is near 1 (``log1p(-exp(-e^-z))``, -1.94e-24 at z = -4); ``d log S/dz = -h`` with
+        ``h = f/S = e^-z / expm1(e^-z)``, taken as ``exp(-z - e^-z) / (1 - exp(-e^-z))``."""
+        return _tails.real_log_tail(_tails.GUMBEL, self._name, self.scale, outputs, targets, upper=True)
 
     def params(self, outputs: LocScaleOutputs) -> dict[str, jax.Array]:
         """``{"loc": loc, "scale": exp(log_scale)}``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,8 @@ from mlnll._src import numerics, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
 from mlnll._src.families import _tails
+from mlnll._src.family import PerExample
+from mlnll._src.losses import options as check
 from mlnll._src.types import NormalOutputArrays, NormalOutputs
 from mlnll._src.verify.case import Case, ScipyReference
 
@@ -38,6 +41,30 @@ def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.
 # jax.grad, jacfwd and hessian of log_prob run through these closed-form partials (closed_form.py):
 # one multiply per argument in the backward pass.
 normal_log_pdf = closed_form(_value_and_partials, num_static=1)
+
+
+def _beta_nll_and_partials(beta: float, keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.Array):
+    """``w (-log p)`` with the weight ``w = scale^(2 beta)`` held constant, and its partials
+    ``w d(-log p)``: ``-r scale^(2 beta - 1)`` in loc (and its negative in y), ``w (1 - r^2)`` in
+    log_scale (``NormalOptions``).
+
+    The loc partial is ``-r exp((2 beta - 1) log_scale)``, one exponential, never ``w`` times
+    ``1/scale`` (at beta = 1 it is ``-r scale = loc - y`` also where ``scale^2`` overflows). The
+    weight's log_scale is under ``stop_gradient`` (in that exponent too, whose ``-log_scale`` part
+    stays differentiable): second derivatives (``jax.hessian``) of the loss hold the weight constant,
+    as they would in ``stop_gradient(scale ** (2 beta)) * nll`` written out.
+    """
+    value, (_, d_log_scale, _) = _value_and_partials(keep, loc, log_scale, y)
+    r, _ = ls_.standardize(loc, log_scale, y)  # the same r (XLA computes it once)
+    held = (2 * beta) * jax.lax.stop_gradient(log_scale)  # log w, a constant to every derivative
+    weight = jnp.exp(held)
+    per_scale = jnp.exp(held - log_scale)  # w / scale = scale^(2 beta - 1) in one exp, 1/scale differentiable
+    d_loc_weighted = -r * per_scale
+    return weight * -value, (d_loc_weighted, weight * -d_log_scale, -d_loc_weighted)
+
+
+# NormalOptions' loss, differentiated by its partials (jax.grad, jacfwd and hessian run the closed form).
+_beta_nll = closed_form(_beta_nll_and_partials, num_static=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +213,10 @@ class Normal(_tails.SymmetricTails):
         var = jnp.mean(jnp.square(y - jnp.expand_dims(loc, axis)), axis=axis)
         return loc, 0.5 * jnp.log(var)
 
+    def loss_options(self, **kwargs: Any) -> NormalOptions:
+        """``nll(Normal(), beta=b)``: the beta-NLL (see ``NormalOptions``), validated."""
+        return check.build(NormalOptions, "Normal", kwargs, scale=self.scale)
+
     @classmethod
     def check_cases(cls) -> tuple[Case, ...]:
         """Rows of the check table: free and fixed scale, log-scales of ±80, targets 1e30 away."""
@@ -197,6 +228,79 @@ class Normal(_tails.SymmetricTails):
                  scipy=ScipyReference(lambda loc: _scipy_norm(loc, 2.0)),
                  plain_log_prob=lambda loc, y: _plain_log_prob((loc, jnp.full_like(loc, math.log(2.0))), y)),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalOptions:
+    r"""The option of ``nll(Normal(), ...)``: ``beta``, the beta-NLL of Seitzer et al. (ICLR 2022).
+
+    ``beta`` in [0, 1] (default 0, the plain NLL). Per example the loss is the NLL times a weight
+    that is held constant, ``stop_gradient(scale ** (2 beta))``:
+
+        L_beta = stop_gradient(s^(2 beta)) * (r^2 / 2 + log_scale + log(2 pi) / 2),  r = (y - loc) / s.
+
+    Why. The plain NLL's gradients are ``(loc - y) / s^2`` in loc and ``1 - r^2`` in log_scale: the
+    squared error's gradient ``loc - y`` divided by the predicted variance. Where the model fits
+    badly, the NLL can also be lowered by raising s instead of moving loc, and once s is large the
+    loc gradient there is small (at ``s^2 = (y - loc)^2`` it is ``-1 / (y - loc)``: the worse the
+    fit, the weaker the pull). The badly fit points are explained away as noise, training spends its
+    gradient on the points already fit well, and the mean converges slowly or early to a poor fit
+    (Seitzer et al. show it on toy curves, dynamics models and UCI regression).
+
+    Derivation. The weight ``w = s^(2 beta)`` is a constant for differentiation, so the gradient is
+    ``w`` times the NLL's:
+    ``dL_beta/dloc = (loc - y) / s^(2 - 2 beta) = -r s^(2 beta - 1)`` and
+    ``dL_beta/dlog_scale = s^(2 beta) (1 - r^2)``. At ``beta = 0`` it is the NLL; at ``beta = 1`` the loc
+    gradient is ``loc - y``, exactly the gradient of the squared error ``(y - loc)^2 / 2``, whatever
+    the scale; in between, ``beta = 0.5`` (the paper's recommendation) divides it by s instead of
+    s^2. Each example's weight is positive and does not move its stationary point (``loc = E[y]``,
+    ``s^2 = E[(y - loc)^2]`` given the inputs), so the fit targets the same mean and variance; only
+    how the gradient is shared among the examples changes. The weighted loss is not the gradient of
+    an objective one can compare across training steps: report the plain NLL
+    (``nll(Normal())``) as the likelihood.
+
+    ``jax.grad`` (and ``jacfwd``, ``hessian``, whose second derivatives also hold the weight
+    constant) of the loss run through these partials (a ``closed_form`` custom_jvp), the same as
+    ``per_example_grad``; the loc partial is one exponential, ``-r exp((2 beta - 1) log_scale)``,
+    so it is ``loc - y`` at ``beta = 1`` even where ``s^2`` overflows. With ``Normal(scale=s)`` the
+    weight is the constant ``s^(2 beta)``: the loss is the NLL times it. ``drop_constants=True``
+    drops ``log(2 pi) / 2`` (and ``log s`` for a fixed scale) inside the weighted term. Only the
+    Normal has it: the weight is built for the Gaussian's ``1 / s^2`` (another family given
+    ``beta`` raises saying so).
+    """
+
+    beta: float = 0.0
+    scale: float | None = None  # the family's fixed scale, set by Normal.loss_options (not an option)
+
+    def __post_init__(self):
+        object.__setattr__(self, "beta", check.fraction("beta", self.beta))
+
+    def _terms(self, outputs, targets, keep: int) -> PerExample:
+        family = Normal(self.scale)
+        loc, log_scale, y, _ = family._prepare(outputs, targets)
+        if self.scale is not None:  # a fixed scale enters as a scalar, never as an [N] array
+            log_scale = jnp.asarray(math.log(self.scale), loc.dtype)
+        finite, ys = ls_.finite_targets(y)
+        loss = _beta_nll(self.beta, keep, loc, log_scale, ys)
+        return PerExample(-minus_inf_off_support(-loss, finite))
+
+    def per_example(self, outputs: NormalOutputs, targets: ArrayLike) -> PerExample:
+        """``stop_gradient(s^(2 beta))`` times the per-example NLL; inf where the target is not finite
+        (NaN derivatives there)."""
+        return self._terms(outputs, targets, ls_.ALL_TERMS)
+
+    def per_example_without_constants(self, outputs: NormalOutputs, targets: ArrayLike) -> PerExample:
+        """The same with the NLL's output-free terms never added (what ``drop_constants=True`` uses)."""
+        return self._terms(outputs, targets, ls_.without_constants(self.scale))
+
+    def per_example_grad(self, outputs: NormalOutputs, targets: ArrayLike) -> NormalOutputArrays:
+        """Closed form ``(-r s^(2 beta - 1), s^(2 beta) (1 - r^2))`` per example (the first alone with
+        a fixed scale; NaN where the target is not finite)."""
+        family = Normal(self.scale)
+        loc, log_scale, y, dtype = family._prepare(outputs, targets)
+        finite, ys = ls_.finite_targets(y)
+        _, (d_loc, d_log_scale, _) = _beta_nll_and_partials(self.beta, ls_.ALL_TERMS, loc, log_scale, ys)
+        return ls_.nan_off_support(finite, family._pack(d_loc.astype(dtype), d_log_scale.astype(dtype)))
 
 
 # -- check cases ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from jax.typing import ArrayLike
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.families import _tails
 from mlnll._src.families import gumbel as gumbel_
 from mlnll._src.types import LocScaleOutputArrays, LocScaleOutputs
 from mlnll._src.verify import draws
@@ -61,6 +62,40 @@ def _log_pdf_and_partials(log_scale: jax.Array, log_k: jax.Array, y: jax.Array):
 # log p, differentiated by its partials: jax.grad, jacfwd and hessian of log_prob run the closed form
 # of the class docstring (closed_form.py).
 weibull_log_pdf = closed_form(_log_pdf_and_partials)
+
+
+def _log_tail_and_partials(upper: bool, log_scale: jax.Array, log_k: jax.Array, y: jax.Array):
+    """``log S = -e^t`` or ``log F = log(1 - exp(-e^t))``, ``t = k log(y / lam)``, and their partials
+    in ``(log_scale, log_concentration, y)``, for valid targets 0 < y < inf.
+
+    ``F = 1 - exp(-(y/lam)^k)``. With ``x = e^t`` and the slope ``g = d value / dt`` (``-x`` for
+    log S; ``x / expm1(x)`` for log F, from ``_tails.log1mexp_of_exp``, which takes ``log F = t``
+    below t = -40, where x underflows), the chain rule through ``dt/dlog_scale = -k``,
+    ``dt/dlog_concentration = t`` and ``dt/dy = k/y`` gives ``(-k g, t g, k g / y)``. In y: ``k x / y``
+    is ``exp(log k - log y + t)``, and ``k / y`` is ``exp(log k - log y)``, one exp each (exact
+    ``log y`` at subnormal y). Where g is 0 (x = 0 or inf: a concentration that overflows) the
+    partials are 0, never ``inf * 0``.
+    """
+    k = jnp.exp(log_k)
+    log_y = numerics.log_of_positive(y)  # exact log y for subnormal y too
+    big_l = log_y - log_scale
+    # t = 0 at y = lam also where k overflowed (as in log_prob): (y/lam)^k = 1 there.
+    t = jnp.where((big_l == 0) & (k == jnp.inf), jnp.zeros_like(big_l), k * big_l)
+    if upper:
+        x = jnp.exp(t)
+        value, slope = -x, -x
+        d_y = -jnp.exp(log_k - log_y + t)  # -k x / y
+    else:
+        value, slope = _tails.log1mexp_of_exp(t)
+        d_y = jnp.exp(log_k - log_y) * slope  # k g / y
+    flat = slope == 0
+    d_log_scale = jnp.where(flat, jnp.zeros_like(t), -jnp.minimum(k, jnp.finfo(k.dtype).max) * slope)
+    d_log_k = jnp.where(flat, jnp.zeros_like(t), t * slope)
+    return value, (d_log_scale, d_log_k, jnp.where(flat, jnp.zeros_like(t), d_y))
+
+
+# log F and log S, differentiated by their partials (closed_form.py).
+weibull_log_tail = closed_form(_log_tail_and_partials, num_static=1)
 
 
 class _Inputs(NamedTuple):
@@ -161,6 +196,27 @@ class Weibull:
         _, (d_log_scale, d_log_k, _) = _log_pdf_and_partials(p.log_scale, p.log_concentration, y)
         grads = ls_.neg_partials({"log_scale": d_log_scale, "log_concentration": d_log_k}, _NAMES, self._fixed, p.dtype)
         return ls_.nan_off_support(valid, grads)
+
+    def log_cdf(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y) = log(1 - exp(-(y/lam)^k)) = log1mexp(e^t)``, t = k log(y/lam)
+        (scipy.stats.weibull_min.logcdf), accurate at tiny y (``t`` itself below t = -40: log F of
+        y = 1e-300 at k = 2, lam = 1 is -1381.6, where (y/lam)^k underflows) and where F is near 1; ``-inf``
+        for y <= 0, 0 at y = inf. ``jax.grad`` runs its closed form: ``d log F/dt = x / expm1(x)``
+        (x = e^t) times ``dt/dlog_scale = -k``, ``dt/dlog_concentration = t``, ``dt/dy = k/y``."""
+        return self._log_tail(outputs, targets, upper=False)
+
+    def log_survival(self, outputs: LocScaleOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = -(y/lam)^k = -e^t`` (exact to the rounding of one exp in both
+        tails), 0 for y <= 0; ``d log S/dt = -e^t``, so ``d log S/dlog_scale = k e^t`` and
+        ``d log S/dlog_concentration = -t e^t``."""
+        return self._log_tail(outputs, targets, upper=True)
+
+    def _log_tail(self, outputs, targets, *, upper: bool) -> jax.Array:
+        p, y = unpack.with_targets(self._params(outputs), targets, family=self._name)
+        valid = numerics.positive_and_finite(y)  # from the bits: a subnormal y is positive
+        ys = jnp.where(valid, y, jnp.ones_like(y))  # double where: the closed form sees a valid y
+        value = weibull_log_tail(upper, p.log_scale, self._log_concentration(p), ys)
+        return _tails.at_the_ends(value, y, valid, upper).astype(p.dtype)
 
     def params(self, outputs: LocScaleOutputs) -> dict[str, jax.Array]:
         """``{"scale": exp(log_scale), "concentration": exp(log_concentration)}``."""

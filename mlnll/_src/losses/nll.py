@@ -11,6 +11,7 @@ from jax.typing import ArrayLike
 
 from mlnll._src import numerics
 from mlnll._src.family import Family, LossOptions, Outputs, PerExample, Targets
+from mlnll._src.losses import options as options_
 from mlnll._src.losses import reduce as reduce_
 
 
@@ -28,10 +29,7 @@ def loss_options(family: Family, options: dict) -> LossOptions | None:
         return None
     build = getattr(family, "loss_options", None)
     if build is None:
-        raise TypeError(
-            f"nll({type(family).__name__}()) got unexpected option(s) {sorted(options)}; it accepts: none "
-            "(only reduction and drop_constants)."
-        )
+        raise options_.unknown(type(family).__name__, options, "none (only reduction and drop_constants)")
     return build(**options)
 
 
@@ -93,8 +91,12 @@ class Loss:
     def _terms(self, outputs, targets) -> tuple[PerExample, jnp.dtype]:
         """The per-example terms (options applied, constants dropped) and the result dtype."""
         if self.options is not None:
-            terms = self.options.per_example(outputs, targets)
+            # An option that scales the whole NLL (Normal's beta) leaves the constants out itself.
+            without = getattr(self.options, "per_example_without_constants", None) if self.drop_constants else None
+            terms = (without or self.options.per_example)(outputs, targets)
             dtype = numerics.float_dtype(*jax.tree.leaves(outputs))
+            if without is not None:  # the constants were never added
+                return terms, dtype
         else:
             without = getattr(self.family, "log_prob_without_constants", None) if self.drop_constants else None
             log_prob = (without or self.family.log_prob)(outputs, targets)
@@ -177,6 +179,9 @@ def nll(family: Family, *, reduction: str = "mean", drop_constants: bool = False
       ``sum_i w[y_i]`` as torch does), ``z_loss`` (coefficient on ``logsumexp(z)**2``), ``focal_gamma``.
     * ``Bernoulli``: ``pos_weight`` (torch's BCEWithLogitsLoss), ``label_smoothing`` (alpha spread
       over the two classes: ``y (1 - alpha) + alpha / 2``), ``focal_gamma``.
+    * ``Normal``: ``beta`` (the beta-NLL of Seitzer et al. 2022: each example's NLL times
+      ``stop_gradient(scale ** (2 beta))``; 0 is the NLL, 1 gives loc the squared error's gradient).
+    * ``NormalInverseGamma``: ``evidence_regularizer`` (Amini et al.'s ``lam |y - loc| (2 nu + alpha)``).
 
     The loss is a pure function: it works under ``jit``, ``vmap``, ``grad``, ``jacfwd``, ``jacrev``
     and ``hessian`` (custom derivatives inside are ``custom_jvp``, never ``custom_vjp``).

@@ -46,10 +46,31 @@ def nonnegative_weights(name: str, value, *, scalar_ok: bool, shape_rule: str):
     return values[0] if array.ndim == 0 else values
 
 
-def build(cls, family: str, options: dict):
-    """``cls(**options)`` for a family's options dataclass; an unknown name raises listing the accepted."""
-    accepted = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise TypeError(f"nll({family}()) got unexpected option(s) {unknown}; it accepts: {', '.join(accepted)}.")
-    return cls(**options)
+# Options that belong to one family, and why: the error for another family that is given one says so.
+_ONE_FAMILY = {
+    "beta": ("Normal", "its weight stop_gradient(scale ** (2 beta)) turns the Gaussian loc gradient "
+             "(loc - y) / scale^2 into (loc - y) / scale^(2 - 2 beta), squared error's at beta = 1; no "
+             "other family's gradient has that form (for another family, multiply its reduction=\"none\" losses "
+             "by a weight of your own under jax.lax.stop_gradient)"),
+}
+
+
+def unknown(family: str, names, accepted: str) -> TypeError:
+    """The error for options a family does not take, saying which family owns any of them."""
+    names = sorted(names)
+    text = f"nll({family}()) got unexpected option(s) {names}; it accepts: {accepted}."
+    for name in names:
+        if name in _ONE_FAMILY:  # (its owner accepts it: this is another family)
+            owner, why = _ONE_FAMILY[name]
+            text += f" {name} is an option of nll({owner}()) only: {why}."
+    return TypeError(text)
+
+
+def build(cls, family: str, options: dict, **fixed):
+    """``cls(**options, **fixed)`` for a family's options dataclass; an unknown name raises listing the
+    accepted. ``fixed``: fields the family sets itself (its fixed scale), never options."""
+    accepted = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
+    wrong = set(options) - set(accepted)
+    if wrong:
+        raise unknown(family, wrong, ", ".join(accepted))
+    return cls(**options, **fixed)
