@@ -21,3 +21,22 @@ def trapezoid_grid(half_width: float, step: float) -> np.ndarray:
     """
     k = int(math.floor(half_width / step))
     return np.arange(-k, k + 1, dtype=np.float64) * step
+
+
+def gauss_legendre_panel(rule: tuple[np.ndarray, np.ndarray], lo: jax.Array, hi: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Nodes ``[K, *batch]`` and log-weights of the Gauss-Legendre ``rule`` (``leggauss(K)``) on
+    ``[lo, hi]``, per example; an empty panel (``hi == lo``) gets log-weights of ``-inf``."""
+    nodes, weights = (batch_nodes(r, lo) for r in rule)
+    half = 0.5 * (hi - lo)[None]
+    empty = half <= 0
+    log_w = jnp.where(empty, -jnp.inf, jnp.log(jnp.where(empty, jnp.ones_like(half), half)) + jnp.log(weights))
+    return lo[None] + half * (1 + nodes), log_w
+
+
+def log_integral_and_mean(log_terms: jax.Array, nodes: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log sum_k e^{t_k}, sum_k softmax(t)_k s_k)`` over the leading axis: the log of a rule's
+    integral of ``e^t`` and the mean of the node ``s`` under it (the max subtracted first)."""
+    top = jax.lax.stop_gradient(jnp.max(log_terms, axis=0))
+    e = jnp.exp(log_terms - top[None])
+    total = jnp.sum(e, axis=0)
+    return top + jnp.log(total), jnp.sum(e * nodes, axis=0) / total
