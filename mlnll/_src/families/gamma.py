@@ -110,39 +110,15 @@ gamma_log_pdf = closed_form(jax.jit(_log_pdf_and_partials))
 # Gauss-Legendre panels over a tail integral written in a variable anchored at x (_log_tails).
 _RULE_32 = np.polynomial.legendre.leggauss(32)
 _RULE_16 = np.polynomial.legendre.leggauss(16)
-_NEWTON_STEPS = 6
 # The Q form's first panel ends this far (in log t) before its peak: the integrand is smooth before.
 _PLATEAU_MARGIN = 8.0
-
-
-def _drop(dtype) -> float:
-    """How far below its peak (in log) a tail integrand is cut: e^-40 in float64, e^-20 in float32,
-    below the dtype's rounding of the integral (log-concave integrands fall at least that fast after)."""
-    return 40.0 if np.dtype(dtype) == np.float64 else 20.0
-
-
-def _quadratic_root(fall, curvature, drop: float):
-    """The root of ``-fall r - curvature r^2 / 2 = -drop``: where a kernel falling at rate ``fall``
-    with ``curvature`` would reach ``-drop`` if it stayed quadratic."""
-    return 2 * drop / (fall + jnp.sqrt(fall * fall + 2 * curvature * drop))
-
-
-def _cut(kernel, slope, start, drop: float):
-    """The point where the concave ``kernel`` (0 at its peak, before ``start``) has fallen to
-    ``-drop``: Newton on ``kernel + drop`` from ``start``. Newton on a concave function steps past
-    the root at most once (its tangent lies above it) and then falls back to it monotonically: an
-    upper bound after each step."""
-    s = start
-    for _ in range(_NEWTON_STEPS):
-        s = s - (kernel(s) + drop) / slope(s)
-    return s
 
 
 def _log_tails_and_partials(upper: bool, log_a, log_b, y):
     """``log P(a, x)`` (or ``log Q(a, x)`` if ``upper``), ``x = b y``, and its partials in
     ``(log_concentration, log_rate, y)``, for valid targets y > 0 (the derivation is ``Gamma.log_cdf``'s)."""
     dtype = log_a.dtype
-    drop = _drop(dtype)
+    drop = numerics.tail_cut_depth(dtype)
     a = jnp.exp(log_a)
     log_y = numerics.log_of_positive(y)
     log_x = log_y + log_b
@@ -173,7 +149,7 @@ def _log_tails_and_partials(upper: bool, log_a, log_b, y):
         return -(a + 1) * s - xp * jnp.expm1(-s)
 
     # the kernel's curvature x e^-s falls with s: the quadratic model's root is below the cut
-    cut_p = _cut(k_p, lambda s: -(a + 1) + xp * jnp.exp(-s), _quadratic_root(a + 1 - xp, xp, drop), drop)
+    cut_p = numerics.newton_cut(k_p, lambda s: -(a + 1) + xp * jnp.exp(-s), numerics.quadratic_root(a + 1 - xp, xp, drop), drop)
     s, log_w = numerics.gauss_legendre_panel(_RULE_32, jnp.zeros_like(cut_p), cut_p)
     log_j_p, mean_s = numerics.log_integral_and_mean(k_p(s, a[None], xp[None]) + log_w, s)
     log_one_plus = jnp.logaddexp(jnp.zeros_like(log_j_p), log_xp + log_j_p)  # log(1 + x J_P)
@@ -192,8 +168,8 @@ def _log_tails_and_partials(upper: bool, log_a, log_b, y):
     # model's root lies beyond the cut, and so does max(2, log(2 drop / m)) (e^r - 1 - r >= e^r / 2
     # for r >= 2): Newton starts from the nearer of the two upper bounds.
     m = jnp.maximum(x, a)
-    reach = jnp.minimum(_quadratic_root(m - a, m, drop), jnp.maximum(jnp.full_like(m, 2.0), jnp.log(2 * drop / m)))
-    cut_q = _cut(k_q, lambda w: a - x * jnp.exp(w), w_peak + reach, drop)
+    reach = jnp.minimum(numerics.quadratic_root(m - a, m, drop), jnp.maximum(jnp.full_like(m, 2.0), jnp.log(2 * drop / m)))
+    cut_q = numerics.newton_cut(k_q, lambda w: a - x * jnp.exp(w), w_peak + reach, drop)
     # Three panels: the smooth rise [0, w* - 8], the approach to the peak [w* - 8, w*] and the fall
     # [w*, cut] (the first two empty when x >= a).
     split = jnp.maximum(w_peak - _PLATEAU_MARGIN, jnp.zeros_like(w_peak))
@@ -228,8 +204,9 @@ def _log_tails_and_partials(upper: bool, log_a, log_b, y):
     return value, (d_log_a, d_log_b, numerics.divide_by_positive(d_log_b, y))
 
 
-# log F and log S, differentiated by their partials (closed_form.py).
-gamma_log_tail = closed_form(_log_tails_and_partials, num_static=1)
+# log F and log S, differentiated by their partials (closed_form.py); jitted, as gamma_log_pdf, so the
+# value and its tangent rule trace the quadrature once per shape and dtype.
+gamma_log_tail = closed_form(jax.jit(_log_tails_and_partials, static_argnums=0), num_static=1)
 
 
 @dataclasses.dataclass(frozen=True)
