@@ -355,3 +355,262 @@ def test_new_tails_match_scipy_and_autodiff_of_the_plain_formula_at_ordinary_inp
         for got, want in grads:
             for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
                 np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+
+
+# -- Gamma: the regularized incomplete gamma functions P(a, x) and Q(a, x), x = b y ---------------
+
+# (log_concentration, log_rate, y): a from 1e-3 to 1e6, both tails (P ~ 1e-300 to Q ~ 1e-200), the
+# plateau of a small concentration (x << a), x = a and a + 1 (where the forms hand over), y subnormal.
+GAMMA_POINTS = {
+    F64: [(-6.9, 0.0, 1e-30), (-6.9, 0.0, 1e-3), (-6.9, 0.0, 2.0), (-2.3, 0.5, 1e-8), (-2.3, 0.0, 0.2), (-0.7, 0.0, 1e-290),
+          (-0.7, 0.0, 0.5), (-0.7, 0.0, 40.0), (0.0, 0.0, 1e-5), (0.0, 1.0, 10.0), (1.1, -2.0, 3.0), (1.1, 0.0, 3.0),
+          (1.1, 0.0, 4.0), (3.4, 0.0, 5.0), (3.4, 0.0, 30.0), (3.4, 0.0, 200.0), (6.9, 0.0, 900.0), (6.9, 0.0, 1000.0),
+          (6.9, 0.0, 1100.0), (11.5, 0.0, 9.9e4), (11.5, 0.0, 1.0005e5), (13.8, -3.0, 49.6), (1.5, 0.0, 5e-320)],
+    F32: [(-6.9, 0.0, 1e-30), (-6.9, 0.0, 2.0), (-2.3, 0.0, 0.2), (-0.7, 0.0, 1e-30), (-0.7, 0.0, 0.5), (-0.7, 0.0, 40.0),
+          (0.0, 0.0, 1e-5), (1.1, 0.0, 3.0), (1.1, 0.0, 4.0), (3.4, 0.0, 5.0), (3.4, 0.0, 30.0), (3.4, 0.0, 80.0),
+          (6.9, 0.0, 1000.0), (6.9, 0.0, 1100.0), (1.5, 0.0, 5e-40)],
+}
+
+
+def _gamma_exact(log_a, log_b, y, upper):
+    """``(log T, d log T / d log a, d log T / d log x)`` at 50+ digits: the smaller tail from mpmath's
+    regularized gammainc, the other as ``log1p(-smaller)``; the a-derivative by ``mp.diff``."""
+    with mp.workdps(60):
+        x = mp.exp(mp.mpf(log_b)) * mp.mpf(y)
+
+        def log_tail(la, lx):
+            a, xx = mp.exp(la), mp.exp(lx)
+            lower = mp.gammainc(a, 0, xx, regularized=True) if xx < a else None
+            small = lower if lower is not None else mp.gammainc(a, xx, mp.inf, regularized=True)
+            lower_is_small = lower is not None
+            if upper == (not lower_is_small):
+                return mp.log(small)
+            return mp.log1p(-small)
+
+        la, lx = mp.mpf(log_a), mp.log(x)
+        return log_tail(la, lx), mp.diff(lambda t: log_tail(t, lx), la), mp.diff(lambda t: log_tail(la, t), lx)
+
+
+def _both_tails_and_grads(family):
+    """One jitted program: ``log_cdf`` and ``log_survival`` and the gradients of each in the outputs
+    and the targets (compiled once per dtype)."""
+    def run(outputs, y):
+        def tail(method):
+            return method(outputs, y), jax.grad(lambda o, t: jnp.sum(method(o, t)), argnums=(0, 1))(outputs, y)
+        return tail(family.log_cdf), tail(family.log_survival)
+    return jax.jit(run)
+
+
+@DTYPES
+def test_gamma_tails_and_their_closed_form_gradients_match_mpmath(dtype):
+    """Values against mpmath within ``max(RTOL, 8 eps (1 + condition))``, the condition number of
+    the value in its raw inputs, ``sum_i |d log T / d theta_i| max(|theta_i|, 1) / |log T|`` (an ulp
+    of log a = 13.8 moves log S at a = 1e6 by ~1e4 of its ulps in float32); the gradients in
+    (log_concentration, log_rate, y) within ``8 eps (2 + sum_i (s_i + s'_i + 1) max(|theta_i|, 1))``,
+    s and s' the slopes of this tail and of the other (``d log(1 - T') = -T'/(1 - T') d log T'``
+    moves with T''s slope)."""
+    points = GAMMA_POINTS[dtype]
+    log_a, log_b, y = (jnp.asarray(np.asarray(col, np.float64), dtype) for col in zip(*points))
+    results = _both_tails_and_grads(mlnll.Gamma())((log_a, log_b), y)
+    eps, tiny, big = float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny), float(np.finfo(dtype).max)
+    checked = 0
+    for i in range(len(points)):
+        la, lb, yi = float(log_a[i]), float(log_b[i]), float(y[i])
+        exact = {upper: _gamma_exact(la, lb, yi, upper) for upper in (False, True)}
+        for upper, (value, ((g_a, g_b), g_y)) in zip((False, True), results):
+            assert value.dtype == dtype
+            want, d_la, d_lx = exact[upper]
+            other = exact[not upper][0]
+            if not tiny < abs(want) < big:
+                continue
+            scales = (max(abs(la), 1.0), max(abs(lb), 1.0), 1.0)
+            slopes = (abs(d_la), abs(d_lx), abs(d_lx))  # d/dlog_rate = d/dlog y = d/dlog x
+            condition = float(sum(s * c for s, c in zip(slopes, scales)) / abs(want))
+            tol = max(RTOL[dtype], 8 * eps * (1 + condition))
+            assert abs(float(value[i]) / float(want) - 1) <= tol, (upper, points[i], float(value[i]), float(want), tol)
+            other_slopes = [s * mp.exp(want - other) for s in slopes]  # |d log T'| = |d log T| T / T'
+            g_tol = max(RTOL[dtype], 8 * eps * (2 + float(sum((s + t + 1) * c for s, t, c in zip(slopes, other_slopes, scales)))))
+            for got, want_g in ((g_a[i], d_la), (g_b[i], d_lx), (g_y[i], d_lx / mp.mpf(yi))):
+                if not tiny * 1e6 < abs(want_g) < big:
+                    continue
+                assert abs(float(got) / float(want_g) - 1) <= g_tol, (upper, points[i], float(got), float(want_g), g_tol)
+            checked += 1
+    assert checked >= 2 * len(points) - 4
+
+
+def test_gamma_tails_match_scipy_autodiff_and_the_ends():
+    """scipy's logcdf / logsf and autodiff of ``log(gammainc)`` in (log_rate, y) at ordinary
+    inputs (jax's gammainc has no usable derivative in a: the mpmath test covers that one), a
+    finite gradient in the far tails, and the limits at the ends of the support."""
+    key = jax.random.PRNGKey(3)
+    k1, k2 = jax.random.split(key)
+    n = 26  # and six far-tail rows: one program
+    log_a = jax.random.uniform(k1, (n,), F64, -1.0, 4.0)
+    log_b = 0.5 * jax.random.normal(k2, (n,), F64)
+    a, b = np.exp(np.asarray(log_a)), np.exp(np.asarray(log_b))
+    ref = scipy.stats.gamma(a, scale=1 / b)
+    y = ref.ppf(np.linspace(0.02, 0.98, n))
+    # far in both tails (P = 1e-300 at a = 1; Q = e^-7000): finite values and gradients
+    far_a, far_y = np.array([0.0, 3.0, 8.0, 0.0, 3.0, 8.0]), np.array([1e-300, 1e-100, 100.0, 700.0, 500.0, 7e3])
+    outputs = (jnp.concatenate([log_a, jnp.asarray(far_a)]), jnp.concatenate([log_b, jnp.zeros(6)]))
+    (log_f, ((_, g_f), g_f_y)), (log_s, ((_, g_s), g_s_y)) = _both_tails_and_grads(mlnll.Gamma())(outputs, jnp.asarray(np.r_[y, far_y]))
+    np.testing.assert_allclose(log_f[:n], ref.logcdf(y), rtol=RTOL[F64])
+    np.testing.assert_allclose(log_s[:n], ref.logsf(y), rtol=RTOL[F64])
+
+    @jax.jit
+    def plain(lb, t):
+        def grad_of(fn):
+            return jax.grad(lambda lb, t: jnp.sum(jnp.log(fn(jnp.exp(log_a), jnp.exp(lb) * t))), argnums=(0, 1))(lb, t)
+        return grad_of(jax.scipy.special.gammainc), grad_of(jax.scipy.special.gammaincc)
+
+    for got, want in zip((g_f, g_f_y, g_s, g_s_y), jax.tree.leaves(plain(log_b, jnp.asarray(y)))):
+        np.testing.assert_allclose(got[:n], want, rtol=1e-10)
+    for leaf in (log_f[n:n + 3], log_s[n + 3:], g_f[n:n + 3], g_f_y[n:n + 3], g_s[n + 3:], g_s_y[n + 3:]):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+    family = mlnll.Gamma()
+    ends = jnp.asarray([-1.0, 0.0, jnp.inf, jnp.nan])
+    outputs = (jnp.zeros(4), jnp.zeros(4))
+    np.testing.assert_array_equal(family.log_cdf(outputs, ends), [-np.inf, -np.inf, 0.0, np.nan])
+    np.testing.assert_array_equal(family.log_survival(outputs, ends), [0.0, 0.0, -np.inf, np.nan])
+
+
+def test_censored_interval_and_truncated_gamma_match_scipy():
+    """The wrappers over Gamma's tails: a right-censored row is scipy's logsf, an interval
+    scipy's ``log(cdf(u) - cdf(l))``, a truncated row ``logpdf - log(cdf(h) - cdf(l))``."""
+    log_a, log_b = jnp.asarray([0.7, 2.0, -0.5]), jnp.asarray([0.3, 0.0, -1.0])
+    ref = scipy.stats.gamma(np.exp(np.asarray(log_a)), scale=np.exp(-np.asarray(log_b)))
+    y, observed = jnp.asarray([4.0, 30.0, 0.01]), jnp.asarray([False, False, True])
+    lower, upper = jnp.asarray([1.0, 5.0, 0.001]), jnp.asarray([2.0, 40.0, 0.1])
+    inside = jnp.asarray([1.0, 10.0, 0.6])
+    censored = mlnll.Censored(mlnll.Gamma())
+
+    @jax.jit
+    def wrappers(outputs):
+        return (censored.log_prob(outputs, (y, observed)),
+                mlnll.IntervalCensored(mlnll.Gamma()).log_prob(outputs, (lower, upper)),
+                mlnll.Truncated(mlnll.Gamma(), low=0.5, high=20.0).log_prob(outputs, inside),
+                jax.grad(lambda o: jnp.sum(censored.log_prob(o, (y, ~observed))))(outputs))
+
+    got_censored, interval, truncated, g = wrappers((log_a, log_b))
+    np.testing.assert_allclose(got_censored, np.r_[ref.logsf(np.asarray(y))[:2], ref.logpdf(0.01)[2]], rtol=RTOL[F64])
+    # scipy's difference of two CDFs: accurate here (no row is far in a tail), to its own rounding
+    np.testing.assert_allclose(interval, np.log(ref.cdf(np.asarray(upper)) - ref.cdf(np.asarray(lower))), rtol=1e-11)
+    want = ref.logpdf(np.asarray(inside)) - np.log(ref.cdf(20.0) - ref.cdf(0.5))
+    np.testing.assert_allclose(truncated, want, rtol=1e-11)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in g)
+
+
+# -- StudentT (and NormalInverseGamma, its marginal): df from 0.5 to 1e6 ---------------------------
+
+# (df, standardized r) at loc = 0.25, log_scale = -0.5: both tails, the centre, the Cauchy-like far
+# tail of df = 0.5 and the normal limit at df = 1e6
+STUDENT_T_POINTS = {
+    F64: [(0.5, -1e30), (0.5, -3.0), (0.5, 0.3), (0.5, 1e4), (1.0, -1e6), (1.0, -0.1), (3.0, 6.0), (3.0, -40.0),
+          (30.0, -8.0), (30.0, 2.0), (1e3, -40.0), (1e6, -8.0), (1e6, 0.3), (1e6, 30.0)],
+    F32: [(0.5, -1e20), (0.5, 0.3), (1.0, -1e6), (3.0, 6.0), (30.0, -8.0), (1e3, -1.0), (1e6, -5.0), (1e6, 2.0)],
+}
+
+
+def _student_t_exact(nu, r):
+    """``(log S(|r|), d log S / d log nu)`` of the standard t at 50+ digits: quadrature of the
+    textbook density ``Gamma((nu+1)/2) / (Gamma(nu/2) sqrt(nu pi)) (1 + t^2/nu)^-((nu+1)/2)`` over
+    ``[|r|, inf)`` in ``t = sqrt(nu) sinh(theta)``, and of the density times its textbook log_df score
+    ``(nu/2) (digamma((nu+1)/2) - digamma(nu/2) - 1/nu - log1p(t^2/nu) + (nu + 1) t^2 / (nu (nu + t^2)))``."""
+    with mp.workdps(60):
+        nu = mp.mpf(nu)
+        theta0 = mp.asinh(abs(r) / mp.sqrt(nu))
+        c = mp.exp(mp.loggamma((nu + 1) / 2) - mp.loggamma(nu / 2)) / mp.sqrt(mp.pi)  # c0 sqrt(nu)
+        lead = nu / 2 * (mp.digamma((nu + 1) / 2) - mp.digamma(nu / 2) - 1 / nu)
+
+        def weight(theta):  # p0(t) dt / dtheta = c cosh(theta)^-nu, relative to theta0
+            return mp.exp(-nu * (mp.log(mp.cosh(theta)) - mp.log(mp.cosh(theta0))))
+
+        def score(theta):
+            w = mp.sinh(theta) ** 2  # t^2 / nu
+            return lead + nu / 2 * (-mp.log1p(w) + (nu + 1) / nu * w / (1 + w))
+
+        cuts = sorted({theta0, *(theta0 + k / mp.sqrt(nu) for k in (0.5, 2, 8, 32)), *(theta0 + k / nu for k in (1, 10, 60)), mp.inf})
+        mass = mp.quad(weight, cuts)
+        moment = mp.quad(lambda t: weight(t) * score(t), cuts)
+        return mp.log(c) - nu * mp.log(mp.cosh(theta0)) + mp.log(mass), moment / mass
+
+
+@DTYPES
+def test_student_t_tails_and_their_closed_form_gradients_match_mpmath(dtype):
+    """log_cdf and log_survival within ``max(RTOL, 8 eps (1 + condition))`` (the condition number in
+    r and log_df as for Gamma); d/dloc, d/dlog_scale and d/dy against ``p0 / F`` from mpmath, and
+    d/dlog_df against the quadrature of the score, judged against ``max(|exact|, sqrt(I_ldf,ldf))``
+    (the score's natural scale: it crosses 0 at r = 0, where S = 1/2 for every df)."""
+    from mlnll._src.families.student_t import df_information
+
+    points = STUDENT_T_POINTS[dtype]
+    n = len(points)
+    loc, log_scale = jnp.full(n, 0.25, dtype), jnp.full(n, -0.5, dtype)
+    log_df = jnp.asarray(np.log([p[0] for p in points]), dtype)
+    scale = mp.exp(mp.mpf(float(log_scale[0])))
+    y = jnp.asarray(np.array([0.25 + r * float(scale) for _, r in points]), dtype)
+    results = _both_tails_and_grads(mlnll.StudentT())((loc, log_scale, log_df), y)
+    eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny)
+    for i in range(n):
+        nu = mp.exp(mp.mpf(float(log_df[i])))
+        r = (mp.mpf(float(y[i])) - mp.mpf(0.25)) / scale
+        log_small, d_small = _student_t_exact(nu, r)
+        log_p0 = (mp.loggamma((nu + 1) / 2) - mp.loggamma(nu / 2) - mp.log(nu * mp.pi) / 2
+                  - (nu + 1) / 2 * mp.log1p(r * r / nu))
+        natural = float(np.sqrt(df_information(np.float64(float(nu)) / 2)))
+        for upper, (value, ((g_loc, g_ls, g_df), g_y)) in zip((False, True), results):
+            own = (r >= 0) == upper
+            odds = 1 if own else mp.exp(log_small) / -mp.expm1(log_small)
+            want = log_small if own else mp.log1p(-mp.exp(log_small))
+            d_df = d_small if own else -odds * d_small
+            slope = (-1 if upper else 1) * mp.exp(log_p0 - want)  # d log T / dr = +-p0 / T
+            if not tiny < abs(want):
+                continue
+            condition = float((abs(slope * r) * (1 + abs(float(log_scale[i]))) + abs(d_df) * max(abs(float(log_df[i])), 1)) / abs(want))
+            tol = max(RTOL[dtype], 8 * eps * (1 + condition))
+            assert abs(float(value[i]) / float(want) - 1) <= tol, (upper, points[i], float(value[i]), float(want), tol)
+            g_tol = max(RTOL[dtype], 8 * eps * (3 + condition * abs(float(want)) + abs(float(r * r))))
+            for got, exact in ((g_loc[i], -slope / scale), (g_ls[i], -slope * r), (g_y[i], slope / scale)):
+                if abs(exact) > tiny * 1e6:
+                    assert abs(float(got) / float(exact) - 1) <= g_tol, (upper, points[i], float(got), float(exact))
+            assert abs(float(g_df[i]) - float(d_df)) <= g_tol * max(abs(float(d_df)), natural), (upper, points[i], float(g_df[i]), float(d_df))
+
+
+def test_student_t_and_normal_inverse_gamma_tails_match_scipy_and_the_chain_rule():
+    """scipy's t.logcdf / logsf at ordinary inputs for StudentT, StudentT(df=4) and the
+    NormalInverseGamma marginal; NormalInverseGamma's gradients equal autodiff through its map to
+    StudentT's outputs (``student_t_outputs``); the ends of the line."""
+    key = jax.random.PRNGKey(5)
+    k = jax.random.split(key, 5)
+    n = 24
+    loc, log_nu, log_amo, log_beta = (jax.random.normal(k[i], (n,), F64) for i in range(4))
+    nig = mlnll.NormalInverseGamma()
+    outputs = (loc, log_nu, log_amo, log_beta)
+    t_outputs = nig.student_t_outputs(outputs)
+    ref = scipy.stats.t(np.exp(np.asarray(t_outputs[2])), np.asarray(t_outputs[0]), np.exp(np.asarray(t_outputs[1])))
+    y = jnp.asarray(ref.ppf(np.linspace(0.01, 0.99, n)))
+
+    @jax.jit
+    def both(outputs, y):
+        def via_student_t(o, t, method):
+            return jnp.sum(method(nig.student_t_outputs(o), t))
+        student_t = mlnll.StudentT()
+        return [(getattr(nig, m)(outputs, y), getattr(student_t, m)(nig.student_t_outputs(outputs), y),
+                 jax.grad(lambda o: jnp.sum(getattr(nig, m)(o, y)))(outputs),
+                 jax.grad(lambda o: via_student_t(o, y, getattr(student_t, m)))(outputs),
+                 mlnll.StudentT(df=4.0).log_cdf(nig.student_t_outputs(outputs)[:2], y) if m == "log_cdf" else y)
+                for m in ("log_cdf", "log_survival")]
+
+    (f_nig, f_t, g_f, g_f_t, f_df4), (s_nig, s_t, g_s, g_s_t, _) = both(outputs, y)
+    np.testing.assert_allclose(f_nig, ref.logcdf(np.asarray(y)), rtol=1e-12)
+    np.testing.assert_allclose(s_nig, ref.logsf(np.asarray(y)), rtol=1e-12)
+    np.testing.assert_allclose(f_nig, f_t, rtol=1e-14)
+    np.testing.assert_allclose(s_nig, s_t, rtol=1e-14)
+    df4 = scipy.stats.t(4.0, np.asarray(t_outputs[0]), np.exp(np.asarray(t_outputs[1])))
+    np.testing.assert_allclose(f_df4, df4.logcdf(np.asarray(y)), rtol=1e-12)
+    for got, want in zip(jax.tree.leaves((g_f, g_s)), jax.tree.leaves((g_f_t, g_s_t))):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+    ends = jnp.asarray([-jnp.inf, jnp.inf, jnp.nan])
+    o3 = (jnp.zeros(3), jnp.zeros(3), jnp.zeros(3))
+    np.testing.assert_array_equal(mlnll.StudentT().log_cdf(o3, ends), [-np.inf, 0.0, np.nan])
+    np.testing.assert_array_equal(mlnll.StudentT().log_survival(o3, ends), [0.0, -np.inf, np.nan])

@@ -14,6 +14,7 @@ from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.families import _tails
 from mlnll._src.numerics import gamma_bessel as gb
 from mlnll._src.types import GammaOutputArrays, GammaOutputs
 from mlnll._src.verify import draws
@@ -105,6 +106,109 @@ def _log_pdf_and_partials(log_a, log_b, y):
 gamma_log_pdf = closed_form(jax.jit(_log_pdf_and_partials))
 
 
+# -- the tails: log P(a, x) and log Q(a, x), x = b y (Gamma.log_cdf and Gamma.log_survival) ------------
+# Gauss-Legendre panels over a tail integral written in a variable anchored at x (_log_tails).
+_RULE_32 = np.polynomial.legendre.leggauss(32)
+_RULE_16 = np.polynomial.legendre.leggauss(16)
+# The Q form's first panel ends this far (in log t) before its peak: the integrand is smooth before.
+_PLATEAU_MARGIN = 8.0
+
+
+def _log_tails_and_partials(upper: bool, log_a, log_b, y):
+    """``log P(a, x)`` (or ``log Q(a, x)`` if ``upper``), ``x = b y``, and its partials in
+    ``(log_concentration, log_rate, y)``, for valid targets y > 0 (the derivation is ``Gamma.log_cdf``'s)."""
+    dtype = log_a.dtype
+    drop = numerics.tail_cut_depth(dtype)
+    a = jnp.exp(log_a)
+    log_y = numerics.log_of_positive(y)
+    log_x = log_y + log_b
+    x = numerics.multiply_by_positive(jnp.exp(log_b), y)
+    u = log_x - log_a  # log(x / a), the family's u
+    delta, a_delta_grad = gb.stirling_remainder_and_scaled_grad(a, log_a)
+    small = a < 1
+    a_s = jnp.where(small, a, jnp.zeros_like(a))
+    # log(x^a e^-x / Gamma(a)) = log(x p(x)): the saddle-point form (the log-density's, without its
+    # -log y) from a = 1 on; below, Gamma(a) = Gamma(1 + a) / a with lgamma1p (lgamma(a) + log a
+    # cancels as a -> 0).
+    saddle = -numerics.scaled_expm1mx(a, u, x) + 0.5 * log_a - numerics.HALF_LOG_2PI - delta
+    plain = log_a + a_s * log_x - x - gb.lgamma1p(a_s)
+    log_xpx = jnp.where(small, plain, saddle)
+    # a (log x - digamma(a + 1)): from digamma(a + 1) = log a + 1/(2a) + delta'(a) from a = 1 on,
+    # from digamma(1 + a)'s polynomial below (the Stirling form's two terms of size 1 cancel there).
+    digamma1p = numerics.horner(gb._digamma1p_coeffs(dtype), 2 * a_s - 1)
+    c_p = jnp.where(small, a_s * (log_x - digamma1p), a * u - 0.5 - a_delta_grad)
+    c_q = c_p + 1  # a (log x - digamma(a)), digamma(a + 1) = digamma(a) + 1/a
+
+    # P form, for x <= a + 1: t = x e^-s, integrated by parts,
+    #   P = x^a e^-x / Gamma(a + 1) (1 + x J_P),  J_P = int_0^inf exp(-(a + 1) s - x (e^-s - 1)) ds,
+    # whose integrand falls from 1 at s = 0 (slope x - a - 1 <= 0) and is log-concave.
+    usable_p = x <= a + 1
+    xp = jnp.where(usable_p, x, a + 1)
+    log_xp = jnp.where(usable_p, log_x, jnp.log(a + 1))
+    def k_p(s, a=a, xp=xp):  # the exponent; a, xp given [None] at the nodes [K, *batch]
+        return -(a + 1) * s - xp * jnp.expm1(-s)
+
+    # the kernel's curvature x e^-s falls with s: the quadratic model's root is below the cut
+    cut_p = numerics.newton_cut(k_p, lambda s: -(a + 1) + xp * jnp.exp(-s), numerics.quadratic_root(a + 1 - xp, xp, drop), drop)
+    s, log_w = numerics.gauss_legendre_panel(_RULE_32, jnp.zeros_like(cut_p), cut_p)
+    log_j_p, mean_s = numerics.log_integral_and_mean(k_p(s, a[None], xp[None]) + log_w, s)
+    log_one_plus = jnp.logaddexp(jnp.zeros_like(log_j_p), log_xp + log_j_p)  # log(1 + x J_P)
+    log_p = log_xpx - log_a + log_one_plus
+    ratio_p = a * jnp.exp(-log_one_plus)  # x p(x) / P = a / (1 + x J_P)
+    d_p = c_p - a * jnp.exp(log_xp + log_j_p - log_one_plus) * mean_s
+
+    # Q form: t = x e^w, Q = x^a e^-x / Gamma(a) J_Q, J_Q = int_0^inf exp(a w - x (e^w - 1)) dw,
+    # log-concave with its peak at w* = log(a / x) (0 if x >= a), of height a expm1mx(-w*).
+    w_peak = jnp.maximum(-u, jnp.zeros_like(u))
+    k_max = a * numerics.expm1mx(-w_peak)
+    def k_q(w, a=a, x=x, k_max=k_max):  # the exponent; the parameters given [None] at the nodes
+        return a * w - x * jnp.expm1(w) - k_max
+
+    # From the peak, k = a r - m (e^r - 1), m = max(x, a): its curvature m e^r grows, so the quadratic
+    # model's root lies beyond the cut, and so does max(2, log(2 drop / m)) (e^r - 1 - r >= e^r / 2
+    # for r >= 2): Newton starts from the nearer of the two upper bounds.
+    m = jnp.maximum(x, a)
+    reach = jnp.minimum(numerics.quadratic_root(m - a, m, drop), jnp.maximum(jnp.full_like(m, 2.0), jnp.log(2 * drop / m)))
+    cut_q = numerics.newton_cut(k_q, lambda w: a - x * jnp.exp(w), w_peak + reach, drop)
+    # Three panels: the smooth rise [0, w* - 8], the approach to the peak [w* - 8, w*] and the fall
+    # [w*, cut] (the first two empty when x >= a).
+    split = jnp.maximum(w_peak - _PLATEAU_MARGIN, jnp.zeros_like(w_peak))
+    panels = [numerics.gauss_legendre_panel(_RULE_16, jnp.zeros_like(split), split),
+              numerics.gauss_legendre_panel(_RULE_16, split, w_peak),
+              numerics.gauss_legendre_panel(_RULE_32, w_peak, cut_q)]
+    w = jnp.concatenate([nodes for nodes, _ in panels])
+    log_j_q, mean_w = numerics.log_integral_and_mean(k_q(w, a[None], x[None], k_max[None]) + jnp.concatenate([lw for _, lw in panels]), w)
+    log_q = log_xpx + k_max + log_j_q
+    ratio_q = jnp.exp(-(k_max + log_j_q))  # x p(x) / Q = 1 / J_Q
+    d_q = c_q + a * mean_w
+
+    # Each tail from its own form where that form is the smaller tail (or the only one that is
+    # right), else log(1 - the other) (log1mexp): no difference of two numbers near 1.
+    half = -numerics.LOG_2
+    usable_q = (x >= a) | (small & (log_p > half))
+    take_p = usable_p & (~usable_q | (log_p < half))
+    take_q = usable_q & ~take_p
+    if upper:
+        own, d_own, r_own, other, d_other, r_other, take = log_q, d_q, ratio_q, log_p, d_p, ratio_p, take_q
+    else:
+        own, d_own, r_own, other, d_other, r_other, take = log_p, d_p, ratio_p, log_q, d_q, ratio_q, take_p
+    other_s = jnp.where(take, -jnp.ones_like(other), other)  # double where: log(1 - e^other), other < 0
+    complement = numerics.log1mexp(-other_s)
+    value = jnp.where(take, own, complement)
+    odds = jnp.exp(other_s - complement)  # T' / (1 - T'): d log(1 - T') = -odds d log T'
+    d_log_a = jnp.where(take, d_own, -odds * d_other)
+    # d log T / d log x = +-x p(x) / T, from the quadrature's own integral (no difference of two
+    # large logs): x p / P = a / (1 + x J_P), x p / Q = 1 / J_Q, x p / (1 - T') = (x p / T') odds
+    ratio = jnp.where(take, r_own, r_other * odds)
+    d_log_b = -ratio if upper else ratio
+    return value, (d_log_a, d_log_b, numerics.divide_by_positive(d_log_b, y))
+
+
+# log F and log S, differentiated by their partials (closed_form.py); jitted, as gamma_log_pdf, so the
+# value and its tangent rule trace the quadrature once per shape and dtype.
+gamma_log_tail = closed_form(jax.jit(_log_tails_and_partials, static_argnums=0), num_static=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Gamma:
     r"""Gamma distribution of a positive target, parametrised by log-concentration and log-rate.
@@ -152,6 +256,53 @@ class Gamma:
         nan = jnp.full_like(d_log_a, jnp.nan)
         return (jnp.where(valid, -d_log_a, nan).astype(p.dtype),
                 jnp.where(valid, -d_log_b, nan).astype(p.dtype))
+
+    def log_cdf(self, outputs: GammaOutputs, targets: ArrayLike) -> jax.Array:
+        r"""Per-example ``log F(y) = log P(a, b y)``, the regularized lower incomplete gamma function
+        (scipy.stats.gamma.logcdf), with relative accuracy in both tails; ``-inf`` for y <= 0, 0 at
+        y = inf. ``jax.grad`` runs the closed form below.
+
+        With ``x = b y``, each tail is an integral anchored at x, of a log-concave integrand that
+        falls from its peak, evaluated by Gauss-Legendre panels in log space (``_log_tails_and_partials``):
+
+        * ``P = x^a e^-x / Gamma(a + 1) (1 + x J_P)``, ``J_P = int_0^inf exp(-(a + 1) s - x (e^-s - 1)) ds``
+          (``t = x e^-s`` in ``int_0^x t^(a-1) e^-t dt`` and one integration by parts), for x <= a + 1;
+        * ``Q = x^a e^-x / Gamma(a) J_Q``, ``J_Q = int_0^inf exp(a w - x (e^w - 1)) dw`` (``t = x e^w``),
+          for x >= a, and below a for a < 1 (its peak at ``w* = log(a/x)``: two panels, the second
+          from ``w* - 8`` on);
+        * each panel ends where the integrand has fallen e^-40 (float64; e^-20 in float32) below its
+          peak (Newton's method on the concave exponent: an upper bound), 32 nodes (16 on the
+          smooth stretch before the Q form's peak).
+
+        ``log(x^a e^-x / Gamma(a)) = log(x p(x))`` is the saddle-point form of the log-density
+        (``-a (e^u - 1 - u) + log(a)/2 - log(2 pi)/2 - delta(a)``, ``u = log(x / a)``; for a < 1
+        with ``lgamma1p``). Each tail comes from its own form where that is the smaller one, else
+        as ``log(1 - the other)`` (``log1mexp``), never as a difference of two numbers near 1.
+
+        Derivatives. In x: ``d log P / d log x = x p(x) / P``, computed as ``exp(log(x p(x)) - log P)``
+        (``d/dlog_rate``; ``d/dy`` is it divided by y), and minus that ratio for ``log Q``. In a, by
+        differentiating the integral representations under the integral sign (x fixed):
+        ``d log P / d a = log x - digamma(a + 1) - x int s e^{k_P} ds / (1 + x J_P)`` and
+        ``d log Q / d a = log x - digamma(a) + E_Q[w]``, each a sum of terms of one sign where its
+        form is used (the P form's first term is negative below e^digamma(a+1), the Q form's
+        positive above e^digamma(a), and the forms are used on those sides); ``d/dlog_concentration``
+        is a times these, with ``a (log x - digamma(a)) = a u + 1/2 - a delta'(a)`` (the
+        log-density's score) and ``digamma(1 + a)``'s polynomial below a = 1. For
+        ``log(1 - T)``: ``-T/(1 - T)`` times T's partials.
+        """
+        return self._log_tail(outputs, targets, upper=False)
+
+    def log_survival(self, outputs: GammaOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = log Q(a, b y)`` (scipy.stats.gamma.logsf), accurate where S is
+        tiny and where it is near 1; 0 for y <= 0. The forms and derivatives are ``log_cdf``'s."""
+        return self._log_tail(outputs, targets, upper=True)
+
+    def _log_tail(self, outputs, targets, *, upper: bool) -> jax.Array:
+        p, y = unpack.with_targets(_params(outputs), targets, family="Gamma")
+        valid = numerics.positive_and_finite(y)
+        ys = jnp.where(valid, y, jnp.ones_like(y))
+        value = gamma_log_tail(upper, p.log_concentration, p.log_rate, ys)
+        return _tails.at_the_ends(value, y, valid, upper).astype(p.dtype)
 
     def params(self, outputs: GammaOutputs) -> dict[str, jax.Array]:
         p = _params(outputs)

@@ -16,6 +16,7 @@ from jax.typing import ArrayLike
 from mlnll._src import numerics, unpack
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
 from mlnll._src.families import _location_scale as ls_
+from mlnll._src.families import _tails
 from mlnll._src.families import student_t as student_t_
 from mlnll._src.family import PerExample
 from mlnll._src.losses import options as check
@@ -53,6 +54,18 @@ def _value_and_partials(loc, log_nu, log_alpha_minus_one, log_beta, y):
 
 # jax.grad, jacfwd and hessian of log_prob run through the chained closed form (closed_form.py).
 normal_inverse_gamma_log_pdf = closed_form(_value_and_partials)
+
+
+def _tail_value_and_partials(upper: bool, loc, log_nu, log_alpha_minus_one, log_beta, y):
+    """``log F(y)`` (or ``log S(y)``) of the Student t marginal and its partials, chained from
+    ``StudentT``'s closed-form tail partials through ``_marginal`` as for ``log_prob``."""
+    log_scale, log_df, sig_a, sig_minus_n = _marginal(log_nu, log_alpha_minus_one, log_beta)
+    value, (d_loc, d_ls, d_ldf, d_y) = student_t_._log_tails_and_partials(None, upper, loc, log_scale, log_df, y)
+    return value, (d_loc, -0.5 * sig_minus_n * d_ls, sig_a * (d_ldf - 0.5 * d_ls), 0.5 * d_ls, d_y)
+
+
+# the marginal's log F and log S, differentiated by the chained partials (closed_form.py)
+normal_inverse_gamma_log_tail = closed_form(_tail_value_and_partials, num_static=1)
 
 
 def _regularized_loss_and_partials(lam: float, loc, log_nu, log_alpha_minus_one, log_beta, y):
@@ -154,6 +167,23 @@ class NormalInverseGamma:
         _, partials = _value_and_partials(p.loc, p.log_nu, p.log_alpha_minus_one, p.log_beta, ys)
         grads = ls_.neg_partials(dict(zip(_NAMES, partials[:4])), _NAMES, {}, p.dtype)
         return ls_.nan_off_support(finite, grads)
+
+    def log_cdf(self, outputs: NormalInverseGammaOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log F(y)`` of the Student t marginal (scipy.stats.t.logcdf at df ``2 alpha``,
+        scale ``sqrt(beta (1 + nu) / (nu alpha))``): ``StudentT.log_cdf``'s forms, accurate in both
+        tails; ``jax.grad`` runs its closed-form partials chained through the marginal's maps (as
+        for ``log_prob``: the class docstring)."""
+        return self._log_tail(outputs, targets, upper=False)
+
+    def log_survival(self, outputs: NormalInverseGammaOutputs, targets: ArrayLike) -> jax.Array:
+        """Per-example ``log S(y) = log(1 - F(y))`` of the Student t marginal (``StudentT.log_survival``)."""
+        return self._log_tail(outputs, targets, upper=True)
+
+    def _log_tail(self, outputs, targets, *, upper: bool) -> jax.Array:
+        p, y = self._with_targets(outputs, targets)
+        finite, ys = ls_.finite_targets(y)
+        value = normal_inverse_gamma_log_tail(upper, p.loc, p.log_nu, p.log_alpha_minus_one, p.log_beta, ys)
+        return _tails.at_the_ends(value, y, finite, upper).astype(p.dtype)
 
     def params(self, outputs: NormalInverseGammaOutputs) -> dict[str, jax.Array]:
         """``{"loc", "nu", "alpha", "beta"}``."""

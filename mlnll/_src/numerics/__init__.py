@@ -77,6 +77,12 @@ from mlnll._src.numerics.logit_kl import bernoulli_kl as bernoulli_kl
 from mlnll._src.numerics.logit_kl import geometric_kl as geometric_kl
 from mlnll._src.numerics.quadrature import batch_nodes as batch_nodes
 from mlnll._src.numerics.quadrature import trapezoid_grid as trapezoid_grid
+from mlnll._src.numerics.quadrature import gauss_legendre_panel as gauss_legendre_panel
+from mlnll._src.numerics.quadrature import log_integral_and_mean as log_integral_and_mean
+from mlnll._src.numerics.quadrature import quadratic_root as quadratic_root
+from mlnll._src.numerics.quadrature import newton_cut as newton_cut
+from mlnll._src.numerics.quadrature import tail_cut_depth as tail_cut_depth
+from mlnll._src.numerics.quadrature import geometric_panels as geometric_panels
 from mlnll._src.numerics.positive import positive_and_finite as positive_and_finite
 from mlnll._src.numerics.positive import nonnegative_and_finite as nonnegative_and_finite
 from mlnll._src.numerics.positive import log_of_positive as log_of_positive
