@@ -125,16 +125,21 @@ def _log_minus_log_p0(component, comp, lp0: jax.Array, shape) -> jax.Array:
 
 
 @jax.custom_jvp
-def _log_one_minus_exp_of(log_x: jax.Array) -> jax.Array:
-    """``log(1 - e^-x)`` at ``x = exp(log_x)``: ``log_x + log(-expm1(-x)/x)`` for x <= log 2 (the
-    ratio is 1 where x underflows), ``log1p(-e^-x)`` above. Its derivative in ``log_x`` is stated,
-    ``x / expm1(x)`` (autodiff of the ratio would cancel as x -> 0)."""
+def _log_share_of_exp(log_x: jax.Array) -> jax.Array:
+    """``log((1 - e^-x) / x)`` at ``x = exp(log_x)`` (<= 0; 0 where x underflows): the log of the
+    ratio for x <= log 2, ``log1p(-e^-x) - log_x`` above. Its derivative in ``log_x`` is stated,
+    ``x / expm1(x) - 1`` (autodiff of the ratio would cancel as x -> 0)."""
     x = jnp.exp(log_x)
     near = x <= numerics.LOG_2
     xs = numerics.where(near & (x > 0), x, jnp.ones_like(x))
     ratio = numerics.where(x > 0, -jnp.expm1(-xs) / xs, jnp.ones_like(x))
     xf = numerics.where(near, jnp.ones_like(x), x)
-    return numerics.where(near, log_x + jnp.log(ratio), jnp.log1p(-jnp.exp(-xf)))
+    return numerics.where(near, jnp.log(ratio), jnp.log1p(-jnp.exp(-xf)) - log_x)
+
+
+def _log_one_minus_exp_of(log_x: jax.Array) -> jax.Array:
+    """``log(1 - e^-x)`` at ``x = exp(log_x)``: ``log_x + log((1 - e^-x)/x)``, exact where x underflows."""
+    return log_x + _log_share_of_exp(log_x)
 
 
 def _x_over_expm1(log_x: jax.Array) -> jax.Array:
@@ -147,10 +152,15 @@ def _x_over_expm1(log_x: jax.Array) -> jax.Array:
     return numerics.where(small, near, numerics.mul_nonzero(jnp.exp(-xl), xl) / -jnp.expm1(-xl))
 
 
-@_log_one_minus_exp_of.defjvp
-def _log_one_minus_exp_of_jvp(primals, tangents):
+@_log_share_of_exp.defjvp
+def _log_share_of_exp_jvp(primals, tangents):
     (log_x,), (t,) = primals, tangents
-    return _log_one_minus_exp_of(log_x), _x_over_expm1(log_x) * t
+    x = jnp.exp(log_x)
+    small = x <= 1
+    xs = numerics.where(small & (x > 0), x, jnp.ones_like(x))
+    # x / expm1(x) - 1 = -expm1mx(x) / expm1(x): no cancellation as x -> 0 (where it is ~ -x/2)
+    near = numerics.where(x > 0, -numerics.expm1mx(xs) / jnp.expm1(xs), jnp.zeros_like(x))
+    return _log_share_of_exp(log_x), numerics.where(small, near, _x_over_expm1(log_x) - 1) * t
 
 
 class _Zero(NamedTuple):
@@ -424,6 +434,23 @@ def _hurdle_value_and_partials(family: Hurdle, treedef, z: jax.Array, y: jax.Arr
     """
     comp = jax.tree.unflatten(treedef, leaves)
     component = family.family
+    if isinstance(component, Poisson):
+        # p(y) / lambda = p(y - 1) / y, so l(y) - log(1 - p0) = l(y - 1) - log y - log((1 - e^-lambda)
+        # / lambda): no difference of two logs of lambda (both -1e4 at a rate of e^-1e4).
+        y = jnp.asarray(y)
+        lp_prev = jnp.asarray(component.log_prob(comp, y - 1))
+        shape = _broadcast("Hurdle", z, lp_prev)
+        z = jnp.broadcast_to(z, shape)
+        zero = jnp.broadcast_to(y == 0, shape)
+        log_rate = jnp.broadcast_to(comp, shape)
+        y_b = jnp.broadcast_to(y.astype(lp_prev.dtype), shape)
+        log_y = jnp.log(numerics.where(y_b >= 1, y_b, jnp.ones_like(y_b)))
+        positive = numerics.log_sigmoid(-z) + jnp.broadcast_to(lp_prev, shape) - log_y - _log_share_of_exp(log_rate)
+        value = jnp.where(zero, numerics.log_sigmoid(z), positive)
+        d_z = jnp.where(zero, jax.nn.sigmoid(-z), -jax.nn.sigmoid(z))
+        # u(y) + u0 p0/(1 - p0) = y - E[y | y > 0]: the truncated mean's closed form keeps the
+        # second derivative (the truncated variance, ~lambda/2) accurate as lambda -> 0.
+        return value, (d_z, None, jnp.where(zero, jnp.zeros_like(z), y_b - _truncated_poisson_mean(log_rate)))
     lp = jnp.asarray(component.log_prob(comp, y))
     shape = _broadcast("Hurdle", z, lp)
     lp, z = jnp.broadcast_to(lp, shape), jnp.broadcast_to(z, shape)
@@ -431,14 +458,8 @@ def _hurdle_value_and_partials(family: Hurdle, treedef, z: jax.Array, y: jax.Arr
     c = _zero_pieces(component, comp, shape, lp.dtype)
     value = jnp.where(zero, numerics.log_sigmoid(z), numerics.log_sigmoid(-z) + lp - c.log_pos)
     d_z = jnp.where(zero, jax.nn.sigmoid(-z), -jax.nn.sigmoid(z))
-    if isinstance(component, Poisson):
-        # u(y) + u0 p0/(1 - p0) = y - E[y | y > 0]: the truncated mean's closed form keeps the
-        # second derivative (the truncated variance, ~lambda/2) accurate as lambda -> 0.
-        y_b = jnp.broadcast_to(jnp.asarray(y).astype(lp.dtype), shape)
-        d_leaves = [jnp.where(zero, jnp.zeros_like(z), y_b - _truncated_poisson_mean(jnp.broadcast_to(comp, shape)))]
-    else:
-        scores = _component_scores(component, comp, y, shape)
-        d_leaves = [jnp.where(zero, jnp.zeros_like(s), s + c.odds * s0) for s, s0 in zip(scores, c.u0)]
+    scores = _component_scores(component, comp, y, shape)
+    d_leaves = [jnp.where(zero, jnp.zeros_like(s), s + c.odds * s0) for s, s0 in zip(scores, c.u0)]
     return value, (d_z, None, *d_leaves)
 
 
