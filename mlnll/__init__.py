@@ -23,8 +23,11 @@ from mlnll._src.mle import mle as mle
 from mlnll._src.losses.nll import Loss as Loss
 from mlnll._src.losses.nll import nll as nll
 
-# --- counts (Binomial, Geometric, Poisson, NegativeBinomial, Multinomial, ZeroInflated, Hurdle) ---
+# --- counts (Binomial, Geometric, Poisson, NegativeBinomial, Multinomial, ZeroInflated, Hurdle,
+# BetaBinomial, DirichletMultinomial) ---
 from mlnll._src.families.binomial import Binomial as Binomial
+from mlnll._src.families.dirichlet_multinomial import BetaBinomial as BetaBinomial
+from mlnll._src.families.dirichlet_multinomial import DirichletMultinomial as DirichletMultinomial
 from mlnll._src.families.geometric import Geometric as Geometric
 from mlnll._src.families.multinomial import Multinomial as Multinomial
 from mlnll._src.families.negative_binomial import NegativeBinomial as NegativeBinomial
@@ -96,6 +99,8 @@ __all__ = [
     "Poisson",
     "ZeroInflated",
     "Hurdle",
+    "BetaBinomial",
+    "DirichletMultinomial",
     # reals
     "AsymmetricLaplace",
     "Cauchy",
