@@ -138,7 +138,53 @@ def _ranking_inputs(size, k=16):
     return s, jnp.argsort(-(s + jax.random.gumbel(keys[1], s.shape)), axis=-1).astype(jnp.int32)
 
 
+def _zero_inflated_inputs(size):
+    """Gate logits N(0, 1), log-rates 0.9 N(0, 1), counts from the zero-inflated model."""
+    k = _keys(11, 3)
+    gate, log_rate = jax.random.normal(k[0], (size,)), 0.9 * jax.random.normal(k[1], (size,))
+    return (gate, log_rate), mlnll.ZeroInflated(mlnll.Poisson()).sample(k[2], (gate, log_rate))
+
+
+def _hurdle_inputs(size):
+    k = _keys(12, 3)
+    zero_logit, log_rate = jax.random.normal(k[0], (size,)), 0.9 * jax.random.normal(k[1], (size,))
+    return (zero_logit, log_rate), mlnll.Hurdle(mlnll.Poisson()).sample(k[2], (zero_logit, log_rate))
+
+
+def _beta_binomial_inputs(size, n=20):
+    k = _keys(13, 3)
+    outputs = (0.7 * jax.random.normal(k[0], (size,)), 0.7 * jax.random.normal(k[1], (size,)))
+    return outputs, mlnll.BetaBinomial(total_count=n).sample(k[2], outputs)
+
+
+def _dirichlet_multinomial_inputs(size, n=10, k=16):
+    keys = _keys(14, 2)
+    log_a = 0.5 * jax.random.normal(keys[0], (size // k, k))
+    return log_a, mlnll.DirichletMultinomial(total_count=n).sample(keys[1], log_a)
+
+
 # -- peers: the log-density a user would write ----------------------------------------------------
+
+
+def _zip_peer(o, y):
+    """``log(g + (1 - g) e^-rate)`` at 0, ``log(1 - g) + jss.poisson.logpmf`` elsewhere."""
+    g, rate = jax.nn.sigmoid(o[0]), jnp.exp(o[1])
+    return jnp.where(y == 0, jnp.log(g + (1 - g) * jnp.exp(-rate)), jnp.log(1 - g) + jss.poisson.logpmf(y, rate))
+
+
+def _hurdle_peer(o, y):
+    """``log g`` at 0, ``log(1 - g) + jss.poisson.logpmf - log(1 - e^-rate)`` elsewhere."""
+    g, rate = jax.nn.sigmoid(o[0]), jnp.exp(o[1])
+    positive = jnp.log(1 - g) + jss.poisson.logpmf(y, rate) - jnp.log(1 - jnp.exp(-rate))
+    return jnp.where(y == 0, jnp.log(g), positive)
+
+
+def _dirichlet_multinomial_peer(n):
+    def peer(log_a, y):
+        a, lg = jnp.exp(log_a), jax.scipy.special.gammaln
+        total = jnp.sum(a, -1)
+        return (lg(n + 1.0) - jnp.sum(lg(y + 1), -1) + lg(total) - lg(n + total) + jnp.sum(lg(y + a) - lg(a), -1))
+    return peer
 
 
 def _plackett_luce_peer(s, ranking):
@@ -242,6 +288,14 @@ def rows() -> list[Row]:
             mlnll.PlackettLuce(), _ranking_inputs, _plackett_luce_peer),
         Row("MixtureSameFamily(Normal) [N, 8]", "logsumexp(log_softmax(logits) + jss.norm.logpdf)",
             mlnll.MixtureSameFamily(mlnll.Normal()), _mixture_inputs, _mixture_peer),
+        Row("ZeroInflated(Poisson)", "where(y == 0, log(g + (1 - g) e^-rate), log(1 - g) + jss.poisson.logpmf)",
+            mlnll.ZeroInflated(mlnll.Poisson()), _zero_inflated_inputs, _zip_peer),
+        Row("Hurdle(Poisson)", "where(y == 0, log g, log(1 - g) + jss.poisson.logpmf - log(1 - e^-rate))",
+            mlnll.Hurdle(mlnll.Poisson()), _hurdle_inputs, _hurdle_peer),
+        Row("BetaBinomial(20)", "jss.betabinom.logpmf(y, 20, exp(log_a), exp(log_b))", mlnll.BetaBinomial(total_count=20),
+            _beta_binomial_inputs, lambda o, y: jss.betabinom.logpmf(y, 20, jnp.exp(o[0]), jnp.exp(o[1]))),
+        Row("DirichletMultinomial(10) [N, 16]", "plain: lgamma(A) - lgamma(n + A) + sum(lgamma(y + a) - lgamma(a)) + log n!/prod y!",
+            mlnll.DirichletMultinomial(total_count=10), _dirichlet_multinomial_inputs, _dirichlet_multinomial_peer(10)),
         Row("Gumbel", "plain: -z - exp(-z) - log_scale, z = (y - loc) / exp(log_scale)", mlnll.Gumbel(),
             lambda n: _tail_inputs(n, mlnll.Gumbel()), _gumbel_peer),
         Row("AsymmetricLaplace(quantile=0.9)", "plain: log(tau (1 - tau)) - log_scale - u (tau - (u < 0))",

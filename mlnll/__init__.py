@@ -23,12 +23,17 @@ from mlnll._src.mle import mle as mle
 from mlnll._src.losses.nll import Loss as Loss
 from mlnll._src.losses.nll import nll as nll
 
-# --- counts (Binomial, Geometric, Poisson, NegativeBinomial, Multinomial) ---
+# --- counts (Binomial, Geometric, Poisson, NegativeBinomial, Multinomial, ZeroInflated, Hurdle,
+# BetaBinomial, DirichletMultinomial) ---
 from mlnll._src.families.binomial import Binomial as Binomial
+from mlnll._src.families.dirichlet_multinomial import BetaBinomial as BetaBinomial
+from mlnll._src.families.dirichlet_multinomial import DirichletMultinomial as DirichletMultinomial
 from mlnll._src.families.geometric import Geometric as Geometric
 from mlnll._src.families.multinomial import Multinomial as Multinomial
 from mlnll._src.families.negative_binomial import NegativeBinomial as NegativeBinomial
 from mlnll._src.families.poisson import Poisson as Poisson
+from mlnll._src.families.zero_inflated import Hurdle as Hurdle
+from mlnll._src.families.zero_inflated import ZeroInflated as ZeroInflated
 # --- reals (Laplace, Cauchy, Logistic, StudentT, LogNormal) ---
 from mlnll._src.families.asymmetric_laplace import AsymmetricLaplace as AsymmetricLaplace
 from mlnll._src.families.cauchy import Cauchy as Cauchy
@@ -92,6 +97,10 @@ __all__ = [
     "Multinomial",
     "NegativeBinomial",
     "Poisson",
+    "ZeroInflated",
+    "Hurdle",
+    "BetaBinomial",
+    "DirichletMultinomial",
     # reals
     "AsymmetricLaplace",
     "Cauchy",

@@ -51,6 +51,13 @@ OrderedLogisticOutputArrays: TypeAlias = PairOutputArrays
 # component's own layout, so it stays open.
 MixtureOutputs: TypeAlias = tuple[ArrayLike, Any]
 MixtureOutputArrays: TypeAlias = tuple[jax.Array, Any]
+# (gate_logit or zero_logit [...], the component's outputs): ZeroInflated's and Hurdle's, nested as
+# MixtureSameFamily nests its component's.
+ZeroInflatedOutputs: TypeAlias = tuple[ArrayLike, Any]
+ZeroInflatedOutputArrays: TypeAlias = tuple[jax.Array, Any]
+# (log_concentration1, log_concentration0): BetaBinomial's.
+BetaBinomialOutputs: TypeAlias = PairOutputs
+BetaBinomialOutputArrays: TypeAlias = PairOutputArrays
 # Whatever the user's ``natural_params`` takes: any tree of arrays.
 ExponentialFamilyOutputs: TypeAlias = Any
 ExponentialFamilyOutputArrays: TypeAlias = Any

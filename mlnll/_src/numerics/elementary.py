@@ -151,8 +151,13 @@ def where(cond: jax.Array, x, y) -> jax.Array:
 
 
 def softplus(x: jax.Array) -> jax.Array:
-    """``log(1 + e^x) = max(x, 0) + log1p(e^-|x|)`` (``jax.nn.softplus``'s value, as primitives)."""
-    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    """``log(1 + e^x) = max(x, 0) + log1p(e^-|x|)`` (``jax.nn.softplus``'s value, as primitives).
+
+    ``max`` and ``|x|`` are one select on ``x >= 0``, so the derivative at x = 0 is the x >= 0
+    branch's, ``1 - sigmoid(0) = 1/2`` (``maximum`` and ``abs`` gave 0 there).
+    """
+    pos = x >= 0
+    return where(pos, x, jnp.zeros_like(x)) + jnp.log1p(jnp.exp(where(pos, -x, x)))
 
 
 def mul_nonzero(weight: jax.Array, x: jax.Array) -> jax.Array:
