@@ -57,6 +57,7 @@ from mlnll._src.families.censored import Censored as Censored
 from mlnll._src.families.censored import IntervalCensored as IntervalCensored
 from mlnll._src.families.censored import Truncated as Truncated
 from mlnll._src.families.multivariate_normal import MultivariateNormal as MultivariateNormal
+from mlnll._src.families.low_rank_multivariate_normal import LowRankMultivariateNormal as LowRankMultivariateNormal
 # --- speed (linear_categorical_nll, ...) ---
 from mlnll._src.vocab.distill import linear_categorical_kl as linear_categorical_kl
 from mlnll._src.vocab.fused import linear_categorical_logprobs as linear_categorical_logprobs
@@ -115,6 +116,7 @@ __all__ = [
     "ExponentialFamily",
     "MixtureSameFamily",
     "MultivariateNormal",
+    "LowRankMultivariateNormal",
     "exponential_family",
     # censoring and truncation
     "Censored",
