@@ -44,6 +44,7 @@ from mlnll._src.families.dirichlet import Dirichlet as Dirichlet
 from mlnll._src.families.exponential import Exponential as Exponential
 from mlnll._src.families.gamma import Gamma as Gamma
 from mlnll._src.families.von_mises import VonMises as VonMises
+from mlnll._src.families.von_mises_fisher import VonMisesFisher as VonMisesFisher
 from mlnll._src.families.weibull import Weibull as Weibull
 # --- ordinal and rankings (OrderedLogistic, PlackettLuce) ---
 from mlnll._src.families.ordered_logistic import OrderedLogistic as OrderedLogistic
@@ -108,6 +109,7 @@ __all__ = [
     "Exponential",
     "Gamma",
     "VonMises",
+    "VonMisesFisher",
     "Weibull",
     # ordinal and rankings
     "OrderedLogistic",
