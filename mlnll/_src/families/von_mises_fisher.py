@@ -180,7 +180,7 @@ def log_normaliser_parts(d: int, log_k: jax.Array) -> Normaliser:
     c_small = (k_small + nu * math.log(2) + math.lgamma(nu + 1) - 0.5 * d * LOG_2PI) - jnp.log(s_nu)
     a_small = k_small * s_next / ((2 * nu + 2) * s_nu)
     k_huge = jnp.where(huge, k, _HUGE_K)
-    c_huge = 0.5 * (d - 1) * (jnp.log(k_huge) - LOG_2PI)
+    c_huge = 0.5 * (d - 1) * (jnp.where(huge, log_k, 0.0) - LOG_2PI)  # from log_k: finite at k = inf
     b_huge = 0.5 * (d - 1) / k_huge
     pick = lambda s_, m_, h_: jnp.where(small, s_, jnp.where(huge, h_, m_))  # noqa: E731
     a = pick(a_small, ratio, 1 - b_huge)
