@@ -134,6 +134,14 @@ def _dense_low_rank_peer(o, y):
     return jss.multivariate_normal.logpdf(y, loc, sigma)
 
 
+def _sphere_inputs(size, d=3):
+    """Directions [N, d], log-concentrations 0.5 N(0, 1) + 1 and targets drawn from the family (N d = size)."""
+    rows = size // d
+    keys = _keys(12, 3)
+    outputs = (jax.random.normal(keys[0], (rows, d)), 1.0 + 0.5 * jax.random.normal(keys[1], (rows,)))
+    return outputs, mlnll.VonMisesFisher().sample(keys[2], outputs)
+
+
 def _mixture_inputs(size, k=8):
     rows = size // k
     keys = _keys(7, 4)
@@ -263,6 +271,8 @@ def rows() -> list[Row]:
         # d = 1024: the dense peer forms, factors and solves [N, 1024, 1024]; N = size / 65536 (64 by default).
         Row("LowRankMultivariateNormal [N, 1024], r=8", "jss.multivariate_normal.logpdf(y, loc, W W^T + diag(exp(l)))",
             mlnll.LowRankMultivariateNormal(), _low_rank_inputs(1024, 8, 65536), _dense_low_rank_peer),
+        Row("VonMisesFisher [N, 3]", "plain: k mu.x + log k - log(4 pi sinh k), mu = v / |v|",
+            mlnll.VonMisesFisher(), _sphere_inputs, mlnll.VonMisesFisher.check_cases()[0].plain_log_prob),
         Row("OrderedLogistic [N, K=5]", "log(sigmoid(c_k - eta) - sigmoid(c_{k-1} - eta)), c by cumsum",
             mlnll.OrderedLogistic(), _ordered_inputs, mlnll.OrderedLogistic.check_cases()[0].plain_log_prob),
         Row("PlackettLuce [N, 16]", "sum(x - lax.cumlogsumexp(x, reverse=True)), x = s[ranking]",
