@@ -112,6 +112,36 @@ def _mvn_inputs(size, d=16):
     return (loc, raw), loc + jax.random.normal(keys[2], (rows, d))
 
 
+def _low_rank_inputs(d, r, elements_per_row=None):
+    """(loc [N, d], cov_factor [N, d, r], log_cov_diag [N, d]) and targets drawn from the model;
+    N = size // elements_per_row (default d), at least 2."""
+    def inputs(size):
+        rows = max(2, size // (elements_per_row or d))
+        keys = _keys(11, 5)
+        loc = jax.random.normal(keys[0], (rows, d))
+        W = jax.random.normal(keys[1], (rows, d, r)) / math.sqrt(r)
+        log_diag = 0.5 * jax.random.normal(keys[2], (rows, d))
+        y = (loc + jnp.einsum("nij,nj->ni", W, jax.random.normal(keys[3], (rows, r)))
+             + jnp.exp(0.5 * log_diag) * jax.random.normal(keys[4], (rows, d)))
+        return (loc, W, log_diag), y
+    return inputs
+
+
+def _dense_low_rank_peer(o, y):
+    """``jss.multivariate_normal.logpdf`` of the dense covariance ``W W^T + diag(exp(log_cov_diag))``."""
+    loc, W, log_diag = o
+    sigma = jnp.matmul(W, jnp.swapaxes(W, -1, -2)) + jnp.exp(log_diag)[..., None] * jnp.eye(loc.shape[-1])
+    return jss.multivariate_normal.logpdf(y, loc, sigma)
+
+
+def _sphere_inputs(size, d=3):
+    """Directions [N, d], log-concentrations 0.5 N(0, 1) + 1 and targets drawn from the family (N d = size)."""
+    rows = size // d
+    keys = _keys(12, 3)
+    outputs = (jax.random.normal(keys[0], (rows, d)), 1.0 + 0.5 * jax.random.normal(keys[1], (rows,)))
+    return outputs, mlnll.VonMisesFisher().sample(keys[2], outputs)
+
+
 def _mixture_inputs(size, k=8):
     rows = size // k
     keys = _keys(7, 4)
@@ -282,6 +312,13 @@ def rows() -> list[Row]:
             _dirichlet_inputs, lambda la, y: jax.vmap(jss.dirichlet.logpdf)(y, jnp.exp(la))),
         Row("MultivariateNormal [N, 16]", "jss.multivariate_normal.logpdf(y, loc, L L^T)", mlnll.MultivariateNormal(),
             _mvn_inputs, lambda o, y: jss.multivariate_normal.logpdf(y, o[0], _tril(o[1]) @ jnp.swapaxes(_tril(o[1]), -1, -2))),
+        Row("LowRankMultivariateNormal [N, 16], r=4", "jss.multivariate_normal.logpdf(y, loc, W W^T + diag(exp(l)))",
+            mlnll.LowRankMultivariateNormal(), _low_rank_inputs(16, 4), _dense_low_rank_peer),
+        # d = 1024: the dense peer forms, factors and solves [N, 1024, 1024]; N = size / 65536 (64 by default).
+        Row("LowRankMultivariateNormal [N, 1024], r=8", "jss.multivariate_normal.logpdf(y, loc, W W^T + diag(exp(l)))",
+            mlnll.LowRankMultivariateNormal(), _low_rank_inputs(1024, 8, 65536), _dense_low_rank_peer),
+        Row("VonMisesFisher [N, 3]", "plain: k mu.x + log k - log(4 pi sinh k), mu = v / |v|",
+            mlnll.VonMisesFisher(), _sphere_inputs, mlnll.VonMisesFisher.check_cases()[0].plain_log_prob),
         Row("OrderedLogistic [N, K=5]", "log(sigmoid(c_k - eta) - sigmoid(c_{k-1} - eta)), c by cumsum",
             mlnll.OrderedLogistic(), _ordered_inputs, mlnll.OrderedLogistic.check_cases()[0].plain_log_prob),
         Row("PlackettLuce [N, 16]", "sum(x - lax.cumlogsumexp(x, reverse=True)), x = s[ranking]",

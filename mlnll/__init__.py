@@ -49,6 +49,7 @@ from mlnll._src.families.dirichlet import Dirichlet as Dirichlet
 from mlnll._src.families.exponential import Exponential as Exponential
 from mlnll._src.families.gamma import Gamma as Gamma
 from mlnll._src.families.von_mises import VonMises as VonMises
+from mlnll._src.families.von_mises_fisher import VonMisesFisher as VonMisesFisher
 from mlnll._src.families.weibull import Weibull as Weibull
 # --- ordinal and rankings (OrderedLogistic, PlackettLuce) ---
 from mlnll._src.families.ordered_logistic import OrderedLogistic as OrderedLogistic
@@ -62,6 +63,7 @@ from mlnll._src.families.censored import Censored as Censored
 from mlnll._src.families.censored import IntervalCensored as IntervalCensored
 from mlnll._src.families.censored import Truncated as Truncated
 from mlnll._src.families.multivariate_normal import MultivariateNormal as MultivariateNormal
+from mlnll._src.families.low_rank_multivariate_normal import LowRankMultivariateNormal as LowRankMultivariateNormal
 # --- speed (linear_categorical_nll, ...) ---
 from mlnll._src.vocab.distill import linear_categorical_kl as linear_categorical_kl
 from mlnll._src.vocab.fused import linear_categorical_logprobs as linear_categorical_logprobs
@@ -116,6 +118,7 @@ __all__ = [
     "Exponential",
     "Gamma",
     "VonMises",
+    "VonMisesFisher",
     "Weibull",
     # ordinal and rankings
     "OrderedLogistic",
@@ -124,6 +127,7 @@ __all__ = [
     "ExponentialFamily",
     "MixtureSameFamily",
     "MultivariateNormal",
+    "LowRankMultivariateNormal",
     "exponential_family",
     # censoring and truncation
     "Censored",

@@ -45,6 +45,11 @@ VonMisesOutputs: TypeAlias = PairOutputs  # (loc, log_concentration)
 VonMisesOutputArrays: TypeAlias = PairOutputArrays
 MultivariateNormalOutputs: TypeAlias = PairOutputs  # (loc [..., d], scale_tril [..., d, d], log diagonal)
 MultivariateNormalOutputArrays: TypeAlias = PairOutputArrays
+# (loc [..., d], cov_factor [..., d, r], log_cov_diag [..., d])
+LowRankMultivariateNormalOutputs: TypeAlias = tuple[ArrayLike, ArrayLike, ArrayLike]
+LowRankMultivariateNormalOutputArrays: TypeAlias = tuple[jax.Array, jax.Array, jax.Array]
+VonMisesFisherOutputs: TypeAlias = PairOutputs  # (direction [..., d], log_concentration [...])
+VonMisesFisherOutputArrays: TypeAlias = PairOutputArrays
 OrderedLogisticOutputs: TypeAlias = PairOutputs  # (eta [...], raw_cutpoints [..., K-1])
 OrderedLogisticOutputArrays: TypeAlias = PairOutputArrays
 # (mixture logits [..., K], the component's outputs, each with a K axis): the second is the

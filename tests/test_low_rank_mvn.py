@@ -1,0 +1,166 @@
+"""LowRankMultivariateNormal against scipy.stats, mpmath and the dense textbook formulas.
+
+The generic promises (log_prob and entropy against scipy at d = 3, r = 2, the closed form and
+jax.grad against autodiff of the dense formula, hessian and jacfwd, the Fisher information against
+the expected Hessian, extreme inputs, targets off the support, samples in the support) are checked
+for its row of the check table by tests/test_conformance.py and ``python -m mlnll check``; this file
+keeps what is specific to the low-rank form: larger d and r, a factor far above the diagonal, KL
+across ranks, the sample covariance, and that no d x d array is ever formed.
+"""
+
+import functools
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+import scipy.stats
+
+import mlnll
+from conftest import RTOL
+from helpers import f64
+
+mpmath.mp.dps = max(mpmath.mp.dps, 50)  # never lowered by another module (one process imports them all)
+F32, F64 = np.dtype("float32"), np.dtype("float64")
+FAMILY = mlnll.LowRankMultivariateNormal()
+
+
+def _outputs(seed, n, d, r, factor_scale=0.7):
+    rng = np.random.default_rng(seed)
+    loc = rng.standard_normal((n, d))
+    W = factor_scale * rng.standard_normal((n, d, r))
+    log_diag = 0.5 * rng.standard_normal((n, d))
+    y = loc + np.einsum("nij,nj->ni", W, rng.standard_normal((n, r))) + np.exp(0.5 * log_diag) * rng.standard_normal((n, d))
+    return (loc, W, log_diag), y
+
+
+def _dense(outputs, i):
+    loc, W, log_diag = (np.asarray(x, np.float64)[i] for x in outputs)
+    return loc, W @ W.T + np.diag(np.exp(log_diag))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _value_and_grads(family, outputs, y):
+    return family.log_prob(outputs, y), family.grad(outputs, y), jax.grad(lambda o: -jnp.sum(family.log_prob(o, y)))(outputs)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_log_prob_and_grad_at_d_40_r_5_match_scipy_and_autodiff_of_the_dense_formula(dtype):
+    """d = 40, r = 5: log_prob against scipy's dense multivariate_normal; grad (closed form and
+    jax.grad) against jax.grad of the dense textbook formula in float64."""
+    outputs, y = _outputs(0, 6, 40, 5)
+    cast = jax.tree.map(lambda x: jnp.asarray(x, dtype), (outputs, y))
+    lp, closed, through = _value_and_grads(FAMILY, *cast)
+    want = np.array([scipy.stats.multivariate_normal(*_dense(cast[0], i)).logpdf(f64(cast[1][i])) for i in range(6)])
+    # Condition: the Mahalanobis term and log det are each of size ~d; the rounding of the inputs
+    # moves log p by about eps times their sum.
+    assert np.all(np.abs(f64(lp) - want) <= 4 * RTOL[dtype] * 40 * np.maximum(np.abs(want) / 40, 1.0))
+    from mlnll._src.families.low_rank_multivariate_normal import _plain_log_prob
+
+    oracle = jax.jit(jax.grad(lambda o, t: -jnp.sum(_plain_log_prob(o, t))))(
+        *jax.tree.map(lambda x: jnp.asarray(x, F64), cast))
+    for c, t, w in zip(closed, through, oracle):
+        w = f64(w)
+        scale = np.max(np.abs(w))  # each leaf judged against its largest entry: components cross 0
+        for g in (c, t):
+            assert g.dtype == dtype
+            assert np.all(np.abs(f64(g) - w) <= 64 * RTOL[dtype] * scale)
+
+
+def test_a_factor_1e6_times_the_noise_keeps_the_mahalanobis_term_accurate():
+    """W = 1e6 x a fixed shape against unit noise, the target along W's span and off it: the ridge form
+    |e|^2 + |u|^2 against a 50-digit mpmath evaluation of the dense formula. The textbook
+    |res|^2 - |C^{-1} Wh^T res|^2 would lose 12 digits to cancellation here (terms of size 1e12 - 1)."""
+    rng = np.random.default_rng(3)
+    d, r = 5, 2
+    W = 1e6 * rng.standard_normal((d, r))
+    loc = np.zeros(d)
+    log_diag = np.zeros(d)
+    along = W @ np.array([0.7, -0.2]) + rng.standard_normal(d)
+    off = rng.standard_normal(d)
+    ys = np.stack([along, off])
+    outputs = (np.stack([loc] * 2), np.stack([W] * 2), np.stack([log_diag] * 2))
+    got = f64(jax.jit(FAMILY.log_prob)(outputs, ys))
+    sigma = mpmath.matrix(W.tolist()) * mpmath.matrix(W.tolist()).T + mpmath.eye(d)
+    log_det = mpmath.log(mpmath.det(sigma))
+    for i, y in enumerate(ys):
+        v = mpmath.matrix(y.tolist())
+        maha = (v.T * mpmath.lu_solve(sigma, v))[0]
+        want = float(-maha / 2 - log_det / 2 - d * mpmath.log(2 * mpmath.pi) / 2)
+        # log det is ~55 and the Mahalanobis term O(1): the inputs' rounding moves log p by ~eps x 60.
+        assert abs(got[i] - want) <= RTOL[F64] * 64, (i, got[i], want)
+
+
+def test_kl_across_ranks_matches_the_dense_formula_and_kl_of_p_with_itself_is_zero():
+    (loc_p, W_p, l_p), _ = _outputs(4, 5, 7, 3)
+    (loc_q, W_q, l_q), _ = _outputs(5, 5, 7, 2, factor_scale=1.3)
+    p, q = (loc_p, W_p, l_p), (loc_q, W_q, l_q)
+    kl = jax.jit(FAMILY.kl)
+    got = f64(kl(p, q))
+    want = []
+    for i in range(5):
+        (mp_, sp), (mq, sq) = _dense(p, i), _dense(q, i)
+        prec_q = np.linalg.inv(sq)
+        m = mp_ - mq
+        want.append(0.5 * (np.trace(prec_q @ sp) + m @ prec_q @ m - 7 + np.linalg.slogdet(sq)[1] - np.linalg.slogdet(sp)[1]))
+    want = np.array(want)
+    np.testing.assert_allclose(got, want, rtol=64 * RTOL[F64])
+    # KL(p || p): the low-rank terms cancel to eps times tr(K) (of size ~10 here).
+    np.testing.assert_allclose(f64(jax.jit(FAMILY.kl)(p, p)), 0.0, atol=64 * np.finfo(np.float64).eps * 10)
+
+
+def test_samples_have_the_low_rank_plus_diagonal_covariance_and_moments_match_scipy():
+    outputs, _ = _outputs(6, 1, 4, 2)
+    n = 100_000
+    draws = f64(jax.jit(FAMILY.sample, static_argnames="sample_shape")(jax.random.PRNGKey(0), outputs,
+                                                                        sample_shape=(n,)))[:, 0]
+    loc, sigma = _dense(outputs, 0)
+    # Sample mean and covariance within 5 standard errors (the covariance entries' standard error is
+    # sqrt((S_ii S_jj + S_ij^2) / n)).
+    assert np.all(np.abs(draws.mean(0) - loc) <= 5 * np.sqrt(np.diag(sigma) / n))
+    se = np.sqrt((np.outer(np.diag(sigma), np.diag(sigma)) + sigma**2) / n)
+    assert np.all(np.abs(np.cov(draws.T) - sigma) <= 5 * se)
+    ref = scipy.stats.multivariate_normal(loc, sigma)
+    np.testing.assert_allclose(f64(FAMILY.entropy(outputs))[0], ref.entropy(), rtol=4 * RTOL[F64])
+    np.testing.assert_allclose(f64(FAMILY.mean(outputs))[0], loc, rtol=0)
+    params = FAMILY.params(outputs)
+    np.testing.assert_allclose(f64(params["cov_diag"])[0], np.exp(outputs[2][0]), rtol=1e-15)
+
+
+def test_value_and_grad_at_d_1024_never_form_a_d_by_d_array():
+    """The traced program of value + grad (and of the Hessian-vector products jax.grad feeds it) holds
+    no array with two axes of size d: the determinant lemma and Woodbury keep every step O(d r^2)."""
+    d, r = 1024, 8
+    outputs = (jnp.zeros((2, d)), jnp.zeros((2, d, r)), jnp.zeros((2, d)))
+    y = jnp.ones((2, d))
+    loss = mlnll.nll(FAMILY)
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(outputs, y)
+
+    def shapes(jaxpr):
+        for eqn in jaxpr.eqns:
+            for v in eqn.outvars:
+                yield tuple(getattr(v.aval, "shape", ()))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                yield from shapes(sub)
+
+    seen = list(shapes(jaxpr.jaxpr))
+    assert any(s[-2:] == (d, r) for s in seen)  # the factor's gradient is there
+    assert not [s for s in seen if sum(n == d for n in s) >= 2]
+
+
+def test_a_zero_factor_is_the_diagonal_multivariate_normal_and_bad_shapes_name_the_argument():
+    outputs, y = _outputs(7, 4, 3, 2)
+    loc, W, log_diag = outputs
+    zero = (loc, np.zeros_like(W), log_diag)
+    diagonal = mlnll.MultivariateNormal()
+    raw = np.zeros((4, 3, 3))
+    raw[:, np.arange(3), np.arange(3)] = 0.5 * log_diag
+    np.testing.assert_allclose(f64(FAMILY.log_prob(zero, y)), f64(diagonal.log_prob((loc, raw), y)), rtol=1e-14)
+    with pytest.raises(ValueError, match="cov_factor"):
+        FAMILY.log_prob((loc, W[:, :2], log_diag), y)
+    with pytest.raises(ValueError, match="targets must have shape"):
+        FAMILY.log_prob(outputs, y[:, :2])
+    with pytest.raises(TypeError, match="tuple"):
+        FAMILY.log_prob((loc, W), y)
