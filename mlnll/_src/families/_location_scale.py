@@ -272,15 +272,17 @@ class OnePlusSquare(NamedTuple):
     def square_minus_one_over(self, a: jax.Array, scale: float | jax.Array = 1.0) -> jax.Array:
         """``(a^2 - 1) / (1 + z^2)`` for ``a = scale |z|`` (``a = |r|``, ``scale = sqrt(nu)``).
 
-        As ``(a - 1)(a + 1) h`` with a clamped at ``2^60 scale`` (where z is): ``a - 1`` is exact
+        As ``(a - 1) ((a + 1) h)`` with a clamped at ``2^60 scale`` (where z is): ``a - 1`` is exact
         near a = 1, where ``a^2 - 1`` would cancel; beyond the clamp the result is
         ``scale^2 (1 - 1/a^2) / (1 + 1/z^2)`` to a relative 2^-120 / scale^2.
         """
         a = jnp.minimum(a, _HUGE * scale)
-        return (a - 1) * (a + 1) * self.h
+        # (a + 1) h first: a^2 overflows float32 beyond the clamp when scale = sqrt(nu) > 2^4
+        return (a - 1) * ((a + 1) * self.h)
 
 
-def one_plus_square(z: jax.Array, weight: float | jax.Array = 1.0) -> OnePlusSquare:
+def one_plus_square(z: jax.Array, weight: float | jax.Array = 1.0,
+                    far: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> OnePlusSquare:
     """``OnePlusSquare`` of z (and ``weight * log(1 + z^2)``): one ``log1p`` and two divisions,
     whatever the size of z.
 
@@ -290,12 +292,31 @@ def one_plus_square(z: jax.Array, weight: float | jax.Array = 1.0) -> OnePlusSqu
     max(|z|, 2^60)`` (1 up to 2^60) and ``h``: ``z / (1 + z^2) = zc w h`` and
     ``z^2 / (1 + z^2) = zc^2 h`` on both sides (to 2^-120 beyond), with no where: XLA on a CPU
     then fuses them with their consumers, where a select would cost a pass over memory.
+
+    ``far = (y, loc, log_offset)`` with ``|z| = |y - loc| exp(log_offset)`` (``log_offset =
+    -log_scale``, less ``log(nu)/2`` for a Student t) gives ``log|z|`` beyond 2^60 from the bits of
+    ``y - loc`` instead of from z, which overflows where the exact value is finite (float32
+    ``y = 3e38`` at a scale below 1, any ``y != loc`` at ``log_scale = -1e4``): with
+    ``|y - loc| = m 2^e`` (frexp, exact; the halves where the difference overflows),
+    ``log|z| = log1p(m 2^62) + (e - 62) log 2 + log_offset``, since ``log1p(m 2^62) = log m + 62 log 2``
+    to 2^-61. The same ``log1p``, on a selected argument: no second logarithm.
     """
     a = jnp.abs(z)
     huge = a > _HUGE
-    log1p = jnp.log1p(jnp.where(huge, a, z * z))
-    log = jnp.where(huge, log1p + log1p, log1p)  # 2 log1p(|z|) beyond 2^60
-    weighted = weight * log1p
+    if far is None:
+        big_argument, big_offset = a, None
+    else:
+        y, loc, log_offset = far
+        difference = y - loc
+        overflowed = jnp.isinf(difference)
+        # y - loc = 2 (y/2 - loc/2): the halves are exact where the difference overflows
+        mantissa, exponent = jnp.frexp(jnp.where(overflowed, 0.5 * y - 0.5 * loc, difference))
+        big_argument = jnp.abs(mantissa) * 2.0**62
+        big_offset = (exponent + overflowed.astype(exponent.dtype) - 62).astype(z.dtype) * numerics.LOG_2 + log_offset
+    log1p = jnp.log1p(jnp.where(huge, big_argument, z * z))
+    half = log1p if big_offset is None else jnp.where(huge, log1p + big_offset, log1p)  # log|z| beyond 2^60
+    log = jnp.where(huge, half + half, log1p)  # 2 log|z| beyond 2^60
+    weighted = weight * half
     # The weight inside the where: XLA on a CPU then does not materialise it as an [N] array.
     weighted_log = jnp.where(huge, weighted + weighted, weighted)
     zc = jnp.clip(z, -_HUGE, _HUGE)

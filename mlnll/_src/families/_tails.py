@@ -219,9 +219,15 @@ def _location_scale_tail(standard: StandardTail, upper: bool, loc, log_scale, y)
     value, ratio, *z_ratio = standard.log_cdf_and_ratio(z)
     slope = -ratio if upper else ratio  # d value / d r
     # r = (y - loc)/scale: dr/dloc = -1/scale, dr/dlog_scale = -r, dr/dy = 1/scale; and
-    # -slope r = -h(z) z in both tails (z = -r for log S).
-    d_log_scale = -(z_ratio[0] if z_ratio else ratio * z)
-    return value, (-slope * inv_scale, d_log_scale, slope * inv_scale)
+    # -slope r = -h(z) z in both tails (z = -r for log S). h z -> 0 as z -> inf, where h is 0:
+    # taken as 0 there (not 0 * inf; a scale of e^-1e4 makes z infinite).
+    d_log_scale = -(z_ratio[0] if z_ratio else numerics.mul_nonzero(ratio, z))
+    # Far in the small tail (log F = -z^2/2 = -inf at z = -1e38 in float32) the partials overflow
+    # too (h z ~ z^2); they are held at the largest float, so that a caller that weighs this tail
+    # by e^(log F) = 0 (an interval mass, a truncation normaliser) gets 0 and not 0 * inf = NaN.
+    big = float(jnp.finfo(r.dtype).max)
+    d_loc, d_y = -slope * inv_scale, slope * inv_scale
+    return value, tuple(jnp.clip(d, -big, big) for d in (d_loc, d_log_scale, d_y))
 
 
 location_scale_tail = closed_form(_location_scale_tail, num_static=2)

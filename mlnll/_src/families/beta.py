@@ -130,7 +130,9 @@ def _saddle(log_a, log_b, log_y, log_1my) -> _Saddle:
 
 def _deviance(t: _Saddle, y, one_minus_y) -> jax.Array:
     """``a (e^u1 - 1 - u1) + b (e^u2 - 1 - u2)``, with ``a e^u1 = n y`` and ``b e^u2 = n (1 - y)``."""
-    return numerics.scaled_expm1mx(t.a, t.u1, t.n * y) + numerics.scaled_expm1mx(t.b, t.u2, t.n * one_minus_y)
+    # n y is inf at n = inf also for a subnormal y, which XLA:CPU flushes (inf * 0 = NaN otherwise)
+    n_y = jnp.where(jnp.isinf(t.n), t.n, t.n * y)
+    return numerics.scaled_expm1mx(t.a, t.u1, n_y) + numerics.scaled_expm1mx(t.b, t.u2, t.n * one_minus_y)
 
 
 def _log_pdf_and_partials(log_a, log_b, y):

@@ -36,7 +36,7 @@ def _value_and_partials(keep: int, loc: jax.Array, log_scale: jax.Array, y: jax.
     ``log1p`` and one division, no overflow of r^2, ``r^2 - 1`` factored near |r| = 1.
     """
     r, inv_scale = ls_.standardize(loc, log_scale, y)
-    q = ls_.one_plus_square(r)
+    q = ls_.one_plus_square(r, far=(y, loc, -log_scale))  # log|r| from y - loc where r overflows
     d_loc = 2 * q.odd_over_scale(inv_scale, 1.0, y - loc)
     return ls_.with_terms(-q.log, log_scale, _LOG_PI, keep), (d_loc, q.square_minus_one_over(jnp.abs(r)), -d_loc)
 

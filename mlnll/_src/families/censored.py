@@ -47,11 +47,19 @@ def log_interval_mass(family, outputs, lower: jax.Array, upper: jax.Array) -> ja
     ``log F(u) + log(1 - F(l)/F(u))`` where ``F(u) <= S(l)`` (the interval lies towards the left),
     else ``log S(l) + log(1 - S(u)/S(l))``. Both forms are the same number; the chosen one has no
     difference of two numbers near 1. ``lower = -inf`` gives ``log F(upper)``, ``upper = inf``
-    gives ``log S(lower)``."""
-    log_f_upper, log_f_lower = family.log_cdf(outputs, upper), family.log_cdf(outputs, lower)
-    log_s_lower, log_s_upper = family.log_survival(outputs, lower), family.log_survival(outputs, upper)
+    gives ``log S(lower)``.
+
+    The smaller tail is evaluated once the side is known, at its bound on the chosen side and at the
+    end of the line on the other (``log F(-inf)``, ``log S(inf)``: exact limits with zero
+    derivatives): the tail not taken is far out there (``log S(u)`` of an interval towards the
+    left), where its partials overflow (``-h z`` at z = 6e36 is inf in float32) and a ``where``
+    after it would send ``0 * inf = NaN`` back (the double-where idiom)."""
+    log_f_upper, log_s_lower = family.log_cdf(outputs, upper), family.log_survival(outputs, lower)
     from_the_left = log_f_upper <= log_s_lower
     big = jnp.where(from_the_left, log_f_upper, log_s_lower)
+    end = jnp.full_like(lower, jnp.inf)
+    log_f_lower = family.log_cdf(outputs, jnp.where(from_the_left, lower, -end))
+    log_s_upper = family.log_survival(outputs, jnp.where(from_the_left, end, upper))
     small = jnp.where(from_the_left, log_f_lower, log_s_upper)
     return log_diff_exp(big, small)
 

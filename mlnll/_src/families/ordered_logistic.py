@@ -37,17 +37,23 @@ def _cutpoint_index(raw: jax.Array) -> jax.Array:
     return jnp.arange(n, dtype=jnp.int32).reshape((1,) * (raw.ndim - 1) + (n,))
 
 
+# x e^-x is below float64's smallest subnormal (4.9e-324 = e^-744.4) for x >= 800.
+_FAR_GAP = 800.0
+
+
 def _x_over_expm1(x: jax.Array) -> jax.Array:
     """``x / expm1(x)`` for x >= 0 (1 at x = 0), in value and derivative without overflow.
 
     x <= 1: ``x / expm1(x)`` (0/0 only at x = 0, taken as its limit 1); above, the same ratio as
     ``x e^-x / (-expm1(-x))``, where nothing overflows (``expm1(x)`` would be inf at x > 709, and
-    the derivative ``inf / inf``). Each branch sees a clamped x (double where).
+    the derivative ``inf / inf``). Each branch sees a clamped x (double where); the far one at most
+    ``_FAR_GAP``, where ``x e^-x`` is already 0 in float64 (a gap of ``exp(1e4) = inf`` gave
+    ``inf * 0``; its derivative beyond the clamp, 0, is the exact one rounded).
     """
     near = x <= 1
     positive = x > 0
     xn = numerics.where(near & positive, x, jnp.ones_like(x))
-    xf = numerics.where(near, jnp.full_like(x, 2.0), x)
+    xf = numerics.where(near, jnp.full_like(x, 2.0), jnp.minimum(x, _FAR_GAP))
     near_value = numerics.where(positive, xn / jnp.expm1(xn), jnp.ones_like(x))
     return numerics.where(near, near_value, xf * jnp.exp(-xf) / -jnp.expm1(-xf))
 
@@ -58,6 +64,10 @@ def _value_and_partials(eta: jax.Array, raw: jax.Array, k: jax.Array):
     With ``u = c_k - eta`` and ``l = c_{k-1} - eta`` (the class's upper and lower cutpoint, absent
     at the top and bottom class) and the gap ``d = c_k - c_{k-1} = exp(raw_k)``:
     ``log p = log_sigmoid(u) + log_sigmoid(-l) + log1mexp(d)``, each term <= 0.
+
+    A NaN cutpoint makes every label's value NaN, also the labels that do not read it (the
+    distribution is undefined; the last cumulative cutpoint is NaN exactly when some raw one is,
+    or when the raw ones hold both -inf and +inf).
     """
     last = raw.shape[-1]  # K - 1: the top class, which has no upper cutpoint
     c = cutpoints(raw)
@@ -70,18 +80,24 @@ def _value_and_partials(eta: jax.Array, raw: jax.Array, k: jax.Array):
     has_upper, has_lower = k < last, k > 0
     middle = has_upper & has_lower
     zero = jnp.zeros_like(eta)
+    undefined = jnp.isnan(c[..., -1])
     value = (numerics.where(has_upper, numerics.log_sigmoid(u), zero)
              + numerics.where(has_lower, numerics.log_sigmoid(-l), zero)
              + numerics.where(middle, numerics.log1mexp(gap), zero))
+    value = jnp.where(undefined, jnp.full_like(value, jnp.nan), value)
     above = numerics.where(has_upper, jax.nn.sigmoid(-u), zero)  # 1 - F(u) = d log_sigmoid(u)/du
     below = numerics.where(has_lower, jax.nn.sigmoid(l), zero)  # F(l) = -d log_sigmoid(-l)/dl
     gap_term = numerics.where(middle, _x_over_expm1(gap), zero)  # d/d raw_k of log1mexp(exp(raw_k))
     i = _cutpoint_index(raw)
     scale = jnp.where(i == 0, jnp.ones_like(w), w)  # dc_j / d raw_i = scale_i for j >= i
     kk = k[..., None]
+    # s_k A at i = k: A = sigmoid(eta - c_k) ~ e^-s_k where s_k = exp(raw_k) overflows (raw_k = 1e4),
+    # and the product is 0 there (inf * 0 otherwise)
+    upper_term = numerics.mul_nonzero(above[..., None], scale)
     d_raw = (jnp.where(i < kk, scale * (above - below)[..., None], jnp.zeros_like(w))
-             + jnp.where(i == kk, scale * above[..., None] + gap_term[..., None], jnp.zeros_like(w)))
-    return value, (below - above, d_raw, None)  # labels are not differentiable
+             + jnp.where(i == kk, upper_term + gap_term[..., None], jnp.zeros_like(w)))
+    d_eta = jnp.where(undefined, jnp.full_like(value, jnp.nan), below - above)
+    return value, (d_eta, d_raw, None)  # labels are not differentiable
 
 
 # log p(k | eta, raw_cutpoints), differentiated by its closed-form partials (jax.grad, jacfwd, hessian).

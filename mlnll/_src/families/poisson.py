@@ -52,7 +52,9 @@ def _log_pmf_and_partials(log_rate: jax.Array, y: jax.Array) -> tuple[jax.Array,
     # y * exp(-log_rate), whose factor flushes to 0 once rate > 1/tiny (log_rate > 87.3 in float32).
     t = numerics.where(jnp.abs(far) < 0.5, jnp.log((0.5 * ys) / (0.5 * rate)), far)
     spread = -counts.log_factorial_part_in_dtype(ys, log_y) - counts.bd0_in_dtype(ys, t, rate)
-    value = numerics.where(y > 0, spread, -rate)  # y = 0: log p = -rate
+    # y = 0: log p = -rate; and -rate = -inf wherever the rate overflows (log_rate = 3e38), where
+    # bd0's m - x (1 - t) is inf - inf: y log_rate - rate is -inf there for every count
+    value = numerics.where((y > 0) & ~jnp.isinf(rate), spread, -rate)
     return value, (y - rate, None)  # counts are not differentiable
 
 

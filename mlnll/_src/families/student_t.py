@@ -131,16 +131,22 @@ def _gamma_ratio_gap_float(x: float) -> float:
     return shift + sum(a * t**j for j, a in enumerate(_A)) / big_x
 
 
-def _log_df_score(nu: jax.Array, z: jax.Array, q: ls_.OnePlusSquare) -> jax.Array:
+def _log_df_score(nu: jax.Array, z: jax.Array, q: ls_.OnePlusSquare, r: jax.Array, held: jax.Array) -> jax.Array:
     """``d(-log p)/d log_df = x A'(x) + (nu/2) L - u/2`` (the class docstring), ``x = nu/2``.
 
     ``L = log1p(w) - u = -log1p(-u) - u``: ``-log1pmx(-u)`` (its series) for |z| <= 1 (u <= 1/2),
     where the difference would cancel; beyond, the difference, which cancels at most ~3.6-fold.
+    Where nu is held (``held``: beyond half the largest float) ``nu L = r^2 (L / w)`` (nu w = r^2):
+    the same number without nu, which is not O(1/nu) where r^2 is of the order of nu
+    (``r^4 / (4 nu)`` for small w; it was taken as 0).
     """
     small = jnp.abs(z) <= _SMALL_Z
     us = jnp.where(small, q.ratio, jnp.zeros_like(q.ratio))
     big_l = jnp.where(small, -numerics.log1pmx(-us), q.log - q.ratio)
-    return x_gamma_ratio_gap_prime(nu / 2) + 0.5 * nu * big_l - 0.5 * q.ratio
+    w = z * z
+    positive = held & (w > 0)
+    nu_l = jnp.where(positive, (r * (big_l / jnp.where(positive, w, 1))) * r, nu * big_l)
+    return x_gamma_ratio_gap_prime(nu / 2) + 0.5 * nu_l - 0.5 * q.ratio
 
 
 def _largest_log_df(dtype) -> float:
@@ -172,19 +178,29 @@ def _value_and_partials(df: float | None, loc: jax.Array, log_scale: jax.Array, 
     ``(nu + 1)/2 log1p(w)``, to full relative accuracy at any nu (``log1p`` of a small w is).
     """
     if df is None:
-        # nu at most half the largest float: (nu + 1) / 2 stays finite, and the density is the
-        # Normal one to within r^2 / nu there (log_df = 1e4 gave NaN; the derivative of the clamp,
-        # 0, stands for the exact O(1/nu)).
+        # nu itself at most half the largest float: (nu + 1) / 2 and the normaliser stay finite
+        # (log_df = 1e4 gave NaN; A(nu/2) ~ 1/(4 nu) is below tiny there either way). What depends
+        # on the exact nu goes through 1/sqrt(nu), sqrt(nu) and 1/nu of log_df held only at
+        # -2 (log(tiny) + 1) (1/sqrt(nu) stays normal, so r / sqrt(nu) is never inf * 0; beyond, r^2/nu is
+        # below tiny wherever r^2 is a number): z, w = z^2 and the data term
+        # (r^2/2)(1 + 1/nu) log1p(w)/w are those of the exact nu (with nu held, r^2 / nu was up to 4
+        # times too large: 5% off at log_df = 89.4, r = 3e18 in float32).
         held = log_df > _largest_log_df(log_df.dtype)
-        log_df = jnp.minimum(log_df, _largest_log_df(log_df.dtype))
-        nu, inv_sqrt_nu, sqrt_nu, inv_nu = jnp.exp(log_df), jnp.exp(-0.5 * log_df), jnp.exp(0.5 * log_df), jnp.exp(-log_df)
+        nu = jnp.exp(jnp.minimum(log_df, _largest_log_df(log_df.dtype)))
+        log_df = jnp.minimum(log_df, -2 * (math.log(float(jnp.finfo(log_df.dtype).tiny)) + 1))
+        inv_sqrt_nu, sqrt_nu, inv_nu = jnp.exp(-0.5 * log_df), jnp.exp(0.5 * log_df), jnp.exp(-log_df)
+        # (nu + 1)/2 where nu is held is (sqrt(nu)/2) sqrt(nu), finite up to twice the largest float
+        weight = jnp.where(held, (0.5 * sqrt_nu) * sqrt_nu, 0.5 * (nu + 1))
         normaliser = -gamma_ratio_gap(nu / 2)
     else:
         nu, inv_sqrt_nu, sqrt_nu, inv_nu = df, 1 / math.sqrt(df), math.sqrt(df), 1 / df
+        weight = 0.5 * (nu + 1)
         normaliser = -_gamma_ratio_gap_float(df / 2)
     r, inv_scale = ls_.standardize(loc, log_scale, y)
     z = r * inv_sqrt_nu
-    q = ls_.one_plus_square(z, weight=0.5 * (nu + 1))
+    # log|z| = log|y - loc| - log_scale - log(nu)/2 where z overflows (one_plus_square's far)
+    half_log_nu = 0.5 * log_df if df is None else 0.5 * math.log(df)
+    q = ls_.one_plus_square(z, weight=weight, far=(y, loc, -log_scale - half_log_nu))
     # The forms that survive nu near the top of the range (a learned df, or a fixed df above
     # 2 eps / tiny = 2e31 in float32) cost a pass on XLA:CPU; a smaller fixed df loses nothing
     # visible to the underflow of w = z^2 or r / nu (what is lost is below tiny nu), so it keeps
@@ -200,7 +216,7 @@ def _value_and_partials(df: float | None, loc: jax.Array, log_scale: jax.Array, 
     else:
         d_loc = (nu + 1) * q.odd_over_scale(inv_scale, inv_sqrt_nu, y - loc)
     d_log_scale = q.square_minus_one_over(jnp.abs(r), scale=sqrt_nu)
-    d_log_df = None if df is not None else jnp.where(held, 0, -_log_df_score(nu, z, q))  # type: ignore[arg-type]  # df None: nu is an array
+    d_log_df = None if df is not None else -_log_df_score(nu, z, q, r, held)  # type: ignore[arg-type]  # df None: nu is an array
     return value, (d_loc, d_log_scale, d_log_df, -d_loc)
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import special
 
-from mlnll._src.numerics.elementary import HALF_LOG_2PI, expm1mx
+from mlnll._src.numerics.elementary import HALF_LOG_2PI, expm1mx, mul_nonzero
 from mlnll._src.numerics.series import STIRLING_COEFFS, horner, stirling_series
 
 _STIRLING = STIRLING_COEFFS  # delta(x) = sum_k _STIRLING[k] x^-(2k+1), x >= 10
@@ -224,7 +224,10 @@ def scaled_expm1mx(scale: jax.Array, u: jax.Array, scale_exp_u: jax.Array) -> ja
     # scale e^u > scale (1 + u) by e-fold more than the deviance: where scale e^u overflows, so
     # does the deviance (+inf; the difference of the two infinities would be NaN).
     large = jnp.where(jnp.isinf(big_exp), big_exp, big_exp - scale * (1 + ul))
-    return jnp.where(big, large, scale * expm1mx(us))
+    # An infinite scale (a concentration of e^1e4) meets u = 0 where y is the mean to the dtype's
+    # precision (Dirichlet's other coordinates): that term is 0 (the others carry the inf), not
+    # inf * 0 = NaN.
+    return jnp.where(big, large, mul_nonzero(expm1mx(us), scale))
 
 
 def gammaln_bregman(log_x_q: jax.Array, log_x_p: jax.Array) -> jax.Array:
