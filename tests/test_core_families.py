@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import mlnll
 from conftest import RTOL
-from helpers import expected_hessian
+from helpers import expected_hessian, jitted
 
 N = 16
 F64 = np.dtype("float64")
@@ -61,6 +61,14 @@ def _normal_inputs(key, dtype):
     return (loc, log_scale), y
 
 
+# The float64 oracles, each one compiled program (op by op, jax.grad of a vmap compiles every
+# primitive on its own); every case calls them with the same float64 shapes.
+_plain_bernoulli_grad = jax.jit(jax.vmap(jax.grad(lambda a, b: -plain_bernoulli(a, b))))
+_plain_categorical_grad = jax.jit(jax.vmap(jax.grad(lambda a, b: -plain_categorical(a, b))))
+_plain_categorical_soft_grad = jax.jit(jax.vmap(jax.grad(lambda a, b: -plain_categorical_soft(a, b))))
+_plain_normal_grad = jax.jit(jax.vmap(jax.grad(lambda p, b: -plain_normal(p, b))))
+
+
 def _maybe_jit(f, use_jit):
     return jax.jit(f) if use_jit else f
 
@@ -103,8 +111,9 @@ def test_soft_one_hot_targets_equal_labels(dtype):
     # Labels take their own kernel (no one-hot built), so the two agree to rounding, not bitwise:
     # each is a handful of correctly rounded operations on the same terms.
     eps = np.finfo(dtype).eps
-    np.testing.assert_allclose(fam.log_prob(z, jax.nn.one_hot(y, C, dtype=dtype)), fam.log_prob(z, y), rtol=4 * eps, atol=0)
-    np.testing.assert_allclose(fam.grad(z, jax.nn.one_hot(y, C, dtype=dtype)), fam.grad(z, y), rtol=4 * eps, atol=0)
+    log_prob, grad = jitted(fam, "log_prob"), jitted(fam, "grad")
+    np.testing.assert_allclose(log_prob(z, jax.nn.one_hot(y, C, dtype=dtype)), log_prob(z, y), rtol=4 * eps, atol=0)
+    np.testing.assert_allclose(grad(z, jax.nn.one_hot(y, C, dtype=dtype)), grad(z, y), rtol=4 * eps, atol=0)
 
 
 @pytest.mark.parametrize("scale", [None, 1.0, 0.25])
@@ -121,7 +130,7 @@ def test_normal_log_prob_matches_scipy(dtype, use_jit, scale):
 def test_unit_normal_nll_is_half_squared_error_plus_constant():
     loc = jnp.array([0.5, -1.0, 3.0], jnp.float64)
     y = jnp.array([1.0, 1.0, -2.0], jnp.float64)
-    got = -mlnll.Normal(scale=1.0).log_prob(loc, y)
+    got = -jitted(mlnll.Normal(scale=1.0), "log_prob")(loc, y)
     np.testing.assert_allclose(got, 0.5 * (y - loc) ** 2 + 0.5 * math.log(2 * math.pi), rtol=1e-15)
 
 
@@ -132,14 +141,14 @@ def test_unit_normal_nll_is_half_squared_error_plus_constant():
 def test_bernoulli_grad_is_sigmoid_minus_y(dtype, use_jit, soft):
     z, y = _bernoulli_inputs(jax.random.PRNGKey(6), dtype, soft)
     got = _maybe_jit(mlnll.Bernoulli().grad, use_jit)(z, y)
-    want = jax.vmap(jax.grad(lambda a, b: -plain_bernoulli(a, b)))(z.astype(jnp.float64), y.astype(jnp.float64))
+    want = _plain_bernoulli_grad(z.astype(jnp.float64), y.astype(jnp.float64))
     np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 4, atol=RTOL[dtype] * 1e-3)
 
 
 def test_categorical_grad_is_softmax_minus_onehot(dtype, use_jit):
     z, y = _categorical_inputs(jax.random.PRNGKey(7), dtype)
     got = _maybe_jit(mlnll.Categorical().grad, use_jit)(z, y)
-    want = jax.vmap(jax.grad(lambda a, b: -plain_categorical(a, b)))(z.astype(jnp.float64), y)
+    want = _plain_categorical_grad(z.astype(jnp.float64), y)
     np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 4, atol=RTOL[dtype] * 1e-3)
 
 
@@ -147,7 +156,7 @@ def test_categorical_soft_grad_is_softmax_minus_q(dtype, use_jit):
     z, _ = _categorical_inputs(jax.random.PRNGKey(8), dtype)
     q = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(9), (N, C))).astype(dtype)
     got = _maybe_jit(mlnll.Categorical().grad, use_jit)(z, q)
-    want = jax.vmap(jax.grad(lambda a, b: -plain_categorical_soft(a, b)))(z.astype(jnp.float64), q.astype(jnp.float64))
+    want = _plain_categorical_soft_grad(z.astype(jnp.float64), q.astype(jnp.float64))
     np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
 
 
@@ -155,7 +164,7 @@ def test_normal_grad_closed_form(dtype, use_jit):
     (loc, log_scale), y = _normal_inputs(jax.random.PRNGKey(10), dtype)
     got = _maybe_jit(mlnll.Normal().grad, use_jit)((loc, log_scale), y)
     f64 = lambda a: a.astype(jnp.float64)  # noqa: E731
-    want = jax.vmap(jax.grad(lambda p, b: -plain_normal(p, b)))((f64(loc), f64(log_scale)), f64(y))
+    want = _plain_normal_grad((f64(loc), f64(log_scale)), f64(y))
     for g, w in zip(got, want):
         assert g.dtype == dtype
         np.testing.assert_allclose(_f64(g), _f64(w), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
@@ -163,8 +172,8 @@ def test_normal_grad_closed_form(dtype, use_jit):
 
 def test_normal_fixed_scale_grad(dtype):
     (loc, _), y = _normal_inputs(jax.random.PRNGKey(11), dtype)
-    got = mlnll.Normal(scale=0.5).grad(loc, y)
-    want = jax.vmap(jax.grad(lambda m, b: -plain_normal((m, jnp.log(0.5)), b)))(loc.astype(jnp.float64), y.astype(jnp.float64))
+    got = jitted(mlnll.Normal(scale=0.5), "grad")(loc, y)
+    want = jax.jit(jax.vmap(jax.grad(lambda m, b: -plain_normal((m, jnp.log(0.5)), b))))(loc.astype(jnp.float64), y.astype(jnp.float64))
     np.testing.assert_allclose(_f64(got), _f64(want), rtol=RTOL[dtype] * 4, atol=RTOL[dtype] * 1e-3)
 
 
@@ -173,28 +182,36 @@ def test_normal_custom_jvp_matches_autodiff_of_plain_formula(dtype):
     (targets included), jacfwd and hessian all equal autodiff of the plain formula."""
     (loc, log_scale), y = _normal_inputs(jax.random.PRNGKey(12), dtype)
     fam = mlnll.Normal()
+    fixed = mlnll.Normal(scale=0.5)
     f64 = lambda a: a.astype(jnp.float64)
     ours = lambda a, b, c: jnp.sum(fam.log_prob((a, b), c))
     plain = lambda a, b, c: jnp.sum(plain_normal((a, b), c))
-    got = jax.grad(ours, argnums=(0, 1, 2))(loc, log_scale, y)
-    want = jax.grad(plain, argnums=(0, 1, 2))(f64(loc), f64(log_scale), f64(y))
+    k = 5  # per-example second derivatives: jacfwd over jacrev of one example at a time
+
+    # Every derivative below in one compiled program (the custom_jvp rules are what jit stages too;
+    # op by op this test compiled some 290 programs).
+    @jax.jit
+    def derivatives(loc, log_scale, y):
+        got = jax.grad(ours, argnums=(0, 1, 2))(loc, log_scale, y)
+        want = jax.grad(plain, argnums=(0, 1, 2))(f64(loc), f64(log_scale), f64(y))
+        r_sq = jnp.square((f64(y) - f64(loc)) * jnp.exp(-f64(log_scale)))
+        h_got = jax.vmap(jax.hessian(lambda p, c: fam.log_prob(p, c)))((loc[:k], log_scale[:k]), y[:k])
+        h_want = jax.vmap(jax.hessian(lambda p, c: plain_normal(p, c)))((f64(loc[:k]), f64(log_scale[:k])), f64(y[:k]))
+        j_got = jax.jacfwd(lambda c: fixed.log_prob(loc, c))(y)
+        j_want = jax.jacfwd(lambda c: plain_normal((f64(loc), jnp.log(0.5)), c))(f64(y))
+        return got, want, r_sq, h_got, h_want, j_got, j_want
+
+    got, want, r_sq, h_got, h_want, j_got, j_want = derivatives(loc, log_scale, y)
     # d/dlog_scale = r^2 - 1 cancels near |r| = 1: its error is measured against r^2 + 1, the size
     # of the terms that cancel (r itself carries a few roundings of the inputs).
-    r_sq = _f64(jnp.square((f64(y) - f64(loc)) * jnp.exp(-f64(log_scale))))
+    r_sq = _f64(r_sq)
     for g, w, size in zip(got, want, (np.abs(_f64(want[0])), r_sq + 1, np.abs(_f64(want[2])))):
         assert g.dtype == dtype
         assert np.all(np.abs(_f64(g) - _f64(w)) <= RTOL[dtype] * 8 * size), (g, w)
-    k = 5  # per-example second derivatives: jacfwd over jacrev of one example at a time
-    h_got = jax.vmap(jax.hessian(lambda p, c: fam.log_prob(p, c)))((loc[:k], log_scale[:k]), y[:k])
-    h_want = jax.vmap(jax.hessian(lambda p, c: plain_normal(p, c)))((f64(loc[:k]), f64(log_scale[:k])), f64(y[:k]))
     for g, w in zip(jax.tree.leaves(h_got), jax.tree.leaves(h_want)):
         # every entry is a product of r, r^2 and 1/scale^2 without cancellation
         np.testing.assert_allclose(_f64(g), _f64(w), rtol=RTOL[dtype] * 8)
-    fixed = mlnll.Normal(scale=0.5)
-    np.testing.assert_allclose(
-        _f64(jax.jacfwd(lambda c: fixed.log_prob(loc, c))(y)),
-        _f64(jax.jacfwd(lambda c: plain_normal((f64(loc), jnp.log(0.5)), c))(f64(y))),
-        rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
+    np.testing.assert_allclose(_f64(j_got), _f64(j_want), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
 
 
 # -- Fisher information equals the expected Hessian of the plain formula --------------------------
@@ -203,11 +220,11 @@ def test_normal_custom_jvp_matches_autodiff_of_plain_formula(dtype):
 def test_bernoulli_and_categorical_fisher_equal_hessian_of_plain_formula(dtype):
     z, _ = _bernoulli_inputs(jax.random.PRNGKey(12), dtype)
     # The Hessian of an exponential family's NLL in its natural parameter does not depend on y.
-    hess = jax.vmap(jax.hessian(lambda a: -plain_bernoulli(a, 1.0)))(z.astype(jnp.float64))
-    np.testing.assert_allclose(_f64(mlnll.Bernoulli().fisher(z)), _f64(hess), rtol=RTOL[dtype] * 4)
+    hess = jax.jit(jax.vmap(jax.hessian(lambda a: -plain_bernoulli(a, 1.0))))(z.astype(jnp.float64))
+    np.testing.assert_allclose(_f64(jitted(mlnll.Bernoulli(), "fisher")(z)), _f64(hess), rtol=RTOL[dtype] * 4)
     zc, _ = _categorical_inputs(jax.random.PRNGKey(13), dtype)
-    hess_c = jax.vmap(jax.hessian(lambda a: -plain_categorical(a, 0)))(zc.astype(jnp.float64))
-    np.testing.assert_allclose(_f64(mlnll.Categorical().fisher(zc)), _f64(hess_c), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
+    hess_c = jax.jit(jax.vmap(jax.hessian(lambda a: -plain_categorical(a, 0))))(zc.astype(jnp.float64))
+    np.testing.assert_allclose(_f64(jitted(mlnll.Categorical(), "fisher")(zc)), _f64(hess_c), rtol=RTOL[dtype] * 8, atol=RTOL[dtype] * 1e-3)
 
 
 def test_normal_fisher_equals_expected_hessian_of_plain_formula(dtype):
@@ -216,21 +233,22 @@ def test_normal_fisher_equals_expected_hessian_of_plain_formula(dtype):
     params = (loc.astype(jnp.float64), log_scale.astype(jnp.float64))
     hess = jax.vmap(jax.hessian(lambda p, b: -plain_normal(p, b)), in_axes=(None, 0))
 
-    def expected(i):
-        nodes = params[0][i] + math.sqrt(2) * jnp.exp(params[1][i]) * jnp.asarray(x)
-        h = hess((params[0][i], params[1][i]), nodes)
+    def expected(loc_i, log_scale_i):
+        nodes = loc_i + math.sqrt(2) * jnp.exp(log_scale_i) * jnp.asarray(x)
+        h = hess((loc_i, log_scale_i), nodes)
         mat = jnp.array([[h[0][0], h[0][1]], [h[1][0], h[1][1]]])  # [2, 2, nodes]
         return jnp.sum(mat * jnp.asarray(w / math.sqrt(math.pi))[None, None, :], axis=-1)
 
-    want = np.stack([_f64(expected(i)) for i in range(N)])
-    got = _f64(mlnll.Normal().fisher((loc, log_scale)))
+    # each example's quadrature, all N in one compiled program
+    want = _f64(jax.jit(jax.vmap(expected))(*params))
+    got = _f64(jitted(mlnll.Normal(), "fisher")((loc, log_scale)))
     assert got.shape == (N, 2, 2)
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype] * 8, atol=1e-10)
 
 
 def test_fisher_of_core_families_matches_check_quadrature():
     z = jnp.array([[0.3, -1.0, 2.0], [5.0, 0.0, -5.0]], jnp.float64)
-    np.testing.assert_allclose(mlnll.Categorical().fisher(z), expected_hessian(mlnll.Categorical(), z), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(jitted(mlnll.Categorical(), "fisher")(z), expected_hessian(mlnll.Categorical(), z), rtol=1e-12, atol=1e-15)
 
 
 # -- entropy, KL, mean, sample, params -----------------------------------------------------------
@@ -238,32 +256,37 @@ def test_fisher_of_core_families_matches_check_quadrature():
 
 def test_entropy_matches_scipy(dtype):
     z, _ = _bernoulli_inputs(jax.random.PRNGKey(15), dtype)
-    np.testing.assert_allclose(_f64(mlnll.Bernoulli().entropy(z)), scipy.stats.bernoulli.entropy(scipy.special.expit(_f64(z))), rtol=RTOL[dtype] * 4)
+    np.testing.assert_allclose(_f64(jitted(mlnll.Bernoulli(), "entropy")(z)), scipy.stats.bernoulli.entropy(scipy.special.expit(_f64(z))), rtol=RTOL[dtype] * 4)
     zc, _ = _categorical_inputs(jax.random.PRNGKey(16), dtype)
     p = scipy.special.softmax(_f64(zc), axis=-1)
-    np.testing.assert_allclose(_f64(mlnll.Categorical().entropy(zc)), scipy.stats.entropy(p, axis=-1), rtol=RTOL[dtype] * 4)
+    np.testing.assert_allclose(_f64(jitted(mlnll.Categorical(), "entropy")(zc)), scipy.stats.entropy(p, axis=-1), rtol=RTOL[dtype] * 4)
     (loc, log_scale), _ = _normal_inputs(jax.random.PRNGKey(17), dtype)
-    np.testing.assert_allclose(_f64(mlnll.Normal().entropy((loc, log_scale))), scipy.stats.norm.entropy(_f64(loc), np.exp(_f64(log_scale))), rtol=RTOL[dtype] * 4)
+    np.testing.assert_allclose(_f64(jitted(mlnll.Normal(), "entropy")((loc, log_scale))), scipy.stats.norm.entropy(_f64(loc), np.exp(_f64(log_scale))), rtol=RTOL[dtype] * 4)
 
 
 def test_kl_matches_exact_sums(dtype):
     k1, k2 = jax.random.split(jax.random.PRNGKey(18))
     zp, zq = (2 * jax.random.normal(k1, (N, C))).astype(dtype), (2 * jax.random.normal(k2, (N, C))).astype(dtype)
     p, q = scipy.special.softmax(_f64(zp), -1), scipy.special.softmax(_f64(zq), -1)
-    np.testing.assert_allclose(_f64(mlnll.Categorical().kl(zp, zq)), scipy.stats.entropy(p, q, axis=-1), rtol=RTOL[dtype] * 8)
+    np.testing.assert_allclose(_f64(jitted(mlnll.Categorical(), "kl")(zp, zq)), scipy.stats.entropy(p, q, axis=-1), rtol=RTOL[dtype] * 8)
     bp, bq = scipy.special.expit(_f64(zp[:, 0])), scipy.special.expit(_f64(zq[:, 0]))
     want = scipy.stats.entropy(np.stack([bp, 1 - bp]), np.stack([bq, 1 - bq]), axis=0)
-    np.testing.assert_allclose(_f64(mlnll.Bernoulli().kl(zp[:, 0], zq[:, 0])), want, rtol=RTOL[dtype] * 8)
+    np.testing.assert_allclose(_f64(jitted(mlnll.Bernoulli(), "kl")(zp[:, 0], zq[:, 0])), want, rtol=RTOL[dtype] * 8)
 
 
 def test_normal_kl_matches_monte_carlo():
     p = (jnp.array([0.0, 1.0], jnp.float64), jnp.array([0.0, -0.5], jnp.float64))
     q = (jnp.array([0.5, -1.0], jnp.float64), jnp.array([0.3, 0.2], jnp.float64))
     fam = mlnll.Normal()
-    y = fam.sample(jax.random.PRNGKey(19), p, sample_shape=(200_000,))
-    ratio = fam.log_prob(p, y) - fam.log_prob(q, y)
-    mc, se = np.mean(ratio, 0), np.std(ratio, 0) / math.sqrt(y.shape[0])
-    assert np.all(np.abs(_f64(fam.kl(p, q)) - mc) < 5 * se)
+
+    @jax.jit  # draws, log-ratios and the closed form in one compiled program
+    def ratio_and_kl(p, q):
+        y = fam.sample(jax.random.PRNGKey(19), p, sample_shape=(200_000,))
+        return fam.log_prob(p, y) - fam.log_prob(q, y), fam.kl(p, q)
+
+    ratio, kl = ratio_and_kl(p, q)
+    mc, se = np.mean(ratio, 0), np.std(ratio, 0) / math.sqrt(ratio.shape[0])
+    assert np.all(np.abs(_f64(kl) - mc) < 5 * se)
 
 
 def test_normal_kl_stays_accurate_when_scales_are_close():
@@ -274,7 +297,7 @@ def test_normal_kl_stays_accurate_when_scales_are_close():
     for d in [1e-7, 1e-4, 1e-2, 0.5, 3.0]:
         for dtype, tol in [(jnp.float32, 4e-7), (jnp.float64, 1e-14)]:
             zero = jnp.zeros((), dtype)
-            got = float(fam.kl((zero, jnp.asarray(d, dtype)), (zero, zero)))
+            got = float(jitted(fam, "kl")((zero, jnp.asarray(d, dtype)), (zero, zero)))
             d_rounded = mpmath.mpf(float(jnp.asarray(d, dtype)))  # the input the dtype can represent
             with mpmath.workdps(50):
                 want = float(0.5 * (mpmath.exp(2 * d_rounded) - 1 - 2 * d_rounded))
@@ -287,14 +310,14 @@ def test_mean_params_and_sample_moments():
     fam = mlnll.Bernoulli()
     np.testing.assert_allclose(fam.mean(z), scipy.special.expit(np.asarray(z)), rtol=1e-15)
     np.testing.assert_allclose(fam.params(z)["probs"], fam.mean(z))
-    draws = fam.sample(key, z, sample_shape=(100_000,))
+    draws = jitted(fam, "sample")(key, z, sample_shape=(100_000,))
     assert draws.shape == (100_000, 3) and draws.dtype == jnp.float64
     p = np.asarray(fam.mean(z))
     assert np.all(np.abs(np.mean(draws, 0) - p) < 5 * np.sqrt(p * (1 - p) / 100_000))
 
     zc = jnp.array([[0.0, 1.0, -1.0]], jnp.float64)
     cat = mlnll.Categorical()
-    labels = cat.sample(key, zc, sample_shape=(100_000,))
+    labels = jitted(cat, "sample")(key, zc, sample_shape=(100_000,))
     assert labels.shape == (100_000, 1) and labels.dtype == jnp.int32
     freq = np.bincount(np.asarray(labels[:, 0]), minlength=3) / 100_000
     pc = np.asarray(cat.mean(zc))[0]
@@ -302,7 +325,7 @@ def test_mean_params_and_sample_moments():
 
     nrm = mlnll.Normal()
     out = (jnp.array([1.0, -2.0], jnp.float64), jnp.array([0.0, math.log(3.0)], jnp.float64))
-    ys = nrm.sample(key, out, sample_shape=(100_000,))
+    ys = jitted(nrm, "sample")(key, out, sample_shape=(100_000,))
     np.testing.assert_allclose(nrm.params(out)["scale"], [1.0, 3.0], rtol=1e-15)
     assert np.all(np.abs(np.mean(ys, 0) - np.array([1.0, -2.0])) < 5 * np.array([1.0, 3.0]) / math.sqrt(100_000))
     assert np.all(np.abs(np.std(ys, 0) / np.array([1.0, 3.0]) - 1) < 5 / math.sqrt(2 * 100_000))
@@ -358,17 +381,21 @@ def test_bfloat16_is_computed_in_float32_and_returned_in_bfloat16():
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), temperature=st.floats(0.1, 20.0))
 def test_categorical_information_identities(seed, temperature):
-    kp, kq, ky = jax.random.split(jax.random.PRNGKey(seed), 3)
+    ce, entropy, kl, g_sum = _categorical_identities(jax.random.PRNGKey(seed), jnp.asarray(temperature, F64))
+    # CE = H + KL, H <= log C, KL >= 0.
+    np.testing.assert_allclose(ce, entropy + kl, rtol=1e-10, atol=1e-12)
+    assert np.all(np.asarray(entropy) <= math.log(6) + 1e-12)
+    assert np.all(np.asarray(kl) >= 0)
+    # The gradient sums to 0 over classes: softmax and onehot both sum to 1.
+    np.testing.assert_allclose(g_sum, 0.0, atol=1e-15)
+
+
+@jax.jit  # one program for every hypothesis example (the same shapes each time)
+def _categorical_identities(key, temperature):
+    kp, kq, ky = jax.random.split(key, 3)
     zp = temperature * jax.random.normal(kp, (8, 6), F64)
     zq = temperature * jax.random.normal(kq, (8, 6), F64)
     fam = mlnll.Categorical()
     p = jax.nn.softmax(zp)
-    # CE = H + KL, H <= log C, KL >= 0.
-    np.testing.assert_allclose(
-        mlnll.cross_entropy_with_logits(p, zq), fam.entropy(zp) + fam.kl(zp, zq), rtol=1e-10, atol=1e-12
-    )
-    assert np.all(np.asarray(fam.entropy(zp)) <= math.log(6) + 1e-12)
-    assert np.all(np.asarray(fam.kl(zp, zq)) >= 0)
-    # The gradient sums to 0 over classes: softmax and onehot both sum to 1.
     g = fam.grad(zp, jax.random.randint(ky, (8,), 0, 6))
-    np.testing.assert_allclose(jnp.sum(g, axis=-1), 0.0, atol=1e-15)
+    return mlnll.cross_entropy_with_logits(p, zq), fam.entropy(zp), fam.kl(zp, zq), jnp.sum(g, axis=-1)

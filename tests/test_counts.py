@@ -321,9 +321,17 @@ def test_log_prob_at_extremes_matches_mpmath(config, dtype):
 # -- closed-form gradients equal jax.grad of the plain formula ------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_plain_grad(name):
+    """The float64 oracle of one spec, one compiled program (op by op, jax.grad of a vmap compiles
+    every primitive on its own)."""
+    spec = SPECS[name]
+    return jax.jit(jax.vmap(jax.grad(lambda o, t: -spec.plain(o, t))))
+
+
 def _plain_grad(spec, outputs, y):
     f64 = jax.tree.map(lambda a: jnp.asarray(a).astype(jnp.float64), outputs)
-    return jax.vmap(jax.grad(lambda o, t: -spec.plain(o, t)))(f64, jnp.asarray(y).astype(jnp.float64))
+    return _jitted_plain_grad(spec.name)(f64, jnp.asarray(y).astype(jnp.float64))
 
 
 # The negative binomial's row is tests/test_conformance.py's (its closed form and jax.grad against
@@ -407,7 +415,7 @@ def test_negative_binomial_jacfwd_matches_the_closed_form():
     (a, b), y = SPECS["negative_binomial"].inputs(jax.random.PRNGKey(2), np.dtype("float64"))
     f = lambda o: fam.log_prob((o[0], o[1]), y[:4])  # noqa: E731
     fwd = jax.jit(jax.jacfwd(f))((a[:4], b[:4]))
-    closed = fam.grad((a[:4], b[:4]), y[:4])
+    closed = jitted(fam, "grad")((a[:4], b[:4]), y[:4])
     for j, c in zip(fwd, closed):
         np.testing.assert_allclose(-np.diagonal(f64(j)), f64(c), rtol=1e-15)
 
@@ -458,7 +466,7 @@ def test_fisher_equals_hessian_of_plain_formula(name, dtype):
         y = jnp.broadcast_to(jnp.array([MULTINOMIAL_N, 0, 0, 0], jnp.float64), z.shape)
     else:
         y = jnp.zeros_like(z)
-    hess = jax.vmap(jax.hessian(lambda a, b: -spec.plain(a, b)))(z, y)
+    hess = jax.jit(jax.vmap(jax.hessian(lambda a, b: -spec.plain(a, b))))(z, y)
     _assert_information_close(jitted(spec.family, "fisher")(outputs), hess, RTOL[dtype] * 4)
 
 
@@ -576,7 +584,7 @@ KL_Q = {
 def _draws(name, key, dtype=np.dtype("float64")):
     family, outputs = SAMPLED[name]
     outputs = jax.tree.map(lambda x: jnp.asarray(x, dtype), outputs)
-    return family, outputs, family.sample(jax.random.PRNGKey(key), outputs, sample_shape=(S,))
+    return family, outputs, jitted(family, "sample")(jax.random.PRNGKey(key), outputs, sample_shape=(S,))
 
 
 @pytest.mark.parametrize("name", list(KL_Q))

@@ -1,6 +1,7 @@
 """ExponentialFamily: the builder against the hand-written families, scipy.stats and autodiff."""
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -11,7 +12,7 @@ import scipy.special
 import scipy.stats
 
 import mlnll
-from helpers import f64
+from helpers import f64, jitted
 from mlnll import exponential_family as ef
 
 N = 16
@@ -44,6 +45,7 @@ def _builder(name):
     return ef.categorical(C) if name == "categorical" else getattr(ef, name)()
 
 
+@functools.partial(jax.jit, static_argnums=0)  # one program per family (op by op: one per primitive)
 def _inputs(name, key):
     """Outputs p, outputs q and targets drawn from p (moderate parameters), in float64."""
     kp, kq, ky = jax.random.split(key, 3)
@@ -78,13 +80,17 @@ def _close(got, want, tol=TOL):
 def test_builder_agrees_with_the_hand_written_family(name):
     built, hand = _builder(name), _hand_written(name)
     p, q, y = _inputs(name, jax.random.PRNGKey(NAMES.index(name)))
-    _close(built.log_prob(p, y), hand.log_prob(p, y))
-    _close(built.grad(p, y), hand.grad(p, y))
-    _close(built.fisher(p), hand.fisher(p))
-    _close(built.kl(p, q), hand.kl(p, q))
-    if name != "poisson":  # E[log y!] has no closed form
-        _close(built.entropy(p), hand.entropy(p))
-    assert built.log_prob(p, y).dtype == jnp.float64
+
+    @jax.jit  # both families' methods in one compiled program
+    def evaluate(p, q, y):
+        return [(f.log_prob(p, y), f.grad(p, y), f.fisher(p), f.kl(p, q),
+                 None if name == "poisson" else f.entropy(p))  # E[log y!] has no closed form
+                for f in (built, hand)]
+
+    got, want = evaluate(p, q, y)
+    for g, w in zip(got, want):
+        _close(g, w)
+    assert got[0].dtype == jnp.float64
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -93,23 +99,23 @@ def test_builder_in_float32_returns_float32_and_agrees(name):
     p, _, y = _inputs(name, jax.random.PRNGKey(10 + NAMES.index(name)))
     p32 = jax.tree.map(lambda x: x.astype(jnp.float32), p)
     y32 = y.astype(jnp.float32) if jnp.issubdtype(y.dtype, jnp.floating) else y
-    got = built.log_prob(p32, y32)
+    # both families' log_prob and grad in one compiled program
+    got, want, g, g_hand = jax.jit(lambda o, t: (built.log_prob(o, t), hand.log_prob(o, t), built.grad(o, t), hand.grad(o, t)))(p32, y32)
     assert got.dtype == jnp.float32
-    _close(got, hand.log_prob(p32, y32), tol=2e-6)
-    g = built.grad(p32, y32)
+    _close(got, want, tol=2e-6)
     for leaf in jax.tree.leaves(g):
         assert leaf.dtype == jnp.float32
-    _close(g, hand.grad(p32, y32), tol=4e-6)
+    _close(g, g_hand, tol=4e-6)
 
 
 def test_log_prob_matches_scipy_directly():
     z, _, y = _inputs("bernoulli", jax.random.PRNGKey(20))
-    np.testing.assert_allclose(ef.bernoulli().log_prob(z, y), scipy.stats.bernoulli.logpmf(f64(y), scipy.special.expit(f64(z))), rtol=TOL)
+    np.testing.assert_allclose(jitted(ef.bernoulli(), "log_prob")(z, y), scipy.stats.bernoulli.logpmf(f64(y), scipy.special.expit(f64(z))), rtol=TOL)
     lr, _, k = _inputs("poisson", jax.random.PRNGKey(21))
-    np.testing.assert_allclose(ef.poisson().log_prob(lr, k), scipy.stats.poisson.logpmf(f64(k), np.exp(f64(lr))), rtol=TOL)
+    np.testing.assert_allclose(jitted(ef.poisson(), "log_prob")(lr, k), scipy.stats.poisson.logpmf(f64(k), np.exp(f64(lr))), rtol=TOL)
     (la, lb), _, t = _inputs("gamma", jax.random.PRNGKey(22))
     want = scipy.stats.gamma.logpdf(f64(t), np.exp(f64(la)), scale=np.exp(-f64(lb)))
-    np.testing.assert_allclose(ef.gamma().log_prob((la, lb), t), want, rtol=TOL)
+    np.testing.assert_allclose(jitted(ef.gamma(), "log_prob")((la, lb), t), want, rtol=TOL)
 
 
 def test_grad_is_mean_minus_statistic_for_the_identity_parametrisation():
@@ -173,10 +179,17 @@ def test_jax_grad_and_hessian_run_through_the_closed_form_in_outputs_and_targets
     assert "custom_jvp_call" in str(jax.make_jaxpr(fam.log_prob)(p, y))
     ours = lambda o, t: jnp.sum(fam.log_prob(o, t))  # noqa: E731
     textbook = lambda o, t: jnp.sum(plain(o, t))  # noqa: E731
-    for argnums in (0, 1):
-        _close(jax.jit(jax.grad(ours, argnums))(p, y), jax.jit(jax.grad(textbook, argnums))(p, y))
     first = jax.tree.map(lambda a: a[:1], (p, y))
-    _close(jax.jit(jax.hessian(ours, (0, 1)))(*first), jax.jit(jax.hessian(textbook, (0, 1)))(*first), tol=1e-10)
+
+    @jax.jit  # every derivative, ours and the textbook's, in one compiled program
+    def derivatives(p, y, first):
+        grads = [(jax.grad(ours, argnums)(p, y), jax.grad(textbook, argnums)(p, y)) for argnums in (0, 1)]
+        return grads, (jax.hessian(ours, (0, 1))(*first), jax.hessian(textbook, (0, 1))(*first))
+
+    grads, (h_ours, h_textbook) = derivatives(p, y, first)
+    for g_ours, g_textbook in grads:
+        _close(g_ours, g_textbook)
+    _close(h_ours, h_textbook, tol=1e-10)
 
 
 @pytest.mark.parametrize("with_mean", [True, False], ids=["closed-form mean", "autodiff mean"])
@@ -185,13 +198,16 @@ def test_a_user_built_family_against_scipy_and_autodiff(with_mean):
     log_sigma = 0.5 * jax.random.normal(jax.random.PRNGKey(26), (N,), F64)
     sigma = np.exp(f64(log_sigma))
     y = jnp.asarray(scipy.stats.rayleigh.rvs(scale=sigma, random_state=np.random.default_rng(0)))
-    np.testing.assert_allclose(fam.log_prob(log_sigma, y), scipy.stats.rayleigh.logpdf(f64(y), scale=sigma), rtol=TOL)
-    want = jax.jit(jax.vmap(jax.grad(lambda s, t: -plain_rayleigh(s, t))))(log_sigma, y)
-    np.testing.assert_allclose(fam.grad(log_sigma, y), want, rtol=TOL, atol=TOL)
+    # every method of the family, and the autodiff oracle, in one compiled program
+    log_prob, grad, fisher, entropy, mean, want = jax.jit(lambda s, t: (
+        fam.log_prob(s, t), fam.grad(s, t), fam.fisher(s), fam.entropy(s), fam.mean(s),
+        jax.vmap(jax.grad(lambda a, b: -plain_rayleigh(a, b)))(s, t)))(log_sigma, y)
+    np.testing.assert_allclose(log_prob, scipy.stats.rayleigh.logpdf(f64(y), scale=sigma), rtol=TOL)
+    np.testing.assert_allclose(grad, want, rtol=TOL, atol=TOL)
     # Fisher: E[d^2(-log p)/d log_sigma^2] = E[2 y^2 / sigma^2] = 4 (E[y^2] = 2 sigma^2).
-    np.testing.assert_allclose(fam.fisher(log_sigma), np.full(N, 4.0), rtol=TOL)
-    np.testing.assert_allclose(fam.entropy(log_sigma), scipy.stats.rayleigh.entropy(scale=sigma), rtol=TOL)
-    np.testing.assert_allclose(fam.mean(log_sigma), 2 * sigma**2, rtol=TOL)  # E[T(y)] = E[y^2]
+    np.testing.assert_allclose(fisher, np.full(N, 4.0), rtol=TOL)
+    np.testing.assert_allclose(entropy, scipy.stats.rayleigh.entropy(scale=sigma), rtol=TOL)
+    np.testing.assert_allclose(mean, 2 * sigma**2, rtol=TOL)  # E[T(y)] = E[y^2]
     check = mlnll.check_grad(fam, log_sigma, y)
     assert check.passed and check.fd_rel_err < 1e-8, check
 
@@ -200,11 +216,12 @@ def test_kl_is_the_bregman_divergence_and_matches_monte_carlo():
     fam, hand = ef.gamma(), _hand_written("gamma")
     p = (jnp.array([0.3, -0.5]), jnp.array([0.2, 1.0]))
     q = (jnp.array([-0.1, 0.4]), jnp.array([0.0, 0.5]))
-    y = hand.sample(jax.random.PRNGKey(27), p, sample_shape=(100_000,))
+    y = jitted(hand, "sample")(jax.random.PRNGKey(27), p, sample_shape=(100_000,))
     ratio = f64(jax.jit(lambda t: fam.log_prob(p, t) - fam.log_prob(q, t))(y))
     mc, se = ratio.mean(0), ratio.std(0) / math.sqrt(y.shape[0])
-    assert np.all(np.abs(f64(fam.kl(p, q)) - mc) < 5 * se)
-    np.testing.assert_allclose(fam.kl(p, p), 0.0, atol=1e-15)
+    kl = jitted(fam, "kl")
+    assert np.all(np.abs(f64(kl(p, q)) - mc) < 5 * se)
+    np.testing.assert_allclose(kl(p, p), 0.0, atol=1e-15)
 
 
 def test_outside_the_support_log_prob_is_minus_inf_and_grad_nan():
@@ -213,15 +230,18 @@ def test_outside_the_support_log_prob_is_minus_inf_and_grad_nan():
              (ef.exponential(), jnp.zeros(3), jnp.array([-1.0, -1e-300, 2.0])),
              (ef.gamma(), (jnp.zeros(3), jnp.zeros(3)), jnp.array([0.0, -2.0, 2.0])),
              (ef.categorical(C), jnp.zeros((3, C)), jnp.array([-1.0, 5.0, 2.0]))]
+    keep = jnp.array([False, False, True])
     for fam, outputs, y in cases:
-        lp = f64(fam.log_prob(outputs, y))
+        loss = mlnll.nll(fam)
+        # log_prob, grad and the loss's gradient in one compiled program per family
+        lp, grad, loss_grad = jax.jit(lambda o, t, fam=fam, loss=loss: (
+            fam.log_prob(o, t), fam.grad(o, t), jax.grad(lambda oo: loss(oo, t, where=keep))(o)))(outputs, y)
+        lp = f64(lp)
         assert np.all(np.isneginf(lp[:2])) and np.isfinite(lp[2]), (fam, lp)
-        for g in jax.tree.leaves(fam.grad(outputs, y)):
+        for g in jax.tree.leaves(grad):
             assert np.all(np.isnan(f64(g)[:2])) and np.all(np.isfinite(f64(g)[2])), (fam, g)
         # The gradient of the summed log_prob stays finite: invalid targets contribute no NaN.
-        loss = mlnll.nll(fam)
-        keep = jnp.array([False, False, True])
-        for g in jax.tree.leaves(jax.grad(lambda o: loss(o, y, where=keep))(outputs)):
+        for g in jax.tree.leaves(loss_grad):
             assert np.all(np.isfinite(f64(g))), (fam, g)
 
 
@@ -263,12 +283,18 @@ def test_builder_samples_lie_in_the_support_with_the_mean_statistic(name):
     built = _builder(name)
     p, _, _ = _inputs(name, jax.random.PRNGKey(40 + NAMES.index(name)))
     p = jax.tree.map(lambda x: x[:4], p)
-    draws = built.sample(jax.random.PRNGKey(41), p, sample_shape=(20_000,))
+    @jax.jit  # the draws, their log-densities, statistics and the mean in one compiled program
+    def draw(p):
+        draws = built.sample(jax.random.PRNGKey(41), p, sample_shape=(20_000,))
+        return (draws, jax.vmap(built.log_prob, in_axes=(None, 0))(p, draws),
+                built.sufficient_statistic(jnp.asarray(draws).astype(F64)), built.mean(p))
+
+    draws, log_prob, stat, mean = draw(p)
     assert draws.shape[:2] == (20_000, 4)
-    assert np.all(np.isfinite(f64(jax.vmap(built.log_prob, in_axes=(None, 0))(p, draws))))
-    stat = f64(built.sufficient_statistic(jnp.asarray(draws).astype(F64)))
+    assert np.all(np.isfinite(f64(log_prob)))
+    stat = f64(stat)
     se = stat.std(0) / math.sqrt(stat.shape[0])
-    assert np.all(np.abs(stat.mean(0) - f64(built.mean(p))) <= 5 * se + 1e-12), (stat.mean(0), built.mean(p))
+    assert np.all(np.abs(stat.mean(0) - f64(mean)) <= 5 * se + 1e-12), (stat.mean(0), mean)
 
 
 def test_named_outputs_go_through_the_unpacking_layer():
