@@ -68,8 +68,14 @@ import mlnll
 from mlnll._src.verify import registry
 
 # Families whose sweep rows do not pass yet (issue 12 stays open for them): each is reported by its own
-# row failing when taken off this list. Empty: every registered family is swept.
-NOT_YET_SWEPT: tuple[str, ...] = ()
+# row failing when taken off this list. Merged after the sweep was extended, each with what its row
+# finds today:
+NOT_YET_SWEPT: tuple[str, ...] = (
+    "BetaBinomial(n=10)",  # (a) NaN at log_concentration0 = 1e4 (a concentration of inf), y = 6
+    "DirichletMultinomial(n=4)",  # the sweep reads scipy's .support, which dirichlet_multinomial lacks
+    "VonMisesFisher",  # (c) float32 log_prob 1.1 to 6.7 times the sweep's tolerance at ordinary inputs
+    "LowRankMultivariateNormal",  # (a) NaN without a NaN input at extreme log_cov_diag / factors
+)
 CASES = tuple(c for c in registry.builtin_cases() if c.name not in NOT_YET_SWEPT)
 IDS = [case.name for case in CASES]
 F32, F64 = np.dtype("float32"), np.dtype("float64")

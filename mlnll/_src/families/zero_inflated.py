@@ -56,6 +56,14 @@ class _Outputs(NamedTuple):
     dtype: np.dtype
 
 
+
+def _zero_count(y: jax.Array) -> jax.Array:
+    """``y == 0`` as a count: a subnormal target compares equal to 0 under XLA:CPU's
+    denormals-are-zero (jitted), but it is no count (its bits are not zero)."""
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        return y == 0
+    return (y == 0) & ~numerics.nonzero_subnormal(y)
+
 def _check_component(wrapper: str, family) -> None:
     if isinstance(family, type):
         raise TypeError(f"{wrapper}: pass a family instance, e.g. mlnll.{wrapper}(mlnll.{family.__name__}()); "
@@ -240,7 +248,7 @@ def _zi_value_and_partials(family: ZeroInflated, treedef, z: jax.Array, y: jax.A
     lp = jnp.asarray(component.log_prob(comp, y))
     shape = _broadcast("ZeroInflated", z, lp)
     lp, z = jnp.broadcast_to(lp, shape), jnp.broadcast_to(z, shape)
-    zero = jnp.broadcast_to(y == 0, shape)
+    zero = jnp.broadcast_to(_zero_count(y), shape)
     log_g, log_not_g = numerics.log_sigmoid(z), numerics.log_sigmoid(-z)
     component_part = log_not_g + lp
     at_zero = jnp.logaddexp(log_g, component_part)
@@ -308,7 +316,7 @@ class ZeroInflated:
         leaves, treedef = jax.tree.flatten(o.component_outputs)
         lp = _zi_log_prob(self, treedef, o.logit, y, *leaves)
         # A target the component puts outside its support (-inf) is outside this one's (0 is in).
-        valid = (lp > -jnp.inf) | jnp.broadcast_to(y == 0, lp.shape)
+        valid = (lp > -jnp.inf) | jnp.broadcast_to(_zero_count(y), lp.shape)
         return lp, valid
 
     def log_prob(self, outputs: ZeroInflatedOutputs, targets: ArrayLike) -> jax.Array:
@@ -323,7 +331,7 @@ class ZeroInflated:
         y = validate.numeric_targets(targets, where="ZeroInflated targets")
         leaves, treedef = jax.tree.flatten(o.component_outputs)
         value, (d_z, _, *d_leaves) = _zi_value_and_partials(self, treedef, o.logit, y, *leaves)
-        valid = (value > -jnp.inf) | jnp.broadcast_to(y == 0, value.shape)
+        valid = (value > -jnp.inf) | jnp.broadcast_to(_zero_count(y), value.shape)
         out = lambda d: jnp.where(valid, -d, jnp.nan).astype(o.dtype)  # noqa: E731
         return out(d_z), jax.tree.unflatten(treedef, [out(d) for d in d_leaves])
 
@@ -412,7 +420,7 @@ class ZeroInflated:
             raise NotImplementedError(f"{self.family!r} has no constant_terms.")
         y = validate.numeric_targets(targets, where="ZeroInflated targets")
         c = jnp.asarray(method(y))
-        return jnp.where(y == 0, jnp.zeros_like(c), c)
+        return jnp.where(_zero_count(y), jnp.zeros_like(c), c)
 
     @classmethod
     def check_cases(cls) -> tuple[Case, ...]:
@@ -441,7 +449,7 @@ def _hurdle_value_and_partials(family: Hurdle, treedef, z: jax.Array, y: jax.Arr
         lp_prev = jnp.asarray(component.log_prob(comp, y - 1))
         shape = _broadcast("Hurdle", z, lp_prev)
         z = jnp.broadcast_to(z, shape)
-        zero = jnp.broadcast_to(y == 0, shape)
+        zero = jnp.broadcast_to(_zero_count(y), shape)
         log_rate = jnp.broadcast_to(comp, shape)
         y_b = jnp.broadcast_to(y.astype(lp_prev.dtype), shape)
         log_y = jnp.log(numerics.where(y_b >= 1, y_b, jnp.ones_like(y_b)))
@@ -454,7 +462,7 @@ def _hurdle_value_and_partials(family: Hurdle, treedef, z: jax.Array, y: jax.Arr
     lp = jnp.asarray(component.log_prob(comp, y))
     shape = _broadcast("Hurdle", z, lp)
     lp, z = jnp.broadcast_to(lp, shape), jnp.broadcast_to(z, shape)
-    zero = jnp.broadcast_to(y == 0, shape)
+    zero = jnp.broadcast_to(_zero_count(y), shape)
     c = _zero_pieces(component, comp, shape, lp.dtype)
     value = jnp.where(zero, numerics.log_sigmoid(z), numerics.log_sigmoid(-z) + lp - c.log_pos)
     d_z = jnp.where(zero, jax.nn.sigmoid(-z), -jax.nn.sigmoid(z))
@@ -596,7 +604,7 @@ class Hurdle:
         y = validate.numeric_targets(targets, where="Hurdle targets")
         leaves, treedef = jax.tree.flatten(o.component_outputs)
         lp = _hurdle_log_prob(self, treedef, o.logit, y, *leaves)
-        valid = (lp > -jnp.inf) | jnp.broadcast_to(y == 0, lp.shape)
+        valid = (lp > -jnp.inf) | jnp.broadcast_to(_zero_count(y), lp.shape)
         return minus_inf_off_support(lp, valid).astype(o.dtype)
 
     def grad(self, outputs: ZeroInflatedOutputs, targets: ArrayLike) -> ZeroInflatedOutputArrays:
@@ -605,7 +613,7 @@ class Hurdle:
         y = validate.numeric_targets(targets, where="Hurdle targets")
         leaves, treedef = jax.tree.flatten(o.component_outputs)
         value, (d_z, _, *d_leaves) = _hurdle_value_and_partials(self, treedef, o.logit, y, *leaves)
-        valid = (value > -jnp.inf) | jnp.broadcast_to(y == 0, value.shape)
+        valid = (value > -jnp.inf) | jnp.broadcast_to(_zero_count(y), value.shape)
         out = lambda d: jnp.where(valid, -d, jnp.nan).astype(o.dtype)  # noqa: E731
         return out(d_z), jax.tree.unflatten(treedef, [out(d) for d in d_leaves])
 
@@ -703,7 +711,7 @@ class Hurdle:
             raise NotImplementedError(f"{self.family!r} has no constant_terms.")
         y = validate.numeric_targets(targets, where="Hurdle targets")
         c = jnp.asarray(method(y))
-        return jnp.where(y == 0, jnp.zeros_like(c), c)
+        return jnp.where(_zero_count(y), jnp.zeros_like(c), c)
 
     @classmethod
     def check_cases(cls) -> tuple[Case, ...]:
@@ -757,7 +765,7 @@ class _ScipyHurdle:
     def logpmf(self, y):
         with np.errstate(divide="ignore"):
             positive = np.log1p(-self.zero_prob) + self.positive.logpmf(np.maximum(y, 1))
-        return np.where(y == 0, np.log(self.zero_prob), positive)
+        return np.where(_zero_count(y), np.log(self.zero_prob), positive)
 
     def mean(self):
         return (1 - self.zero_prob) * self.positive.mean()
