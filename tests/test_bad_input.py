@@ -60,7 +60,7 @@ BAD_INPUTS = [
     ("float ignore_index", lambda: mlnll.nll(mlnll.Categorical(), ignore_index=-100.0),
      TypeError, "ignore_index must be an int label value (e.g. -100); got -100.0."),
     ("an option the family does not have", lambda: mlnll.nll(mlnll.Normal(), label_smoothing=0.1),
-     TypeError, "nll(Normal()) got unexpected option(s) ['label_smoothing']; it accepts: none (only reduction and drop_constants)."),
+     TypeError, "nll(Normal()) got unexpected option(s) ['label_smoothing']; it accepts: beta."),
     ("a Categorical option on Bernoulli", lambda: mlnll.nll(mlnll.Bernoulli(), ignore_index=-100),
      TypeError, "nll(Bernoulli()) got unexpected option(s) ['ignore_index']; it accepts: pos_weight, label_smoothing, focal_gamma."),
     ("pos_weight of the wrong length", lambda: mlnll.nll(mlnll.Bernoulli(), pos_weight=[1.0, 2.0])(Z, Z),

@@ -300,7 +300,7 @@ class VonMisesFisher:
       >>> fam = mlnll.VonMisesFisher()
       >>> x = jnp.array([0.0, 0.0, 1.0])
       >>> round(float(fam.log_prob((jnp.array([0.0, 0.0, 2.0]), jnp.array(0.0)), x)), 6)  # k = 1, d = 3
-      -1.6925
+      -1.692464
     """
 
     def log_prob(self, outputs: VonMisesFisherOutputs, targets: ArrayLike) -> jax.Array:
@@ -390,7 +390,11 @@ class VonMisesFisher:
         (k_a, k_b), (dk_a, dk_b) = jax.jvp(scaled, (p.log_concentration,), (jnp.ones_like(p.log_concentration),))
         f_log_k = jnp.where(k_a < k_b, dk_a - k_a, k_b - dk_b)
         eye = jnp.eye(d, dtype=mu.dtype).reshape((1,) * len(p.batch_shape) + (d, d))
-        f_v = (k_a / jnp.square(norm))[..., None, None] * (eye - mu[..., :, None] * mu[..., None, :])
+        # 1 - mu_i^2 as the sum of the other mu_j^2 (no cancellation where mu is near an axis).
+        on_diagonal = eye > 0
+        others = jnp.sum(jnp.where(on_diagonal, 0, jnp.square(mu)[..., None, :]), axis=-1)
+        projection = jnp.where(on_diagonal, others[..., :, None], -mu[..., :, None] * mu[..., None, :])
+        f_v = (k_a / jnp.square(norm))[..., None, None] * projection
         top = jnp.concatenate([f_v, jnp.zeros(p.batch_shape + (d, 1), mu.dtype)], -1)
         bottom = jnp.concatenate([jnp.zeros(p.batch_shape + (1, d), mu.dtype), f_log_k[..., None, None]], -1)
         return jnp.concatenate([top, bottom], -2).astype(p.dtype)
