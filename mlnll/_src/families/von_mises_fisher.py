@@ -272,7 +272,7 @@ class VonMisesFisher:
     Density (scipy.stats.vonmises_fisher(mu, k)): ``log p(x) = k mu.x + log C_d(k)``,
     ``C_d(k) = k^nu / ((2 pi)^(d/2) I_nu(k))``, nu = d/2 - 1, evaluated as
     ``log p = c(k) - k |x - mu|^2 / 2`` (``1 - mu.x`` on the sphere, without its cancellation near the
-    mode: a target's rounding moves it by eps |x - mu| rather than eps, so k (1 - mu.x) at k = 1e6
+    mode: a target's rounding moves it by eps ``|x - mu|`` rather than eps, so k (1 - mu.x) at k = 1e6
     keeps 13 digits instead of 10) with ``c = k + log C_d(k) = nu log k - d log(2 pi)/2 -
     log(I_nu(k) e^-k)`` (``log_normaliser_parts``: a power series below k = 0.01 sqrt(nu + 1),
     Debye's uniform expansion at order >= 25 and the downward recurrence of the ratios above, Hankel's
@@ -283,7 +283,7 @@ class VonMisesFisher:
     ``d(-log p)/d log_concentration = k (A_d - cos)``, evaluated as ``k A - k cos`` where A < 1/2
     and as ``k (1 - cos) - k B`` (``B = 1 - A`` from the expansion, no cancellation) elsewhere;
     ``d(-log p)/d direction = -(k/|direction|) (x - cos mu)`` (the projection of x orthogonal to mu:
-    the length of direction does not matter; the same for either form of ``1 - mu.x``, as |mu| = 1);
+    the length of direction does not matter; the same for either form of ``1 - mu.x``, as ``|mu| = 1``);
     ``d(-log p)/dx = -k mu``, the gradient of ``k mu.x`` (off the sphere only its tangential part
     has a meaning, and it is the same for both forms). ``jax.grad``, ``jacfwd`` and
     ``hessian`` of ``log_prob`` run through these partials (a ``closed_form`` custom_jvp).
