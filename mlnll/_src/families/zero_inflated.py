@@ -264,6 +264,24 @@ def _zi_value_and_partials(family: ZeroInflated, treedef, z: jax.Array, y: jax.A
 _zi_log_prob = closed_form(_zi_value_and_partials, num_static=2)
 
 
+def _closed_grad(value_and_partials, wrapper, o: _Outputs, targets):
+    """``(d(-log P)/d logit, d(-log P)/d component_outputs)`` from a wrapper's closed form, NaN for the
+    examples off its support (the component's -inf, except at a zero count, which both wrappers hold)."""
+    y = validate.numeric_targets(targets, where=f"{type(wrapper).__name__} targets")
+    leaves, treedef = jax.tree.flatten(o.component_outputs)
+    value, (d_z, _, *d_leaves) = value_and_partials(wrapper, treedef, o.logit, y, *leaves)
+    valid = (value > -jnp.inf) | jnp.broadcast_to(_zero_count(y), value.shape)
+    out = lambda d: jnp.where(valid, -d, jnp.nan).astype(o.dtype)  # noqa: E731
+    return out(d_z), jax.tree.unflatten(treedef, [out(d) for d in d_leaves])
+
+
+def _params(family, o: _Outputs, prefix: str) -> dict[str, jax.Array]:
+    """``{prefix}_logit``, ``{prefix}_probs`` (its sigmoid) and the component's, prefixed ``component_``."""
+    out = {f"{prefix}_logit": o.logit, f"{prefix}_probs": jax.nn.sigmoid(o.logit)}
+    out.update({f"component_{k}": v for k, v in family.params(o.component_outputs).items()})
+    return {k: jnp.asarray(v).astype(o.dtype) for k, v in out.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class ZeroInflated:
     r"""A count family with structural zeros: ``y = 0`` with probability ``g``, else a draw from it.
@@ -327,20 +345,11 @@ class ZeroInflated:
 
     def grad(self, outputs: ZeroInflatedOutputs, targets: ArrayLike) -> ZeroInflatedOutputArrays:
         """Closed form ``(d(-log P)/d gate_logit, d(-log P)/d component_outputs)`` (NaN off the support)."""
-        o = self._split(outputs)
-        y = validate.numeric_targets(targets, where="ZeroInflated targets")
-        leaves, treedef = jax.tree.flatten(o.component_outputs)
-        value, (d_z, _, *d_leaves) = _zi_value_and_partials(self, treedef, o.logit, y, *leaves)
-        valid = (value > -jnp.inf) | jnp.broadcast_to(_zero_count(y), value.shape)
-        out = lambda d: jnp.where(valid, -d, jnp.nan).astype(o.dtype)  # noqa: E731
-        return out(d_z), jax.tree.unflatten(treedef, [out(d) for d in d_leaves])
+        return _closed_grad(_zi_value_and_partials, self, self._split(outputs), targets)
 
     def params(self, outputs: ZeroInflatedOutputs) -> dict[str, jax.Array]:
         """``gate_logit``, ``gate_probs`` (P(structural zero)) and the component's, prefixed ``component_``."""
-        o = self._split(outputs)
-        out = {"gate_logit": o.logit, "gate_probs": jax.nn.sigmoid(o.logit)}
-        out.update({f"component_{k}": v for k, v in self.family.params(o.component_outputs).items()})
-        return {k: jnp.asarray(v).astype(o.dtype) for k, v in out.items()}
+        return _params(self.family, self._split(outputs), "gate")
 
     def mean(self, outputs: ZeroInflatedOutputs) -> jax.Array:
         """``(1 - g) mean_c``."""
@@ -609,20 +618,11 @@ class Hurdle:
 
     def grad(self, outputs: ZeroInflatedOutputs, targets: ArrayLike) -> ZeroInflatedOutputArrays:
         """Closed form ``(d(-log P)/d zero_logit, d(-log P)/d component_outputs)`` (NaN off the support)."""
-        o = self._split(outputs)
-        y = validate.numeric_targets(targets, where="Hurdle targets")
-        leaves, treedef = jax.tree.flatten(o.component_outputs)
-        value, (d_z, _, *d_leaves) = _hurdle_value_and_partials(self, treedef, o.logit, y, *leaves)
-        valid = (value > -jnp.inf) | jnp.broadcast_to(_zero_count(y), value.shape)
-        out = lambda d: jnp.where(valid, -d, jnp.nan).astype(o.dtype)  # noqa: E731
-        return out(d_z), jax.tree.unflatten(treedef, [out(d) for d in d_leaves])
+        return _closed_grad(_hurdle_value_and_partials, self, self._split(outputs), targets)
 
     def params(self, outputs: ZeroInflatedOutputs) -> dict[str, jax.Array]:
         """``zero_logit``, ``zero_probs`` (P(y = 0)) and the component's, prefixed ``component_``."""
-        o = self._split(outputs)
-        out = {"zero_logit": o.logit, "zero_probs": jax.nn.sigmoid(o.logit)}
-        out.update({f"component_{k}": v for k, v in self.family.params(o.component_outputs).items()})
-        return {k: jnp.asarray(v).astype(o.dtype) for k, v in out.items()}
+        return _params(self.family, self._split(outputs), "zero")
 
     def _pieces(self, o: _Outputs):
         """``(shape, zero_logit, _Zero, component outputs)`` at the batch shape."""
