@@ -170,6 +170,21 @@ def test_max_and_rest_unique_max_and_ties():
     assert float(shifted[0, 0]) == 0.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rest_of_max_when_the_recomputed_top_is_an_ulp_off(dtype):
+    # XLA may compute the logits twice (once for the max, once for logits - max) and round them
+    # differently: jax 0.6.1 does for logits drawn inside the same jit. The top entry of shifted is
+    # then +-ulp, not 0; rest must still be sum_k exp(shifted_k) - 1, to rounding.
+    eps = float(np.finfo(dtype).eps)
+    others = np.array([-0.3, -1.2, -2.5], dtype)
+    for top in (eps, -eps, 4 * eps, -4 * eps):
+        shifted = jnp.asarray(np.concatenate([[dtype(top)], others]), dtype)
+        rest, _ = jax.jit(numerics.rest_of_max)(shifted)
+        want = float(mpmath.fsum([mpmath.exp(float(v)) for v in np.asarray(shifted)]) - 1)
+        # absolute rounding of a sum of four terms of size <= 1, relative to a rest of about 1.1
+        np.testing.assert_allclose(float(rest[0]), want, rtol=8 * eps)
+
+
 def test_log_softmax_and_logsumexp_match_scipy_and_keep_relative_accuracy():
     z, _ = _random_logits(jax.random.PRNGKey(3), (5, 9))
     log_p, lse, log_p_t = jax.jit(lambda z: (numerics.log_softmax(z), numerics.logsumexp(z), numerics.log_softmax(z.T, axis=0)))(z)

@@ -60,10 +60,16 @@ def max_and_rest(
 
     Speed: one max and one pass of plain arithmetic, no argmax or compare-and-select, so XLA:CPU
     fuses both reductions into its vectorised reduce kernels. The entries at the max are marked by
-    ``at_top = max(1 + shifted / tiny, 0)``: exactly 1 where shifted = 0 and exactly 0 for any
+    ``at_top = clip(1 + shifted / tiny, 0, 1)``: exactly 1 where shifted = 0 and exactly 0 for any
     shifted <= -tiny (the smallest normal number). Then
     ``rest = sum(exp(shifted) - at_top) + (sum(at_top) - 1)``: the maxima contribute exp(0) - 1 = 0
     to the first sum (which keeps full relative accuracy), and ties are counted by the second.
+
+    The upper clip matters when XLA computes the logits twice, once for the max and once for
+    ``shifted``, and the two disagree by an ulp (jax 0.6.1 does this for logits drawn inside the same
+    jit): a top entry of ``shifted = +ulp`` would otherwise mark itself with ``at_top ~ ulp / tiny``
+    and cancel the whole sum away. Clipped, the identity still holds term by term for any such
+    ``shifted``; only the relative accuracy near p = 1 falls back to that of the plain sum.
     """
     top = jnp.max(logits, axis=axis, keepdims=True)
     shifted = logits - top
@@ -77,7 +83,7 @@ def rest_of_max(shifted: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Arra
     ``unique`` marks rows whose maximum is not tied (see ``max_and_rest`` for the ``at_top`` sums).
     """
     # The identity holds for any at_top (it only moves terms between the sums): no gradient needed.
-    at_top = jax.lax.stop_gradient(jnp.maximum(1 + shifted * (1 / jnp.finfo(shifted.dtype).tiny), 0))
+    at_top = jax.lax.stop_gradient(jnp.clip(1 + shifted * (1 / jnp.finfo(shifted.dtype).tiny), 0, 1))
     rest = jnp.sum(jnp.exp(shifted) - at_top, axis=axis, keepdims=True)
     ties = jnp.sum(at_top, axis=axis, keepdims=True) - 1
     return rest + ties, ties == 0
