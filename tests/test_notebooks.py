@@ -25,7 +25,7 @@ import ipykernel  # noqa: F401
 import matplotlib  # noqa: F401
 import optax  # noqa: F401
 import sklearn  # noqa: F401
-import statsmodels  # noqa: F401  (07: the Engel data and QuantReg)
+import statsmodels  # noqa: F401  (07: the Engel data and QuantReg; 08: ZeroInflatedPoisson, OrderedModel)
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 KERNEL_NAME = "mlnll-test-python"
@@ -56,9 +56,9 @@ def _execute(path: pathlib.Path, workdir: pathlib.Path) -> None:
     client.execute(cleanup_kc=True)
 
 
-def test_there_are_seven_notebooks():
+def test_there_are_eight_notebooks():
     names = [p.name for p in NOTEBOOKS]
-    assert len(names) == 7 and [n[:3] for n in names] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_"], names
+    assert len(names) == 8 and [n[:3] for n in names] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_"], names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
