@@ -62,8 +62,10 @@ def _inputs(case, dtype, n=N, seed=0):
 
 
 def _raises_not_implemented(fn, *args) -> bool:
+    """Whether ``fn(*args)`` raises NotImplementedError; found by tracing alone (``eval_shape``:
+    no compile, where an eager call compiles every primitive it runs)."""
     try:
-        fn(*args)
+        jax.eval_shape(fn, *args)
     except NotImplementedError:
         return True
     return False
@@ -170,15 +172,20 @@ def _plain_grad(case, outputs, targets):
     return jax.grad(lambda o: -jnp.sum(case.plain_log_prob(o, targets)))(outputs)
 
 
+def _closed_and_autodiff_grads(family, outputs, targets):
+    """The closed-form ``grad`` and ``jax.grad`` of the summed negative ``log_prob`` (jitted: one program)."""
+    neg_log_prob = lambda o: -jnp.sum(family.log_prob(o, targets).astype(jnp.float32))  # noqa: E731
+    return family.grad(outputs, targets), jax.grad(neg_log_prob)(outputs)
+
+
 @pytest.mark.parametrize(("dtype", "use_jit"), MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("case", PLAIN, ids=[c.name for c in PLAIN])
 def test_closed_form_and_jax_grad_match_autodiff_of_the_plain_formula(case, dtype, use_jit):
     """The closed form ``grad`` and ``jax.grad`` of ``log_prob`` (which runs through the family's
     derivation) against ``jax.grad`` of the textbook formula in float64, at the same inputs."""
     outputs, targets = _inputs(case, dtype)
-    closed = _method(case.family, "grad", use_jit)(outputs, targets)
-    neg_log_prob = lambda o: -jnp.sum(case.family.log_prob(o, targets).astype(jnp.float32))  # noqa: E731
-    through_log_prob = (jax.jit(jax.grad(neg_log_prob)) if use_jit else jax.grad(neg_log_prob))(outputs)
+    both = jax.jit(_closed_and_autodiff_grads, static_argnums=0) if use_jit else _closed_and_autodiff_grads
+    closed, through_log_prob = both(case.family, outputs, targets)
     outputs64, targets64 = _float_leaves_to(outputs, F64), _float_leaves_to(targets, F64)
     want = _plain_grad(case, outputs64, targets64)
     for i, (c, t, w) in enumerate(zip(jax.tree.leaves(closed), jax.tree.leaves(through_log_prob), jax.tree.leaves(want))):
@@ -274,7 +281,11 @@ _BAD_FLOATS = (-1.5, 0.5, 2.5, np.inf, -np.inf)
 
 
 def _with_bad_first_target(targets, value):
-    return jax.tree.map(lambda y: y.at[0].set(jnp.asarray(value).astype(y.dtype)), targets)
+    def put(y):
+        y = np.array(y)  # a copy, set in numpy (an eager .at[].set compiles per dtype and shape)
+        y[0] = np.asarray(value).astype(y.dtype)
+        return jnp.asarray(y)
+    return jax.tree.map(put, targets)
 
 
 def _bad_targets(case, outputs, targets):
@@ -287,7 +298,7 @@ def _bad_targets(case, outputs, targets):
     found = []
     for value in candidates:
         bad = _with_bad_first_target(targets, value)
-        lp = _f64(case.family.log_prob(outputs, bad))
+        lp = _f64(jitted(case.family, "log_prob")(outputs, bad))
         if lp[0] == -np.inf and np.all(np.isfinite(lp[1:])):
             found.append((value, bad))
     return found
@@ -337,15 +348,22 @@ def _per_example(leaf, batch_ndim):
     return np.asarray(leaf, np.float64).reshape(n, -1)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _value_and_both_gradients(family, outputs, targets):
+    """``log_prob``, ``jax.grad`` of its float64 sum and the closed-form ``grad``: one program."""
+    value = family.log_prob(outputs, targets)
+    autodiff = jax.grad(lambda o: jnp.sum(family.log_prob(o, targets).astype(jnp.float64)))(outputs)
+    return value, autodiff, family.grad(outputs, targets)
+
+
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_extreme_inputs_give_no_nan_and_finite_gradients_where_the_value_is_finite(case, dtype):
     outputs, targets = case.extreme(dtype)
-    log_prob = np.asarray(jitted(case.family, "log_prob")(outputs, targets), np.float64)
+    log_prob, autodiff, closed = _value_and_both_gradients(case.family, outputs, targets)
+    log_prob = np.asarray(log_prob, np.float64)
     assert not np.any(np.isnan(log_prob)), log_prob
     finite = np.isfinite(log_prob).reshape(-1)
-    autodiff = jax.jit(jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets).astype(jnp.float64))))(outputs)
-    closed = jitted(case.family, "grad")(outputs, targets)
     for name, tree in (("jax.grad", autodiff), ("closed form", closed)):
         for leaf in jax.tree.leaves(tree):
             per = _per_example(leaf, log_prob.ndim)
@@ -364,8 +382,8 @@ def test_low_precision_outputs_are_computed_in_float32_and_returned_in_their_dty
     want = np.asarray(jitted(case.family, "log_prob")(_float_leaves_to(outputs_low, F32), targets), np.float64)
     eps = float(jnp.finfo(low).eps)
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=eps, atol=eps * 1e-3)
-    grads = jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets).astype(F32)))(outputs_low)
-    grads_ref = jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets)))(_float_leaves_to(outputs_low, F32))
+    grads = jax.jit(jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets).astype(F32))))(outputs_low)
+    grads_ref = jax.jit(jax.grad(lambda o: jnp.sum(case.family.log_prob(o, targets))))(_float_leaves_to(outputs_low, F32))
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
         assert g.dtype == low
         r = np.asarray(r, np.float64)
