@@ -254,7 +254,7 @@ def support(case, outputs, targets) -> Support | None:
         return REAL_VECTORS
     if name in ("LogNormal", "Gamma"):
         return Support("(0, inf)", lambda y, d: _positive(y), _positive_edges)
-    if name == "Exponential":
+    if name in ("Exponential", "Tweedie"):
         return Support("[0, inf)", lambda y, d: np.isfinite(y) & (y >= 0), _positive_edges)
     if name == "Beta":
         return Support("(0, 1)", lambda y, d: (y > 0) & (y < 1), _unit_edges)
