@@ -157,16 +157,16 @@ def test_closed_form_matches_autodiff_of_the_textbook_series(p):
     assert np.all(f64(d_y)[~positive] == 0)  # the atom at 0 does not move with y
 
 
-@pytest.mark.parametrize("p", [1.05, 1.95])
-def test_closed_form_matches_float64_finite_differences_in_both_window_regimes(p):
-    """``check_grads`` (first and second order, forward and reverse) of log_prob, whose derivatives
-    run the closed form, at M from 0.02 (consecutive window) to 1e8 (strided), y = 0 included."""
-    family = mlnll.Tweedie(power=p)
+def test_closed_form_matches_float64_finite_differences_in_both_window_regimes():
+    """``check_grads`` (first and second order, reverse mode) of log_prob, whose derivatives
+    run the closed form, at M from 0.02 (consecutive window) to 1e8 (strided), y = 0 included; at
+    p = 1.95, the widest window (the textbook comparison covers 1.05 and 1.5 at small M)."""
+    family = mlnll.Tweedie(power=1.95)
     y = jnp.asarray([0.0, 0.05, 2.0, 300.0, 1e5, 1e9], F64)
     log_mean = jnp.log(jnp.where(y > 0, y, 1.0)) + jnp.asarray([0.3, -0.5, 0.2, 0.1, -0.05, 0.02], F64)
     log_dispersion = jnp.asarray([0.1, -1.0, 0.5, 0.0, 1.0, -0.5], F64)
     jax.test_util.check_grads(lambda a, b: family.log_prob((a, b), y), (log_mean, log_dispersion),
-                              order=2, modes=("fwd", "rev"), eps=1e-5, rtol=1e-6)
+                              order=2, modes=("rev",), eps=1e-5, rtol=1e-6)
 
 
 def test_fixed_dispersion_equals_the_free_one_at_that_dispersion_and_its_fisher_is_the_mean_block():
