@@ -75,6 +75,7 @@ NOT_YET_SWEPT: tuple[str, ...] = (
     "DirichletMultinomial(n=4)",  # the sweep reads scipy's .support, which dirichlet_multinomial lacks
     "VonMisesFisher",  # (c) float32 log_prob 1.1 to 6.7 times the sweep's tolerance at ordinary inputs
     "LowRankMultivariateNormal",  # (a) NaN without a NaN input at extreme log_cov_diag / factors
+    "Tweedie(power=1.5)",  # (c) float32 log_prob 1.8x the tolerance at y = 1.2e-38: -log y and a log y cancel
 )
 CASES = tuple(c for c in registry.builtin_cases() if c.name not in NOT_YET_SWEPT)
 IDS = [case.name for case in CASES]

@@ -85,7 +85,7 @@ def _scaled_expm1(log_scale: jax.Array, x: jax.Array) -> jax.Array:
 def _half_deviance_over_dispersion(plan: _Plan, power: float, log_u_over_phi: jax.Array, r: jax.Array) -> jax.Array:
     """``d(y, mu) / (2 phi) = (u / phi) g(r)``, ``u = y^(2-p)``, ``r = log(mu / y)``, ``g >= 0``.
 
-    ``g(r) = expm1((2-p) r)/(2-p) + expm1((1-p) r)/(p-1)``: at |r| <= 1 its Taylor series (the two
+    ``g(r) = expm1((2-p) r)/(2-p) + expm1((1-p) r)/(p-1)``: at ``|r| <= 1`` its Taylor series (the two
     expm1 cancel to ``r^2/2`` at r -> 0), elsewhere the two terms (they cancel at most ~4-fold),
     each ``exp(log(u/phi)) expm1(.)`` formed without overflow (``_scaled_expm1``).
     """
@@ -103,6 +103,7 @@ class _Series(NamedTuple):
 
     log_sum: jax.Array
     mean_offset: jax.Array  # E_w[j - M], w_j the terms' share of the sum
+    mean_above_one: jax.Array  # E_w[j - 1]
 
 
 def _series(plan: _Plan, power: float, log_m: jax.Array) -> _Series:
@@ -139,7 +140,7 @@ def _series(plan: _Plan, power: float, log_m: jax.Array) -> _Series:
     shares = jnp.exp(log_terms - top)
     total = jnp.sum(shares, axis=-1)
     log_sum = jnp.squeeze(top, -1) + jnp.log(total) + jnp.log(stride[..., 0])
-    return _Series(log_sum, jnp.sum(shares * offset, axis=-1) / total)
+    return _Series(log_sum, jnp.sum(shares * offset, axis=-1) / total, jnp.sum(shares * (j - 1), axis=-1) / total)
 
 
 def _log_density_and_partials(power: float, log_mean: jax.Array, log_dispersion: jax.Array, y: jax.Array):
@@ -147,7 +148,7 @@ def _log_density_and_partials(power: float, log_mean: jax.Array, log_dispersion:
     (the derivation is in the class docstring)."""
     plan = _plan(power, np.dtype(y.dtype).itemsize)
     a, b, c = (2 - power) / (power - 1), 1 - power, 2 - power
-    positive = y > 0
+    positive = numerics.positive_and_finite(y)  # from the bits: y > 0 is false for a subnormal y under DAZ
     ys = numerics.where(positive, y, jnp.ones_like(y))  # double where: log y
     log_y = numerics.log_of_positive(ys)
     r = log_mean - log_y  # log(mu / y)
@@ -165,9 +166,18 @@ def _log_density_and_partials(power: float, log_mean: jax.Array, log_dispersion:
     d_log_dispersion = numerics.where(positive, dev - (1 + a) * series.mean_offset, lam_phi / c)
 
     def d_y():
-        # (a E_w[j - M] - 1) / y + (y^(1-p) - mu^(1-p)) / (phi (p - 1)); 0 at the point mass y = 0.
-        slope = ((a * series.mean_offset - 1) * jnp.exp(-log_y)
-                 - _scaled_expm1(b * log_y - log_dispersion, b * r) / (power - 1))
+        # (a E_w[j] - 1)/y - mu^(1-p)/(phi (p - 1)), 0 at the point mass y = 0. Where M >= 1 as
+        # (a E_w[j - M] - 1)/y + (y^(1-p) - mu^(1-p))/(phi (p - 1)) (a M/y = y^(1-p)/(phi (p - 1)):
+        # the two terms that cancel near mu = y are one expm1). Where M < 1 (tiny y) in the first
+        # form, with a E_w[j] - 1 = a E_w[j - 1] + (a - 1) (exactly E_w[j - 1] at p = 3/2, where the
+        # two 1/y terms that overflow float32 at y = 1e-45 cancel) divided by y in logs.
+        near_mu = (a * series.mean_offset - 1) * jnp.exp(-log_y) - _scaled_expm1(b * log_y - log_dispersion, b * r) / (power - 1)
+        numerator = a * series.mean_above_one + (a - 1)
+        nonzero = numerator != 0
+        log_abs = jnp.log(numerics.where(nonzero, jnp.abs(numerator), jnp.ones_like(numerator)))  # double where: log 0
+        over_y = numerics.where(nonzero, jnp.sign(numerator) * jnp.exp(log_abs - log_y), jnp.zeros_like(numerator))
+        tiny_y = over_y - jnp.exp(b * log_mean - log_dispersion) / (power - 1)
+        slope = numerics.where(log_m >= 0, near_mu, tiny_y)
         return numerics.where(positive, slope, jnp.zeros_like(slope))
 
     return value, (d_log_mean, d_log_dispersion, d_y)
@@ -229,7 +239,7 @@ class Tweedie:
     ``log p(y) = log p(y | mu = y) - d(y, mu)/(2 phi)``, with
     ``log p(y | mu = y) = -log y + log(a)/2 - log(2 pi) + log sum_j exp(-(1 + a) bd0(j, M) - delta(j)
     - delta(a j))`` and the unit deviance ``d(y, mu)/2 = y^(2-p) g(log(mu/y))``,
-    ``g(r) = expm1((2-p) r)/(2-p) + expm1((1-p) r)/(p-1) >= 0`` (its Taylor series at |r| <= 1). No
+    ``g(r) = expm1((2-p) r)/(2-p) + expm1((1-p) r)/(p-1) >= 0`` (its Taylor series at ``|r| <= 1``). No
     term is larger than the result needs: ``lgamma`` of 1e10 (2e11, whose rounding alone would be
     2e-5 nats) never appears, and log p keeps its relative accuracy at y = 1e30.
 
@@ -302,7 +312,7 @@ class Tweedie:
         """The outputs, the targets (those off the support replaced by 1: double where) and
         whether each target is valid (0, or finite and positive: a subnormal y is positive)."""
         p, y = unpack.with_targets(self._params(outputs), targets, family=self._name)
-        valid = (y == 0) | numerics.positive_and_finite(y)
+        valid = numerics.nonnegative_and_finite(y)  # from the bits: a negative subnormal y is outside
         return p, numerics.where(valid, y, jnp.ones_like(y)), valid
 
     def _log_dispersion(self, p: unpack.Params) -> jax.Array:
