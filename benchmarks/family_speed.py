@@ -193,6 +193,13 @@ def _dirichlet_multinomial_inputs(size, n=10, k=16):
     return log_a, mlnll.DirichletMultinomial(total_count=n).sample(keys[1], log_a)
 
 
+def _tweedie_inputs(size, power=1.5):
+    """Log-means N(0, 1), log-dispersions 0.5 N(0, 1), targets from the compound Poisson-Gamma."""
+    k = _keys(15, 3)
+    outputs = (jax.random.normal(k[0], (size,)), 0.5 * jax.random.normal(k[1], (size,)))
+    return outputs, mlnll.Tweedie(power=power).sample(k[2], outputs)
+
+
 # -- peers: the log-density a user would write ----------------------------------------------------
 
 
@@ -340,6 +347,8 @@ def rows() -> list[Row]:
             lambda n: _tail_inputs(n, mlnll.AsymmetricLaplace(quantile=0.9)), _asymmetric_laplace_peer(0.9)),
         Row("Weibull", "plain: log_k - log_scale + (k - 1) log(y / scale) - (y / scale)**k", mlnll.Weibull(),
             lambda n: _tail_inputs(n, mlnll.Weibull()), _weibull_peer),
+        Row("Tweedie(power=1.5)", "plain: Dunn-Smyth series, logsumexp over j = 1..200 of j z - lgamma(j + 1) - lgamma(j a)",
+            mlnll.Tweedie(power=1.5), _tweedie_inputs, mlnll.Tweedie.check_cases()[0].plain_log_prob),
     ]
 
 

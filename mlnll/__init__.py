@@ -43,7 +43,7 @@ from mlnll._src.families.log_normal import LogNormal as LogNormal
 from mlnll._src.families.logistic import Logistic as Logistic
 from mlnll._src.families.student_t import StudentT as StudentT
 from mlnll._src.families.normal_inverse_gamma import NormalInverseGamma as NormalInverseGamma
-# --- positive (Exponential, Gamma, Beta, Dirichlet, VonMises) ---
+# --- positive (Exponential, Gamma, Beta, Dirichlet, VonMises, Weibull, Tweedie) ---
 from mlnll._src.families.beta import Beta as Beta
 from mlnll._src.families.dirichlet import Dirichlet as Dirichlet
 from mlnll._src.families.exponential import Exponential as Exponential
@@ -51,6 +51,7 @@ from mlnll._src.families.gamma import Gamma as Gamma
 from mlnll._src.families.von_mises import VonMises as VonMises
 from mlnll._src.families.von_mises_fisher import VonMisesFisher as VonMisesFisher
 from mlnll._src.families.weibull import Weibull as Weibull
+from mlnll._src.families.tweedie import Tweedie as Tweedie
 # --- ordinal and rankings (OrderedLogistic, PlackettLuce) ---
 from mlnll._src.families.ordered_logistic import OrderedLogistic as OrderedLogistic
 from mlnll._src.families.plackett_luce import PlackettLuce as PlackettLuce
@@ -120,6 +121,7 @@ __all__ = [
     "VonMises",
     "VonMisesFisher",
     "Weibull",
+    "Tweedie",
     # ordinal and rankings
     "OrderedLogistic",
     "PlackettLuce",

@@ -38,6 +38,9 @@ StudentTOutputArrays: TypeAlias = tuple[jax.Array, jax.Array, jax.Array] | tuple
 NegativeBinomialOutputs: TypeAlias = PairOutputs  # (log_mean, log_concentration)
 NegativeBinomialOutputArrays: TypeAlias = PairOutputArrays
 GammaOutputs: TypeAlias = PairOutputs  # (log_concentration, log_rate)
+# (log_mean, log_dispersion), or log_mean alone with Tweedie(power=p, dispersion=phi).
+TweedieOutputs: TypeAlias = LocScaleOutputs
+TweedieOutputArrays: TypeAlias = LocScaleOutputArrays
 GammaOutputArrays: TypeAlias = PairOutputArrays
 BetaOutputs: TypeAlias = PairOutputs  # (log_concentration1, log_concentration0)
 BetaOutputArrays: TypeAlias = PairOutputArrays
