@@ -291,3 +291,51 @@ def test_poisson_where_the_rate_overflows(dtype):
         assert np.all(np.asarray(run(log_rate, y)) == -np.inf), run(log_rate, y)
     d = jax.jit(jax.grad(lambda o: jnp.sum(family.log_prob(o, y))))(log_rate)
     assert not np.any(np.isnan(np.asarray(d))), d  # y - rate = -inf: never NaN inside the support
+
+
+# -- VonMisesFisher (d = 3) ----------------------------------------------------------------------
+
+
+def _vmf3(v0, v1, v2, log_k, x0, x1, x2):
+    """d = 3: ``log C_3(k) + k - k |x - mu|^2 / 2`` (``k mu.x + log C_3`` on the sphere, the form the
+    family documents), ``log C_3 = log k - log(4 pi) - log sinh k``, mu = v / |v|."""
+    k = mp.exp(log_k)
+    norm = mp.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
+    mu = [v0 / norm, v1 / norm, v2 / norm]
+    gap = sum((x - m) ** 2 for x, m in zip((x0, x1, x2), mu))
+    return log_k - mp.log(4 * mp.pi) - mp.log(mp.sinh(k)) + k - k * gap / 2
+
+
+# (direction, log_concentration, target): ordinary inputs at which the Bessel path's float32 value
+# was off by 1.9e-5 (6.4 times the sweep's tolerance: Debye's log(I_25.5 e^-k) and 25 log-ratios of
+# size ~4 summed to c ~ -1.7; now the closed form of C_3) and a concentration of 0.05 (160 eps
+# there); directions with entries of 3e38, whose norm overflows (the log-density was -inf, then NaN
+# where XLA:CPU's 1/max|v| flushed to 0).
+VMF_POINTS = [
+    ((1.0526700019836426, 0.029527414590120316, -1.089188814163208), -0.9403597116470337,
+     (0.8222713470458984, 0.5501538515090942, 0.14560405910015106)),
+    ((-0.7178327441215515, -0.13462534546852112, 0.6773449182510376), math.log(0.05),
+     (-0.9297536611557007, 0.04859011247754097, -0.3649618625640869)),
+    ((1.819326639175415, -0.3009195029735565, 3e38), -1.4944745302200317,
+     (-0.6484209895133972, 0.7033288478851318, -0.29133957624435425)),
+    ((3e38, 1.0651518106460571, 3e38), -1.0731371641159058,
+     (0.9058073163032532, -0.2547200620174408, 0.3385716676712036)),
+]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_von_mises_fisher_on_the_sphere(dtype):
+    family = mlnll.VonMisesFisher()
+    v = jnp.asarray([p[0] for p in VMF_POINTS], dtype)
+    log_k = jnp.asarray([p[1] for p in VMF_POINTS], dtype)
+    # on the sphere to the dtype's rounding (float32 unit vectors are off it by ~1e-7 > sqrt(eps) of float64)
+    x = jnp.asarray([np.asarray(p[2]) / np.linalg.norm(p[2]) for p in VMF_POINTS], dtype)
+    values, ((d_v, d_log_k), _) = _value_and_vjp(family.log_prob)((v, log_k), x)
+    for i in range(len(VMF_POINTS)):
+        point = _rounded([*np.asarray(v[i]), log_k[i], *np.asarray(x[i])], dtype)
+        want, grads = _mp_value_and_gradient(_vmf3, point, dps=120)
+        # the value to its conditioning: k |x - mu|^2 / 2 and c are of order 1 at these k
+        tol = 16 * _eps(dtype)
+        _close(float(values[i]), want, tol, (i, "value"))
+        for j, got in enumerate([*np.asarray(d_v[i]), d_log_k[i]]):
+            _close(float(got), grads[j], tol, (i, "gradient", j))
