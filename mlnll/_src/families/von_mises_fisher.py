@@ -168,7 +168,7 @@ def _k_coth_k_minus_1_over_k2() -> tuple[Fraction, ...]:
     count = 2 * _SPHERE_SERIES_TERMS + 1
     bernoulli = [Fraction(1)]
     for m in range(1, count):
-        bernoulli.append(-sum(math.comb(m + 1, j) * bernoulli[j] for j in range(m)) / (m + 1))
+        bernoulli.append(-sum((math.comb(m + 1, j) * bernoulli[j] for j in range(m)), Fraction(0)) / (m + 1))
     return tuple(Fraction(2 ** (2 * n)) * bernoulli[2 * n] / math.factorial(2 * n)
                  for n in range(1, _SPHERE_SERIES_TERMS + 1))
 
