@@ -71,12 +71,9 @@ from mlnll._src.verify import registry
 # row failing when taken off this list. Merged after the sweep was extended, each with what its row
 # finds today:
 NOT_YET_SWEPT: tuple[str, ...] = (
-    # (a) NaN at log_concentration0 = 1e4 (a concentration of inf), y = 6: the negative-binomial terms of
-    # its identity at r = inf (NegativeBinomial's KNOWN (a), the Poisson limit not written)
-    "BetaBinomial(n=10)",
-    # the same NaN at a log_concentration of 1e4 or 3e38; (c) float32 -2.38e-7 for -3.07e-7 at a
-    # near-certain count vector (log_concentration [-0.69, 18.4, 1.97], y [0, 4, 0]): the identity's
-    # terms cancel
+    # (c) float32 -2.38e-7 for -3.07e-7 at a near-certain count vector (log_concentration [-0.69, 18.4,
+    # 1.97], y [0, 4, 0]): the negative-binomial terms of its identity cancel (each ~1e-1 in size; the
+    # NaN at a concentration of inf is fixed, test_adversarial_found)
     "DirichletMultinomial(n=4)",
     "LowRankMultivariateNormal",  # (a) NaN without a NaN input at extreme log_cov_diag / factors
 )
@@ -858,12 +855,9 @@ def _window_far_or_narrow(batch: Batch, i: int) -> bool:
 OTHERS = "(the family is another worker's, new in this tree: reported, not changed here)"
 SUB = 1.401298464324817e-45
 KNOWN = [
-    # NegativeBinomial: r = e^1e4 = inf gives NaN (exact: the Poisson limit, which every term of
-    # Loader's form and the log_concentration partial would need as a branch of its own: not written);
-    # at y = 3e38 the value is off by 1.06 times the tolerance (test_adversarial_counts'
-    # KNOWN_WRONG: the absolute error of t_y times y, which needs t_y in two parts).
-    Known("NegativeBinomial", "a", _leaf_beyond(1, high=88.8), "NaN at log_concentration = 1e4 (r = inf)",
-          ((1.0, 1e4), 28.0)),
+    # NegativeBinomial at y = 3e38: the value is off by 1.06 times the tolerance (test_adversarial_counts'
+    # KNOWN_WRONG: the absolute error of t_y times y, which needs t_y in two parts). (r = e^1e4 = inf,
+    # NaN before, is the Poisson limit now: test_adversarial_found.)
     Known("NegativeBinomial", "c", _target_above(1e38), "t_y's absolute error times y = 3e38",
           ((0.19167698919773102, -0.4409768283367157), 3e38)),
     # StudentT with nu = e^log_df below the smallest normal number (log_df < -87.3 in float32,
