@@ -82,10 +82,7 @@ def _value_and_partials(loc, W, log_diag, y):
     res, inv_sd = ls_.standardize(loc, 0.5 * log_diag, y)  # D^{-1/2} (y - loc), range-reduced
     cap = _Capacitance(W, log_diag, inv_sd)
     u, e = cap.ridge(res)
-    # A scaled residual beyond the dtype's range (float32 loc = 3e38) puts the Mahalanobis term, which is
-    # at least |res|^2 / (1 + |Wh|^2), beyond it too: inf, where e = res - Wh u would be inf - inf.
-    overflowed = jnp.any(jnp.isinf(res), -1)
-    mahalanobis = jnp.where(overflowed, jnp.inf, jnp.sum(jnp.square(e), -1) + jnp.sum(jnp.square(u), -1))
+    mahalanobis = jnp.sum(jnp.square(e), -1) + jnp.sum(jnp.square(u), -1)
     value = -0.5 * mahalanobis - 0.5 * cap.log_det - d * numerics.HALF_LOG_2PI
     w = e * inv_sd  # Sigma^{-1} (y - loc)
     M = cap.scaled_gain()
