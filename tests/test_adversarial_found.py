@@ -291,3 +291,115 @@ def test_poisson_where_the_rate_overflows(dtype):
         assert np.all(np.asarray(run(log_rate, y)) == -np.inf), run(log_rate, y)
     d = jax.jit(jax.grad(lambda o: jnp.sum(family.log_prob(o, y))))(log_rate)
     assert not np.any(np.isnan(np.asarray(d))), d  # y - rate = -inf: never NaN inside the support
+
+
+# -- VonMisesFisher (d = 3) ----------------------------------------------------------------------
+
+
+def _vmf3(v0, v1, v2, log_k, x0, x1, x2):
+    """d = 3: ``log C_3(k) + k - k |x - mu|^2 / 2`` (``k mu.x + log C_3`` on the sphere, the form the
+    family documents), ``log C_3 = log k - log(4 pi) - log sinh k``, mu = v / |v|."""
+    k = mp.exp(log_k)
+    norm = mp.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
+    mu = [v0 / norm, v1 / norm, v2 / norm]
+    gap = sum((x - m) ** 2 for x, m in zip((x0, x1, x2), mu))
+    return log_k - mp.log(4 * mp.pi) - mp.log(mp.sinh(k)) + k - k * gap / 2
+
+
+# (direction, log_concentration, target): ordinary inputs at which the Bessel path's float32 value
+# was off by 1.9e-5 (6.4 times the sweep's tolerance: Debye's log(I_25.5 e^-k) and 25 log-ratios of
+# size ~4 summed to c ~ -1.7; now the closed form of C_3) and a concentration of 0.05 (160 eps
+# there); directions with entries of 3e38, whose norm overflows (the log-density was -inf, then NaN
+# where XLA:CPU's 1/max|v| flushed to 0).
+VMF_POINTS = [
+    ((1.0526700019836426, 0.029527414590120316, -1.089188814163208), -0.9403597116470337,
+     (0.8222713470458984, 0.5501538515090942, 0.14560405910015106)),
+    ((-0.7178327441215515, -0.13462534546852112, 0.6773449182510376), math.log(0.05),
+     (-0.9297536611557007, 0.04859011247754097, -0.3649618625640869)),
+    ((1.819326639175415, -0.3009195029735565, 3e38), -1.4944745302200317,
+     (-0.6484209895133972, 0.7033288478851318, -0.29133957624435425)),
+    ((3e38, 1.0651518106460571, 3e38), -1.0731371641159058,
+     (0.9058073163032532, -0.2547200620174408, 0.3385716676712036)),
+]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_von_mises_fisher_on_the_sphere(dtype):
+    family = mlnll.VonMisesFisher()
+    v = jnp.asarray([p[0] for p in VMF_POINTS], dtype)
+    log_k = jnp.asarray([p[1] for p in VMF_POINTS], dtype)
+    # on the sphere to the dtype's rounding (float32 unit vectors are off it by ~1e-7 > sqrt(eps) of float64)
+    x = jnp.asarray([np.asarray(p[2]) / np.linalg.norm(p[2]) for p in VMF_POINTS], dtype)
+    values, ((d_v, d_log_k), _) = _value_and_vjp(family.log_prob)((v, log_k), x)
+    for i in range(len(VMF_POINTS)):
+        point = _rounded([*np.asarray(v[i]), log_k[i], *np.asarray(x[i])], dtype)
+        want, grads = _mp_value_and_gradient(_vmf3, point, dps=120)
+        # the value to its conditioning: k |x - mu|^2 / 2 and c are of order 1 at these k
+        tol = 16 * _eps(dtype)
+        _close(float(values[i]), want, tol, (i, "value"))
+        for j, got in enumerate([*np.asarray(d_v[i]), d_log_k[i]]):
+            _close(float(got), grads[j], tol, (i, "gradient", j))
+
+
+# -- Negative-binomial terms at a concentration of inf (NegativeBinomial, BetaBinomial, DirichletMultinomial)
+
+
+def _log_rising(x, k):
+    """``log Gamma(x + k) / Gamma(x)`` for a whole k >= 0, as a sum of logs (exact at x = e^1e4, where
+    two loggammas would need thousands of digits to cancel)."""
+    return mp.fsum(mp.log(x + j) for j in range(int(k)))
+
+
+def _negative_binomial(log_mean, log_r, y):
+    mu, r = mp.exp(log_mean), mp.exp(log_r)
+    return _log_rising(r, y) - mp.loggamma(y + 1) - r * mp.log1p(mu / r) + y * (log_mean - mp.log(r + mu))
+
+
+def _beta_binomial(n, y):
+    def f(log_a, log_b):
+        a, b = mp.exp(log_a), mp.exp(log_b)
+        return (mp.loggamma(n + 1) - mp.loggamma(y + 1) - mp.loggamma(n - y + 1) + _log_rising(a, y)
+                + _log_rising(b, n - y) - _log_rising(a + b, n))
+    return f
+
+
+def _dirichlet_multinomial(n, ys):
+    def f(*log_a):
+        a = [mp.exp(x) for x in log_a]
+        return (mp.loggamma(n + 1) - mp.fsum(mp.loggamma(y + 1) for y in ys) - _log_rising(mp.fsum(a), n)
+                + mp.fsum(_log_rising(ak, y) for ak, y in zip(a, ys)))
+    return f
+
+
+# A concentration e^1e4 (inf in both dtypes; e^3e38 is the same): Loader's r-terms (-delta(r) +
+# delta(r + y) - bd0(r, m_r), ~ -(y - mu)^2/(2r)) were inf - inf = NaN, where the exact value is the
+# Poisson limit (NegativeBinomial) or finite and far below 0 (BetaBinomial's -y log b, the sweep's
+# row at y = 6; DirichletMultinomial's -(n - y_k) log a_k). NegativeBinomial's row was a strict xfail.
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_counts_at_an_infinite_concentration(dtype):
+    nb = lambda y: lambda a, b: _negative_binomial(a, b, mp.mpf(y))  # noqa: E731
+    cases = [  # (family, rows of (outputs, target, mpmath log p)): one program per family
+        (mlnll.NegativeBinomial(), [((1.0, 1e4), 28.0, nb(28)), ((-0.4409768283367157, 1e4), 0.0, nb(0))]),
+        (mlnll.BetaBinomial(total_count=10), [((0.5274223368444175, 1e4), 6.0, _beta_binomial(10, 6)),
+                                               ((1e4, 1.0006767511367798), 0.0, _beta_binomial(10, 0))]),
+        (mlnll.DirichletMultinomial(total_count=4),
+         [(((0.5274223368444175, -2.7987450069758144, 1e4),), (2.0, 1.0, 1.0), _dirichlet_multinomial(4, (2, 1, 1)))]),
+    ]
+    # relative to the value (or 1): the value is -y log b (or -(n - y_k) log a_k) at e^1e4, a product of
+    # one rounded input, and its other terms are of order 1
+    tol = 16 * _eps(dtype)
+    if dtype == F64:
+        cases = cases[:2]  # DirichletMultinomial's float64 path is BetaBinomial's (one compile less)
+    for family, rows in cases:
+        points = [_rounded(outputs[0] if len(outputs) == 1 else outputs, dtype) for outputs, _, _ in rows]
+        if len(rows[0][0]) == 1:  # one output leaf, a vector (DirichletMultinomial)
+            o = jnp.asarray(points, dtype)
+        else:
+            o = tuple(jnp.asarray(column, dtype) for column in zip(*points))
+        values, (d_outputs, _) = _value_and_vjp(family.log_prob)(o, jnp.asarray([y for _, y, _ in rows], dtype))
+        d_rows = np.asarray(d_outputs) if len(rows[0][0]) == 1 else np.stack([np.asarray(g) for g in d_outputs], -1)
+        for i, (point, (_, _, exact)) in enumerate(zip(points, rows)):
+            want, grads = _mp_value_and_gradient(exact, point)
+            _close(float(values[i]), want, tol, (family, point, "value"))
+            for j, g in enumerate(grads):
+                _close(float(d_rows[i][j]), g, tol, (family, point, "gradient", j))

@@ -71,18 +71,31 @@ def _log_pmf_value(a: jax.Array, b: jax.Array, y: jax.Array, sh: _Shared | None 
     # s = log((r + mu) / (r + y)) = log1p(mu/r) - log1p(y/r), both as softplus of a log-ratio.
     s = sh.softplus_a_minus_b - log1p_y_over_r
     t_y = numerics.log_ratio(ys, a) + s  # log(y / m_y), m_y = (r + y) mu / (r + mu)
-    delta_r = gamma_bessel.stirling_remainder_in_dtype(r, b)
-    delta_r_plus_y = gamma_bessel.stirling_remainder_in_dtype(r + ys)  # r + y >= 1: no x < 1 branch
+    # The Poisson limit where r = e^b overflows: the r-terms (-delta(r) + delta(r + y) - bd0(r, m_r),
+    # together about -(y - mu)^2 / (2 r)) are below eps / e (absolute) where 2 log max(y, mu) - b <
+    # log(eps) - 1, and are inf - inf at r = inf; there they are 0 (s = 0 and t_y = log(y/mu) already).
+    # Elsewhere (r = inf beside a huge y or mu) the form is NaN as before.
+    eps = float(jnp.finfo(b.dtype).eps)
+    poisson = (b > math.log(float(jnp.finfo(b.dtype).max))) & (
+        2 * jnp.maximum(log_ys, a) - b < math.log(eps) - 1)
+    b_r = numerics.where(poisson, jnp.zeros_like(b), b)  # double where: the r-terms see r = 1 there
+    r_r = numerics.where(poisson, jnp.ones_like(r), r)
+    s_r = numerics.where(poisson, jnp.zeros_like(s), s)
+    zero = jnp.zeros_like(b)
+    delta_r = numerics.where(poisson, zero, gamma_bessel.stirling_remainder_in_dtype(r_r, b_r))
+    # r + y >= 1: no x < 1 branch
+    delta_r_plus_y = numerics.where(poisson, zero, gamma_bessel.stirling_remainder_in_dtype(r_r + ys))
+    bd0_r = numerics.where(poisson, zero, counts.bd0_in_dtype(r_r, s_r, jnp.exp(b_r - s_r)))  # m_r = r e^(-s)
     spread = (
         -0.5 * log1p_y_over_r
         - delta_r
         + delta_r_plus_y
         - counts.log_factorial_part_in_dtype(ys, log_ys)
-        - counts.bd0_in_dtype(r, s, jnp.exp(b - s))  # m_r = (r + y) r / (r + mu) = r e^(-s)
+        - bd0_r
         - counts.bd0_in_dtype(ys, t_y, ys * jnp.exp(-t_y))
     )
     # y = 0: log p = r log(r / (r + mu)) = -r softplus(a - b), kept ~ -mu when mu / r underflows.
-    at_zero = -numerics.softplus_times_exp(b, a - b)
+    at_zero = -numerics.softplus_times_exp(b, a - b, a)  # e^(b + (a - b)) is e^a: from a itself
     return numerics.where(positive, spread, at_zero)
 
 

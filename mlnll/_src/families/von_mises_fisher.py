@@ -152,8 +152,83 @@ class Normaliser(NamedTuple):
     b: jax.Array
 
 
+# -- d = 3 (the sphere): the normaliser in closed form ---------------------------------------------
+# k coth k - 1 = sum_{n>=1} 2^(2n) B_2n k^(2n) / (2n)! (B_2n Bernoulli numbers); successive terms
+# shrink by about (k/pi)^2 <= 0.102 below k = 1, so 18 terms are exact to ~1e-18 relative there.
+_SPHERE_SERIES_K = 1.0
+_SPHERE_SERIES_TERMS = 18
+# Below k = 0.01, log(sinh k / k) = k^2/6 - k^4/180 (the next term, k^6/2835, is below 4e-16).
+_SPHERE_TINY_K = 0.01
+
+
+@functools.cache
+def _k_coth_k_minus_1_over_k2() -> tuple[Fraction, ...]:
+    """Coefficients in k^2 of ``(k coth k - 1)/k^2 = sum_{n>=1} 2^(2n) B_2n k^(2n-2) / (2n)!``, exactly
+    (the Bernoulli numbers by ``sum_{j<m} C(m + 1, j) B_j = -(m + 1) B_m``)."""
+    count = 2 * _SPHERE_SERIES_TERMS + 1
+    bernoulli = [Fraction(1)]
+    for m in range(1, count):
+        bernoulli.append(-sum((math.comb(m + 1, j) * bernoulli[j] for j in range(m)), Fraction(0)) / (m + 1))
+    return tuple(Fraction(2 ** (2 * n)) * bernoulli[2 * n] / math.factorial(2 * n)
+                 for n in range(1, _SPHERE_SERIES_TERMS + 1))
+
+
+def _sphere_normaliser(log_k: jax.Array) -> Normaliser:
+    """``log_normaliser_parts`` at d = 3, in closed form: ``C_3(k) = k / (4 pi sinh k)``,
+    ``A_3(k) = coth k - 1/k``.
+
+    ``c = k + log C_3 = log k - log(2 pi) - log(1 - e^-2k)`` (``log sinh k = k + log1mexp(2k) -
+    log 2``), evaluated in three ranges so that nothing overflows or cancels:
+
+    * ``k < 0.01``: ``c = -log(4 pi) + k - log(sinh k / k)``, ``log(sinh k/k) = k^2/6 - k^4/180``
+      (log k cancels exactly against log(1 - e^-2k); also k = 0, the uniform density 1/(4 pi));
+    * ``k <= 1``: ``c = -log(4 pi) - log(-expm1(-2k) / (2k))`` (the ratio in (0.43, 1], exact to an ulp);
+    * ``k > 1``: ``c = log_k - log(2 pi) - log1p(-e^-2k)`` (finite log_k, and inf at k = inf).
+
+    ``d log C_3 / dk = 1/k - coth k = -A``, so ``dc/dk = 1 - A = B``. ``k A = k coth k - 1`` is
+    ``k^2 P(k^2)`` below k = 1 (the Bernoulli series, no cancellation of k coth k against 1) and
+    ``(k - 1) + 2k / expm1(2k)`` above (``coth k = 1 + 2/expm1(2k)``; k - 1 >= 0 and the second
+    term <= 0.32, so no cancellation); ``k B = k - k A`` below k = 1 (kA <= 0.32 k) and ``1 - 2k /
+    expm1(2k)`` above (the same identity; 2k/expm1(2k) at k = inf is 0 from a clamped k).
+    """
+    k = jnp.exp(log_k)
+    series = k <= _SPHERE_SERIES_K
+    tiny = k < _SPHERE_TINY_K
+    k_s = jnp.where(series, k, 0.0)  # double where: each branch sees a k in its range
+    k_t = jnp.where(tiny, k, 0.0)
+    k_m = jnp.where(series & ~tiny, k, 0.5)
+    k_l = jnp.where(series, 2.0, k)
+    log_4pi = math.log(4 * math.pi)
+    k_t2 = jnp.square(k_t)
+    c_tiny = -log_4pi + k_t - k_t2 * (1 / 6 - k_t2 / 180)
+    c_mid = -log_4pi - jnp.log(-jnp.expm1(-2 * k_m) / (2 * k_m))
+    c_large = jnp.where(series, 0.0, log_k) - LOG_2PI - jnp.log1p(-jnp.exp(-2 * k_l))
+    c = jnp.where(tiny, c_tiny, jnp.where(series, c_mid, c_large))
+    a_series = k_s * numerics.horner(_k_coth_k_minus_1_over_k2(), jnp.square(k_s))  # A = (k coth k - 1)/k
+    k_clamped = jnp.minimum(k_l, 400.0)  # 2k / expm1(2k) is 0 beyond (e^-800 = 0 in float64)
+    tail = 2 * k_clamped / jnp.expm1(2 * k_clamped)
+    k_a = jnp.where(series, k_s * a_series, (k_l - 1) + tail)
+    k_b = jnp.where(series, k_s - k_s * a_series, 1 - tail)
+    huge = k > _HUGE_K
+    k_big = jnp.where(huge, k, _HUGE_K)
+    k_fin = jnp.where(series | huge, 2.0, k)
+    b = jnp.where(series, 1 - a_series, jnp.where(huge, 1 / k_big, k_b / k_fin))
+    a = jnp.where(series, a_series, jnp.where(huge, 1 - b, k_a / k_fin))
+    return Normaliser(c=c, k_a=k_a, k_b=k_b, a=a, b=b)
+
+
 def log_normaliser_parts(d: int, log_k: jax.Array) -> Normaliser:
-    """The ``Normaliser`` at ``k = exp(log_k)`` for the static dimension d.
+    """The ``Normaliser`` at ``k = exp(log_k)`` for the static dimension d: at d = 3 (directions in
+    3D, the most common case) the closed form ``_sphere_normaliser``, chosen statically by d (no
+    Bessel function, and float32 keeps its digits: the Bessel path's float32 c is up to ~160 eps off
+    at k ~ 0.05, see ``bessel_normaliser_parts``); for every other d ``bessel_normaliser_parts``."""
+    if d == 3:
+        return _sphere_normaliser(log_k)
+    return bessel_normaliser_parts(d, log_k)
+
+
+def bessel_normaliser_parts(d: int, log_k: jax.Array) -> Normaliser:
+    """The ``Normaliser`` at ``k = exp(log_k)`` for any static dimension d, from Bessel functions.
 
     ``log C_d(k) = nu log k - d log(2 pi)/2 - log I_nu(k)``, nu = d/2 - 1, so
     ``c = nu log_k - d log(2 pi)/2 - log(I_nu(k) e^-k)``. Three ranges of k, each in its own
@@ -165,6 +240,12 @@ def log_normaliser_parts(d: int, log_k: jax.Array) -> Normaliser:
     * ``k > 2^60``: ``c = (d - 1)(log_k - log(2 pi))/2`` and ``k B = (d - 1)/2`` (Hankel: the next
       terms are ~ nu^2 / k, below an ulp), also at k = inf;
     * between: ``_middle`` (Debye's expansion and the downward recurrence).
+
+    In float32 the middle range is accurate to the size of the terms it sums, not of c: Debye's
+    ``log(I_M e^-k)`` at M >= 25 and the n log-ratios of the recurrence are each up to ~100 at
+    small k and cancel to c ~ -3, so c carries an absolute error of up to ~160 eps at k ~ 0.05
+    (d = 3 and 5; ~75 eps at k = 3), while c's condition number in log_k is ``k B max(|log k|, 1)
+    + |c|`` ~ 3. (float64: the same ~160 eps, 4e-14, inside the suite's 1e-12.)
     """
     nu = d / 2 - 1
     k = jnp.exp(log_k)
@@ -192,17 +273,37 @@ def log_normaliser_parts(d: int, log_k: jax.Array) -> Normaliser:
 # -- the density ------------------------------------------------------------------------------------
 
 
+# Entries above 2^64 are first scaled by 2^-64 (exact): XLA:CPU divides by the reciprocal, and
+# 1/top below the smallest normal number (top > 2^126, float32 entries of 1e38) flushes to 0.
+_PRESCALE = 2.0**64
+
+
+def _scaled(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(w, top)`` with ``v = top w`` over the last axis and ``max |w_i| = 1`` (w = 0 for v = 0)."""
+    top = jnp.max(jnp.abs(v), axis=-1, keepdims=True)
+    big = top > _PRESCALE
+    v = jnp.where(big, v * (1 / _PRESCALE), v)  # exact: a power of two
+    top_scaled = jnp.where(big, top * (1 / _PRESCALE), top)
+    return v / jnp.where(top_scaled > 0, top_scaled, 1.0), top
+
+
 def _norm(v: jax.Array) -> jax.Array:
     """``|v|`` over the last axis, scaled by ``max |v_i|`` (no overflow or underflow of the squares)."""
-    top = jnp.max(jnp.abs(v), axis=-1, keepdims=True)
-    safe = jnp.where(top > 0, top, 1.0)
-    return top[..., 0] * jnp.sqrt(jnp.sum(jnp.square(v / safe), -1))
+    w, top = _scaled(v)
+    return top[..., 0] * jnp.sqrt(jnp.sum(jnp.square(w), -1))
+
+
+def _unit(v: jax.Array) -> jax.Array:
+    """``v / |v|`` over the last axis, as ``w / |w|`` with ``w = v / max |v_i|`` (|w| in [1, sqrt(d)]):
+    no overflow where ``|v|`` itself is beyond the largest float (float32 entries of 3e38)."""
+    w, _ = _scaled(v)
+    return w / jnp.sqrt(jnp.sum(jnp.square(w), -1, keepdims=True))
 
 
 def _value_and_partials(d: int, v: jax.Array, log_k: jax.Array, x: jax.Array):
     """``log p(x)`` and its partials in ``(direction, log_concentration, x)`` (see the class)."""
     norm = _norm(v)
-    mu = v / norm[..., None]
+    mu = _unit(v)
     # 1 - mu.x = |x - mu|^2 / 2 for unit vectors: no cancellation near the mode, where 1 - mu.x
     # loses eps / (1 - mu.x) of itself (the rounding of x moves it by eps |x - mu| instead of eps).
     one_minus_cos = 0.5 * jnp.sum(jnp.square(x - mu), -1)
@@ -246,7 +347,7 @@ def _prepare(outputs, targets):
     tol = _unit_tolerance(y, p)
     p, y = unpack.with_targets(p, y, family=_FAMILY, event_ndim=1)
     valid = jnp.all(jnp.isfinite(y), -1) & (jnp.abs(jnp.sum(jnp.square(y), -1) - 1) <= tol)
-    ys = jnp.where(valid[..., None], y, p.direction / _norm(p.direction)[..., None])  # double where
+    ys = jnp.where(valid[..., None], y, _unit(p.direction))  # double where
     return p, ys, valid
 
 
@@ -256,7 +357,7 @@ def _tangent_unit(mu: jax.Array) -> jax.Array:
     j = jnp.argmin(jnp.abs(mu), axis=-1)
     e = (jnp.arange(d).reshape((1,) * (mu.ndim - 1) + (d,)) == j[..., None]).astype(mu.dtype)
     t = e - jnp.sum(e * mu, -1, keepdims=True) * mu
-    return t / _norm(t)[..., None]
+    return _unit(t)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,14 +420,14 @@ class VonMisesFisher:
     def params(self, outputs: VonMisesFisherOutputs) -> dict[str, jax.Array]:
         """``{"direction": mu (unit), "concentration": k}``."""
         p = _params(outputs)
-        mu = p.direction / _norm(p.direction)[..., None]
+        mu = _unit(p.direction)
         return {"direction": mu.astype(p.dtype), "concentration": jnp.exp(p.log_concentration).astype(p.dtype)}
 
     def mean(self, outputs: VonMisesFisherOutputs) -> jax.Array:
         """``E[x] = A_d(k) mu``, inside the unit ball (its length is the mean resultant length)."""
         p = _params(outputs)
         n = log_normaliser_parts(p.direction.shape[-1], p.log_concentration)
-        return (n.a[..., None] * p.direction / _norm(p.direction)[..., None]).astype(p.dtype)
+        return (n.a[..., None] * _unit(p.direction)).astype(p.dtype)
 
     def sample(self, key: jax.Array, outputs: VonMisesFisherOutputs, *, sample_shape: Sequence[int] = ()) -> jax.Array:
         """Unit vectors ``w mu + sqrt(1 - w^2) xi``, shape ``sample_shape + batch + (d,)``: ``w = mu.x``
@@ -336,16 +437,16 @@ class VonMisesFisher:
         d = p.direction.shape[-1]
         shape = tuple(sample_shape) + p.batch_shape
         k = jnp.broadcast_to(jnp.exp(p.log_concentration), shape)
-        mu = jnp.broadcast_to(p.direction / _norm(p.direction)[..., None], shape + (d,))
+        mu = jnp.broadcast_to(_unit(p.direction), shape + (d,))
         key_w, key_xi = jax.random.split(key)
         one_minus_w = _wood_one_minus_w(key_w, k, d)
         w = 1 - one_minus_w
         g = jax.random.normal(key_xi, shape + (d,), mu.dtype)
         xi = g - jnp.sum(g * mu, -1, keepdims=True) * mu
-        xi = xi / _norm(xi)[..., None]
+        xi = _unit(xi)
         sine = jnp.sqrt(one_minus_w * (1 + w))  # sqrt(1 - w^2) without cancellation near w = 1
         x = w[..., None] * mu + sine[..., None] * xi
-        return (x / _norm(x)[..., None]).astype(p.dtype)
+        return (_unit(x)).astype(p.dtype)
 
     def entropy(self, outputs: VonMisesFisherOutputs) -> jax.Array:
         """``-k A - log C_d(k) = k B - c(k)``."""
@@ -369,7 +470,7 @@ class VonMisesFisher:
                                                         q.log_concentration)
         v_p, v_q = (jnp.broadcast_to(v, batch + (d,)) for v in (v_p, v_q))
         lk_p, lk_q = (jnp.broadcast_to(lk, batch) for lk in (lk_p, lk_q))
-        mu_p, mu_q = v_p / _norm(v_p)[..., None], v_q / _norm(v_q)[..., None]
+        mu_p, mu_q = _unit(v_p), _unit(v_q)
         one_minus_cos = 0.5 * jnp.sum(jnp.square(mu_p - mu_q), -1)  # 1 - cos for unit vectors, no cancellation
         n_p, n_q = log_normaliser_parts(d, lk_p), log_normaliser_parts(d, lk_q)
         k_p, k_q = jnp.exp(lk_p), jnp.exp(lk_q)
@@ -412,7 +513,7 @@ class VonMisesFisher:
         too and the rule is exact for the expected Hessian."""
         p = _params(outputs)
         d = p.direction.shape[-1]
-        mu = p.direction / _norm(p.direction)[..., None]
+        mu = _unit(p.direction)
         n = log_normaliser_parts(d, p.log_concentration)
         sine = jnp.sqrt(n.b * (1 + n.a))[..., None]  # sqrt(1 - A^2) = sqrt(B (1 + A))
         t = _tangent_unit(mu)
@@ -508,7 +609,7 @@ def _sphere_targets(mu, log_k, u_w, u_phi):
     phi = 2 * math.pi * u_phi
     sine = jnp.sqrt(one_minus_w * (1 + w))[..., None]
     x = w[..., None] * mu + sine * (jnp.cos(phi)[..., None] * t1 + jnp.sin(phi)[..., None] * t2)
-    return x / _norm(x)[..., None]
+    return _unit(x)
 
 
 def _random(key, dtype, n):
@@ -516,7 +617,7 @@ def _random(key, dtype, n):
     z = draws.box_muller(u[:, :2 * _D])
     v = z[:, :_D]
     log_k = (1.0 if np.dtype(dtype) == np.float32 else 2.0) * z[:, _D]  # float32: k mu.x rounds by eps k
-    mu = v / _norm(v)[..., None]
+    mu = _unit(v)
     x = _sphere_targets(mu, log_k, u[:, 2 * _D], u[:, 2 * _D + 1])
     return (v.astype(dtype), log_k.astype(dtype)), x.astype(dtype)
 
