@@ -189,7 +189,8 @@ def _sphere_normaliser(log_k: jax.Array) -> Normaliser:
     ``k^2 P(k^2)`` below k = 1 (the Bernoulli series, no cancellation of k coth k against 1) and
     ``(k - 1) + 2k / expm1(2k)`` above (``coth k = 1 + 2/expm1(2k)``; k - 1 >= 0 and the second
     term <= 0.32, so no cancellation); ``k B = k - k A`` below k = 1 (kA <= 0.32 k) and ``1 - 2k /
-    expm1(2k)`` above (the same identity; 2k/expm1(2k) at k = inf is 0 from a clamped k).
+    expm1(2k)`` above (the same identity; 2k/expm1(2k) is taken at min(k, 30), where it is below an
+    ulp and expm1 finite in every dtype: its derivative is then finite, not inf/inf).
     """
     k = jnp.exp(log_k)
     series = k <= _SPHERE_SERIES_K
@@ -205,7 +206,10 @@ def _sphere_normaliser(log_k: jax.Array) -> Normaliser:
     c_large = jnp.where(series, 0.0, log_k) - LOG_2PI - jnp.log1p(-jnp.exp(-2 * k_l))
     c = jnp.where(tiny, c_tiny, jnp.where(series, c_mid, c_large))
     a_series = k_s * numerics.horner(_k_coth_k_minus_1_over_k2(), jnp.square(k_s))  # A = (k coth k - 1)/k
-    k_clamped = jnp.minimum(k_l, 400.0)  # 2k / expm1(2k) is 0 beyond (e^-800 = 0 in float64)
+    # 2k / expm1(2k) is below 1e-24 from k = 30 on (beyond an ulp of kA and kB), and expm1(60) is
+    # finite in float32: a clamp where expm1 overflows (k = 400 in float64, 45 in float32) gives a
+    # finite value but a NaN derivative (2/expm1 - 4k e^2k / expm1^2 = inf/inf).
+    k_clamped = jnp.minimum(k_l, 30.0)
     tail = 2 * k_clamped / jnp.expm1(2 * k_clamped)
     k_a = jnp.where(series, k_s * a_series, (k_l - 1) + tail)
     k_b = jnp.where(series, k_s - k_s * a_series, 1 - tail)
