@@ -77,16 +77,19 @@ def _ordered_log_pmf(eta, raw0, raw1, raw2, k):
 
 # (eta, raw_cutpoints, label): a gap exp(raw_2) of e^1e4 and e^3e38 (inf in both dtypes) around
 # the middle class 2: its d/d raw_2 was s_k A + d/expm1(d) = inf * 0 = NaN (exact 0, the class's
-# probability no longer depends on the upper cutpoint), and a middle class at ordinary values.
+# probability no longer depends on the upper cutpoint); a gap exp(-88.7), subnormal in float32,
+# which XLA:CPU flushed to 0: -inf for the exact -90.22 (the sweep's find); and a middle class at
+# ordinary values.
 ORDERED_POINTS = [
     (-1.1726970672607422, (-0.2933128774166107, -0.06811729818582535, 1e4), 2),
     (2.519587516784668, (-0.13952042162418365, -0.14868836104869843, 3e38), 2),
+    (1.5103960037231445, (-0.06102792173624039, -0.18463532626628876, -88.69999694824219), 2),
     (0.3, (-0.5, 0.1, 0.2), 1),
 ]
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
-def test_ordered_logistic_at_an_infinite_gap(dtype):
+def test_ordered_logistic_at_an_infinite_and_a_subnormal_gap(dtype):
     eta = jnp.asarray([p[0] for p in ORDERED_POINTS], dtype)
     raw = jnp.asarray([p[1] for p in ORDERED_POINTS], dtype)
     labels = jnp.asarray([p[2] for p in ORDERED_POINTS], jnp.int32)

@@ -13,6 +13,7 @@ from jax.typing import ArrayLike
 
 from mlnll._src import numerics, unpack, validate
 from mlnll._src.closed_form import closed_form, minus_inf_off_support
+from mlnll._src.families import _tails
 from mlnll._src.types import OrderedLogisticOutputArrays, OrderedLogisticOutputs
 from mlnll._src.verify import draws
 from mlnll._src.verify.case import Case, ScipyReference
@@ -76,6 +77,7 @@ def _value_and_partials(eta: jax.Array, raw: jax.Array, k: jax.Array):
     lower = jnp.maximum(k - 1, 0)[..., None]
     u = jnp.take_along_axis(c, upper, axis=-1)[..., 0] - eta
     l = jnp.take_along_axis(c, lower, axis=-1)[..., 0] - eta  # noqa: E741
+    log_gap = jnp.take_along_axis(raw, upper, axis=-1)[..., 0]
     gap = jnp.take_along_axis(w, upper, axis=-1)[..., 0]  # exp(raw_k) = c_k - c_{k-1}, never a difference
     has_upper, has_lower = k < last, k > 0
     middle = has_upper & has_lower
@@ -83,7 +85,7 @@ def _value_and_partials(eta: jax.Array, raw: jax.Array, k: jax.Array):
     undefined = jnp.isnan(c[..., -1])
     value = (numerics.where(has_upper, numerics.log_sigmoid(u), zero)
              + numerics.where(has_lower, numerics.log_sigmoid(-l), zero)
-             + numerics.where(middle, numerics.log1mexp(gap), zero))
+             + numerics.where(middle, _tails.log1mexp_of_exp(log_gap)[0], zero))  # from raw_k: exp(-88.7) flushes
     value = jnp.where(undefined, jnp.full_like(value, jnp.nan), value)
     above = numerics.where(has_upper, jax.nn.sigmoid(-u), zero)  # 1 - F(u) = d log_sigmoid(u)/du
     below = numerics.where(has_lower, jax.nn.sigmoid(l), zero)  # F(l) = -d log_sigmoid(-l)/dl
@@ -134,7 +136,9 @@ class OrderedLogistic:
     and ``e^-l / (1 + e^-l) = sigmoid(-l)``), so
     ``log p_k = log_sigmoid(u) + log_sigmoid(-l) + log1mexp(d)``: three terms <= 0, no cancellation
     in either tail (eta = ±1e4), and the gap d comes from ``raw_k`` itself, so nearly equal
-    cutpoints (``raw_k = -30``) keep their digits. The bottom class is ``log_sigmoid(u)`` and the
+    cutpoints (``raw_k = -30``) keep their digits; ``log1mexp(d) = raw_k`` to within d/2 below
+    raw_k = -40, taken from ``raw_k`` (a gap of exp(-88.7) is subnormal in float32, and XLA:CPU
+    flushes it to 0: -inf where the exact value is finite). The bottom class is ``log_sigmoid(u)`` and the
     top one ``log_sigmoid(-l)``.
 
     Gradient. ``d log_sigmoid(u)/du = sigmoid(-u)``, ``d log_sigmoid(-l)/dl = -sigmoid(l)`` and
