@@ -406,3 +406,55 @@ def test_counts_at_an_infinite_concentration(dtype):
             _close(float(values[i]), want, tol, (family, point, "value"))
             for j, g in enumerate(grads):
                 _close(float(d_rows[i][j]), g, tol, (family, point, "gradient", j))
+
+
+# -- LowRankMultivariateNormal: variances far below the factor, and overflowing residuals -------------
+
+
+def _low_rank_mvn(loc, W, log_diag, y):
+    """50-digit log N(y; loc, W W^T + D) on the dense covariance (d = 3)."""
+    Wm = mp.matrix(W)
+    sigma = Wm * Wm.T
+    for i in range(3):
+        sigma[i, i] += mp.exp(mp.mpf(log_diag[i]))
+    L = mp.cholesky(sigma)
+    r = [mp.mpf(a) - mp.mpf(b) for a, b in zip(y, loc)]
+    z = []
+    for i in range(3):  # L z = y - loc by forward substitution (lu_solve's pivot test rejects e^3e38)
+        z.append((r[i] - mp.fsum(L[i, j] * z[j] for j in range(i))) / L[i, i])
+    return (-mp.fsum(t * t for t in z) / 2 - mp.fsum(mp.log(L[i, i]) for i in range(3))
+            - 3 * mp.log(2 * mp.pi) / 2)
+
+
+_LR_W = ((-0.2576349973678589, 2.1329891681671143), (-0.43045035004615784, -1.3538278341293335),
+         (0.2783001959323883, 0.6263559460639954))
+_LR_LOC = (0.6098311543464661, 0.799039363861084, 1.413498044013977)
+# (loc, cov_factor, log_cov_diag, y, exact): the sweep's rows. A log-variance of -88.7 (NaN in both
+# dtypes: the capacitance's Cholesky lost its small direction), of -1e4 (the D_1 -> 0 limit, which
+# mpmath gives at -200 to 80 digits), a target of 3e38 (float32 gave -4.52; exact -1.06e76 is -inf
+# there), two log-variances of 3e38 (their sum overflowed float32: -inf for the exact -3e38).
+LOW_RANK_POINTS = [
+    (_LR_LOC, _LR_W, (-88.7, 0.24510560929775238, 0.8237295150756836), (2.2493767738342285, -0.14797182381153107, 2.4740560054779053), None),
+    (_LR_LOC, _LR_W, (-1e4, 0.24510560929775238, 0.8237295150756836), (2.2493767738342285, -0.14797182381153107, 2.4740560054779053), -200.0),
+    (_LR_LOC, _LR_W, (0.7090614438056946, 0.24510560929775238, 0.8237295150756836), (3e38, -0.14797182381153107, 2.4740560054779053), None),
+    (_LR_LOC, _LR_W, (3e38, 3e38, 0.518680989742279), (0.06845888495445251, 2.3156497478485107, 3.997950315475464), None),
+]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_low_rank_mvn_at_tiny_variances_and_huge_residuals(dtype):
+    family = mlnll.LowRankMultivariateNormal()
+    loc, W, l, y = (jnp.asarray([p[k] for p in LOW_RANK_POINTS], dtype) for k in range(4))
+    values, ((d_loc, d_W, d_l), _) = _value_and_vjp(family.log_prob)((loc, W, l), y)
+    for i, (*point, stand_in) in enumerate(LOW_RANK_POINTS):
+        loc_i, W_i, l_i, y_i = (np.asarray(jnp.asarray(p, dtype), np.float64).tolist() for p in point)
+        if stand_in is not None:
+            l_i[0] = stand_in
+        with mp.workdps(80):
+            want = _low_rank_mvn(loc_i, W_i, l_i, y_i)
+        # the value is of order 10 and its inputs of order 1 (the 3e38 log-variances add -3e38 exactly):
+        # 16 eps relative to max(1, |value|)
+        _close(float(values[i]), want if abs(want) <= np.finfo(dtype).max else -mp.inf, 16 * _eps(dtype), (i, "value"))
+        if np.isfinite(float(values[i])):
+            for g in (d_loc[i], d_W[i], d_l[i]):
+                assert np.all(np.isfinite(np.asarray(g))), (i, g)

@@ -164,3 +164,86 @@ def test_a_zero_factor_is_the_diagonal_multivariate_normal_and_bad_shapes_name_t
         FAMILY.log_prob(outputs, y[:, :2])
     with pytest.raises(TypeError, match="tuple"):
         FAMILY.log_prob((loc, W), y)
+
+
+# -- small variances under a factor of order 1: the capacitance's small direction (issue 12) --------
+
+
+def _mp(x):
+    return x if isinstance(x, mpmath.mpf) else mpmath.mpf(float(x))
+
+
+def _mp_log_pdf(loc, W, log_diag, y):
+    """50-digit log N(y; loc, W W^T + D) on the dense d x d covariance (Cholesky and a triangular solve)."""
+    d = len(loc)
+    Wm = mpmath.matrix([[mpmath.mpf(float(x)) for x in row] for row in W])
+    sigma = Wm * Wm.T
+    for i in range(d):
+        sigma[i, i] += mpmath.exp(_mp(log_diag[i]))
+    L = mpmath.cholesky(sigma)
+    z = mpmath.lu_solve(L, mpmath.matrix([_mp(a) - _mp(b) for a, b in zip(y, loc)]))
+    log_det = 2 * mpmath.fsum(mpmath.log(L[i, i]) for i in range(d))
+    return -mpmath.fsum(t * t for t in z) / 2 - log_det / 2 - d * mpmath.log(2 * mpmath.pi) / 2
+
+
+def _mp_gradient(loc, W, log_diag, y, which):
+    """d log p / d(loc_i, log_cov_diag_i) by 50-digit central differences (step 1e-20)."""
+    h = mpmath.mpf("1e-20")
+    out = []
+    for i in range(len(loc)):
+        up = [np.array(loc, object), np.array(log_diag, object)]
+        down = [np.array(loc, object), np.array(log_diag, object)]
+        up[which][i] = _mp(up[which][i]) + h
+        down[which][i] = _mp(down[which][i]) - h
+        f = [_mp_log_pdf(a[0], W, a[1], y) for a in (up, down)]
+        out.append((f[0] - f[1]) / (2 * h))
+    return out
+
+
+# (d, r, seed, stiff coordinates, log_cov_diag there): variances e^-15 ... e^-40 under a factor of
+# order 1 (1e-4 relative off in float32 at -15, 42% at -18.4, NaN from -25, float64 NaN at -40
+# when K = I + Wh^T Wh was Cholesky-factored), up to as many stiff coordinates as the rank.
+STIFF = [(3, 1, 10, (0,), -15.0), (4, 2, 11, (0, 2), -18.4), (5, 2, 12, (1,), -25.0), (4, 2, 13, (0, 3), -40.0),
+         (3, 1, 14, (2,), -18.4), (5, 2, 15, (4,), -88.7)]
+
+
+def _stiff_point(d, r, seed, stiff, level):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((d, r))
+    loc = rng.standard_normal(d)
+    log_diag = 0.3 * rng.standard_normal(d)
+    log_diag[list(stiff)] = level
+    # a target from the model: in the stiff coordinates it is (nearly) in the span of W
+    y = loc + W @ rng.standard_normal(r) + np.exp(0.5 * log_diag) * rng.standard_normal(d)
+    return loc, W, log_diag, y
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_small_variances_under_a_factor_match_mpmath(dtype):
+    """Variances e^-15 ... e^-88.7 under a factor of order 1, one jit per (d, r) shape and dtype:
+    values and closed-form derivatives (jax.grad runs the same partials) against 50-digit mpmath at
+    the inputs as the dtype holds them. Tolerance: the value's conditioning, sum |d log p / dx| max(|x|, 1)
+    over every input (the float64 derivatives), times 8 eps of the dtype (the sweep's rule; a rounding
+    of each input moves log p by eps times that). Derivatives in loc: relative to the largest of the
+    leaf's largest entry; in log_cov_diag: absolutely (``1 - h_i`` carries an absolute error of eps,
+    the class docstring)."""
+    eps = float(np.finfo(dtype).eps)
+    for d, r, seed, stiff, level in STIFF:
+        point = [np.asarray(np.asarray(x, dtype), np.float64) for x in _stiff_point(d, r, seed, stiff, level)]
+        loc, W, log_diag, y = point
+        args = [jnp.asarray(x, dtype)[None] for x in point]
+        lp, closed, through = _value_and_grads(FAMILY, tuple(args[:3]), args[3])
+        lp64, g64, _ = _value_and_grads(FAMILY, tuple(jnp.asarray(a, F64) for a in args[:3]), jnp.asarray(args[3], F64))
+        cond = sum(float(np.sum(np.abs(f64(g)[0]) * np.maximum(np.abs(x), 1.0))) for g, x in zip(g64, point[:3]))
+        cond += float(np.sum(np.abs(f64(g64[0])[0]) * np.abs(y)))  # d/dy = -d/dloc
+        want = float(_mp_log_pdf(loc, W, log_diag, y))
+        assert np.isfinite(f64(lp)[0]), (d, r, level, lp)
+        assert abs(f64(lp)[0] - want) <= 8 * eps * cond, (d, r, level, f64(lp)[0], want, cond)
+        d_loc = np.array([float(g) for g in _mp_gradient(loc, W, log_diag, y, 0)])
+        d_l = np.array([float(g) for g in _mp_gradient(loc, W, log_diag, y, 1)])
+        for g in (closed, through):
+            # w = D^{-1/2} e: e_i to eps of the largest entries of the ridge residual, so relative to
+            # the leaf's largest entry (measured: 6.4 eps at most)
+            assert np.all(np.abs(-f64(g[0])[0] - d_loc) <= 16 * eps * np.max(np.abs(d_loc))), (level, g[0], d_loc)
+            # (e_i^2 - (1 - h_i))/2: 1 - h_i to an absolute eps (measured: 8 eps at most, |d_l| ~ 3)
+            assert np.all(np.abs(-f64(g[2])[0] - d_l) <= 16 * eps * max(1.0, np.max(np.abs(d_l)))), (level, g[2], d_l)

@@ -36,25 +36,82 @@ def _mT(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, -1, -2)
 
 
-class _Capacitance:
-    """The scaled factor and the Cholesky factor of the r x r capacitance matrix, from which every
-    quantity of the class docstring is an O(d r^2) product.
+def _stiffness_floor(W: jax.Array, log_diag: jax.Array) -> jax.Array:
+    """``max(log_cov_diag_i, log(tau |W_i|^2))`` with ``tau = eps^2`` of the dtype.
 
-    ``inv_sd = exp(-log_cov_diag / 2)`` (D^{-1/2}), ``Wh = D^{-1/2} W`` [..., d, r],
-    ``K = I_r + Wh^T Wh = C C^T``; ``log det Sigma = sum log_cov_diag + 2 sum log C_ii``. ``C^{-1}``
-    (r x r, by one triangular solve against the identity) is applied by matmul: XLA:CPU's
-    triangular solve against d right-hand sides ran 1000x slower than the matmul at d = 1024, r = 8.
+    A variance ``D_i`` below ``tau |W_i|^2`` makes row i of ``Wh`` longer than ``1/eps``; raised to
+    that floor it perturbs ``Sigma_ii >= |W_i|^2`` by at most ``tau Sigma_ii``, far below what one
+    rounding of ``W_i`` does (``2 eps |W_i|^2``), and ``log p`` has a finite limit as ``D_i -> 0``
+    where ``Sigma`` stays positive definite. So ``|Wh| <= 1/eps`` however small (``e^-1e4``, 0) or
+    large (``W = 3e38``) the inputs: the pivoted QR below never overflows, never meets ``inf``.
+    ``log|W_i|^2`` is ``2 log m + log sum (W/m)^2`` with ``m = max_j |W_ij|`` (no overflow of the
+    squares); a zero row has no floor.
+    """
+    m = jnp.max(jnp.abs(W), -1)
+    nonzero = m > 0
+    m_safe = jnp.where(nonzero, m, jnp.ones_like(m))  # double where: no log 0 in the derivatives
+    root = jnp.sqrt(m_safe)[..., None]
+    scaled = (W / root) / root  # twice by sqrt m: 1/m is subnormal past 2^126 (flushed to 0)
+    log_norm2 = 2 * jnp.log(m_safe) + jnp.log(jnp.sum(jnp.square(scaled), -1))
+    log_tau = 2 * math.log(float(jnp.finfo(W.dtype).eps))
+    floor = jnp.where(nonzero, log_norm2 + log_tau, jnp.full_like(m, -jnp.inf))
+    return jnp.maximum(log_diag, floor)
+
+
+class _Capacitance:
+    """The Householder QR of ``A = [Wh; I_r]`` ((d + r) x r, with row pivoting) and the lower
+    triangular ``C = R^T`` (signs fixed) of the capacitance ``K = I_r + Wh^T Wh = A^T A = C C^T``, from
+    which every quantity of the class docstring is an O(d r^2) product.
+
+    ``Wh = D^{-1/2} W`` [..., d, r]; ``log det Sigma = sum log_cov_diag + 2 sum log C_jj``. K is never
+    formed: its Cholesky factor would square the condition number of A (a row of Wh of length
+    1/sqrt(eps), a variance 1/eps below the factor, loses K's small direction), while the
+    reflections are orthogonal. Row pivoting (each reflection maps its column onto the longest
+    remaining row, Cox and Higham's row-wise stable Householder QR) keeps rows of Wh of length up
+    to 1/eps (``_stiffness_floor``) from swamping the ordinary rows and the identity block.
+    ``|C_jj| >= 1`` (A's singular values are >= 1), so nothing divides by 0. ``C^{-1}`` (r x r, by
+    one triangular solve against the identity) is applied by matmul: XLA:CPU's triangular solve
+    against d right-hand sides ran 1000x slower than the matmul at d = 1024, r = 8.
     """
 
-    def __init__(self, W: jax.Array, log_diag: jax.Array, inv_sd: jax.Array):
-        r = W.shape[-1]
-        self.inv_sd = inv_sd
-        self.Wh = W * inv_sd[..., :, None]
+    def __init__(self, W: jax.Array, log_diag: jax.Array, inv: ls_.InverseScale | jax.Array):
+        d, r = W.shape[-2:]
+        n = d + r
+        if isinstance(inv, jax.Array):
+            self.inv_sd = inv
+            self.Wh = W * inv[..., :, None]
+        else:
+            self.inv_sd = jnp.minimum(inv.main * inv.power_of_two, jnp.finfo(W.dtype).max)
+            self.Wh = (W * inv.main[..., :, None]) * inv.power_of_two[..., :, None]
         eye = jnp.broadcast_to(_eye(r, W.ndim, W.dtype), W.shape[:-2] + (r, r))
-        K = eye + jnp.matmul(_mT(self.Wh), self.Wh)
-        C = jnp.linalg.cholesky(K)
-        self.C_inv = solve_triangular(C, eye, lower=True)
-        self.log_det = jnp.sum(log_diag, axis=-1) + 2 * jnp.sum(jnp.log(jnp.diagonal(C, axis1=-2, axis2=-1)), -1)
+        cols = list(jnp.moveaxis(jnp.concatenate([self.Wh, eye], -2), -1, 0))  # r columns [..., n]
+        rows = jnp.arange(n).reshape((1,) * (W.ndim - 2) + (n,))
+        active = jnp.ones(W.shape[:-2] + (n,), bool)
+        zero = jnp.zeros((), W.dtype)
+        self._reflectors = []
+        R = []
+        for k in range(r):
+            x = jnp.where(active, cols[k], zero)
+            pivot = rows == jnp.argmax(jnp.abs(x), -1)[..., None]  # the longest remaining row
+            x_p = jnp.sum(jnp.where(pivot, x, zero), -1)
+            norm = jnp.sqrt(jnp.sum(jnp.square(x), -1))  # >= 1, and <= sqrt(n)/eps: no overflow
+            sign = jnp.where(x_p < 0, -jnp.ones_like(x_p), jnp.ones_like(x_p))
+            v = x + jnp.where(pivot, (sign * norm)[..., None], zero)  # H x = -sign |x| e_p
+            beta = 1 / (norm * (norm + jnp.abs(x_p)))  # 2 / |v|^2 = 1 / (|x| (|x| + |x_p|)), exact
+            row = [jnp.zeros_like(norm)] * k + [norm]  # R's row k times -sign: R_kk = |x| > 0
+            for j in range(k + 1, r):
+                cols[j] = cols[j] - v * (beta * jnp.sum(v * cols[j], -1))[..., None]
+                row.append(-sign * jnp.sum(jnp.where(pivot, cols[j], zero), -1))
+            R.append(jnp.stack(row, -1))
+            self._reflectors.append((v, beta))
+            active = active & ~pivot
+        self._active = active
+        self.C = _mT(jnp.stack(R, -2))  # R^T: C C^T = R^T R = A^T A = K
+        self.C_inv = solve_triangular(self.C, eye, lower=True)
+        # halved before the sum: two log-variances of 3e38 give a float32 log p of -3e38, not -inf
+        self.half_log_det = (jnp.sum(0.5 * log_diag, axis=-1)
+                             + jnp.sum(jnp.log(jnp.diagonal(self.C, axis1=-2, axis2=-1)), -1))
+        self.log_det = 2 * self.half_log_det
 
     def solve(self, b: jax.Array) -> jax.Array:
         """``K^{-1} b = C^{-T} C^{-1} b`` for ``b [..., r, m]``."""
@@ -65,11 +122,29 @@ class _Capacitance:
         return jnp.matmul(self.C_inv, b)
 
     def ridge(self, res: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(u, e)``: ``u = K^{-1} Wh^T res`` and ``e = res - Wh u`` for a scaled residual ``res [..., d]``;
-        ``res^T (I + Wh Wh^T)^{-1} res = |e|^2 + |u|^2`` (a sum of squares: nothing cancels)."""
-        u = self.solve(jnp.matmul(_mT(self.Wh), res[..., None]))[..., 0]
-        e = res - jnp.matmul(self.Wh, u[..., None])[..., 0]
-        return u, e
+        """``(u, e)``: the minimiser ``u = K^{-1} Wh^T res`` of ``|res - Wh u|^2 + |u|^2`` and
+        ``e = res - Wh u``, for a scaled residual ``res [..., d]``; ``res^T (I + Wh Wh^T)^{-1} res =
+        |e|^2 + |u|^2`` (a sum of squares: nothing cancels).
+
+        Both are read off the least-squares residual ``[res; 0] - A u = [e; -u] = Q Z Q^T [res; 0]``
+        (``Z`` zeroes the pivot rows): the reflections applied forth and back, never ``res - Wh u``,
+        which cancels where a row of Wh is long. ``res`` is scaled by its largest entry first (a
+        linear scaling, undone after), so ``v^T res`` does not overflow at ``res = 3e38``; a ``res`` beyond
+        the dtype (``inf``) has ``u`` beyond it too (``|Wh| <= 1/eps``), so ``|e|^2 + |u|^2 = inf``.
+        """
+        d = res.shape[-1]
+        r = len(self._reflectors)
+        big = jnp.max(jnp.abs(res), -1)
+        # divided twice by sqrt(max |res|): 1 / max |res| itself is subnormal past 2^126 (flushed to 0)
+        scale = jnp.sqrt(jnp.where((big > 1) & jnp.isfinite(big), big, jnp.ones_like(big)))[..., None]
+        z = jnp.concatenate([(res / scale) / scale, jnp.zeros(res.shape[:-1] + (r,), res.dtype)], -1)
+        for v, beta in self._reflectors:  # Q^T b = H_{r-1} ... H_0 b
+            z = z - v * (beta * jnp.sum(v * z, -1))[..., None]
+        z = jnp.where(self._active, z, jnp.zeros((), z.dtype))
+        for v, beta in reversed(self._reflectors):  # Q Z Q^T b = H_0 ... H_{r-1} (Z Q^T b)
+            z = z - v * (beta * jnp.sum(v * z, -1))[..., None]
+        z = (z * scale) * scale
+        return -z[..., d:], z[..., :d]
 
     def scaled_gain(self) -> jax.Array:
         """``M = Wh K^{-1}`` [..., d, r] (``P W = D^{-1/2} M``)."""
@@ -79,16 +154,24 @@ class _Capacitance:
 def _value_and_partials(loc, W, log_diag, y):
     """``log p(y)`` and its partials in ``(loc, cov_factor, log_cov_diag, y)`` (see the class)."""
     d = loc.shape[-1]
-    res, inv_sd = ls_.standardize(loc, 0.5 * log_diag, y)  # D^{-1/2} (y - loc), range-reduced
-    cap = _Capacitance(W, log_diag, inv_sd)
+    floored = _stiffness_floor(W, log_diag)
+    res, _ = ls_.standardize(loc, 0.5 * floored, y)  # D^{-1/2} (y - loc), range-reduced
+    inv = ls_.inverse_scale(0.5 * floored)
+    cap = _Capacitance(W, floored, inv)
     u, e = cap.ridge(res)
     mahalanobis = jnp.sum(jnp.square(e), -1) + jnp.sum(jnp.square(u), -1)
-    value = -0.5 * mahalanobis - 0.5 * cap.log_det - d * numerics.HALF_LOG_2PI
-    w = e * inv_sd  # Sigma^{-1} (y - loc)
+    # |res| beyond the dtype: |u| >= |res| / (1 + |Wh|) is too (|Wh| <= 1/eps), so the quadratic form is
+    mahalanobis = jnp.where(jnp.any(jnp.isinf(res), -1), jnp.full_like(mahalanobis, jnp.inf), mahalanobis)
+    value = -0.5 * mahalanobis - cap.half_log_det - d * numerics.HALF_LOG_2PI
+    # A residual beyond the dtype (mahalanobis = inf) is -inf whatever log det is (inf - inf otherwise).
+    value = jnp.where(mahalanobis == jnp.inf, jnp.full_like(value, -jnp.inf), value)
+    w = inv.times(e)  # Sigma^{-1} (y - loc) = D^{-1/2} e
     M = cap.scaled_gain()
     leverage = jnp.sum(M * cap.Wh, -1)  # h_i = (Wh K^{-1} Wh^T)_ii = 1 - D_i (Sigma^{-1})_ii
-    d_W = (e[..., :, None] * u[..., None, :] - M) * inv_sd[..., :, None]
-    d_log_diag = 0.5 * (jnp.square(e) - (1 - leverage))
+    d_W = (e[..., :, None] * u[..., None, :] - M) * inv.main[..., :, None] * inv.power_of_two[..., :, None]
+    # D_i ((Sigma^{-1})_ii - w_i^2) has a finite limit as D_i -> 0: at a floored variance the factor
+    # D_i / D_floor = exp(l - floor) carries it to the variance given (0 at D_i = 0).
+    d_log_diag = 0.5 * (jnp.square(e) - (1 - leverage)) * jnp.exp(log_diag - floored)
     return value, (w, d_W, d_log_diag, -w)
 
 
@@ -120,6 +203,12 @@ def _params_and_targets(outputs, targets) -> tuple[unpack.Params, jax.Array]:
 
 def _capacitance(p: unpack.Params) -> _Capacitance:
     return _Capacitance(p.cov_factor, p.log_cov_diag, jnp.exp(-0.5 * p.log_cov_diag))
+
+
+def _floored_half_log_det(p: unpack.Params) -> jax.Array:
+    """``log det Sigma / 2`` at the variances raised to ``_stiffness_floor`` (finite as ``D_i -> 0``)."""
+    floored = _stiffness_floor(p.cov_factor, p.log_cov_diag)
+    return _Capacitance(p.cov_factor, floored, ls_.inverse_scale(0.5 * floored)).half_log_det
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +302,7 @@ class LowRankMultivariateNormal:
         """``d (1 + log(2 pi)) / 2 + log det Sigma / 2`` (the determinant lemma)."""
         p = _params(outputs)
         d = p.loc.shape[-1]
-        return (d * (0.5 + numerics.HALF_LOG_2PI) + 0.5 * _capacitance(p).log_det).astype(p.dtype)
+        return (d * (0.5 + numerics.HALF_LOG_2PI) + _floored_half_log_det(p)).astype(p.dtype)
 
     def kl(self, outputs_p: LowRankMultivariateNormalOutputs, outputs_q: LowRankMultivariateNormalOutputs) -> jax.Array:
         """KL(p || q) in O(d r_p r_q + d r_q^2), without forming either covariance.
