@@ -223,7 +223,8 @@ class LowRankMultivariateNormal:
 
     Density. Scale by ``D^{-1/2}``: ``Wh = D^{-1/2} W``, ``res = D^{-1/2} (y - loc)`` (range-reduced
     as the location-scale families do), and ``K = I_r + Wh^T Wh = C C^T`` (the capacitance matrix,
-    r x r, its Cholesky factor C). The matrix determinant lemma gives
+    r x r; C = R^T from the row-pivoted Householder QR of ``[Wh; I_r]``, never from a Cholesky of K,
+    which squares the condition number: see ``_Capacitance``). The matrix determinant lemma gives
     ``log det Sigma = sum_i log_cov_diag_i + 2 sum_j log C_jj``, and Woodbury
     ``(I + Wh Wh^T)^{-1} = I - Wh K^{-1} Wh^T``. The Mahalanobis term is evaluated as the minimum of
     a ridge regression, ``res^T (I + Wh Wh^T)^{-1} res = |e|^2 + |u|^2`` with ``u = K^{-1} Wh^T res``
