@@ -910,11 +910,11 @@ KNOWN = [
     Known("Cauchy", "c", _leaf_beyond(1, low=-_max(F32) / 2), "2 log|r| overflows at log_scale = -3e38",
           ((-0.5135871171951294, -3e38), -0.33589401841163635)),
     # Two rows of the factor with entries of 3e38 in one column and of order 1 in the other: the variances
-    # are raised to eps^2 |W_i|^2 (~1e63, the floor that keeps |Wh| <= 1/eps), which swamps the order-1
-    # column that sets the variance of the rows' difference (float32 -165.2 where float64 gives -145.1,
-    # itself floored at 4e45). Needs a column scaling before the floor; found by MLNLL_SWEEP_EXAMPLES=200.
+    # are raised to 16 (d + r) |W_i|^2 / max (~1e40 in float32, the floor that keeps the QR's sums of
+    # squares finite), which swamps the order-1 column that sets the variance of the rows' difference.
+    # Needs a column scaling before the floor; found by MLNLL_SWEEP_EXAMPLES=200.
     Known("LowRankMultivariateNormal", "c", _leaf_beyond(1, low=-1e30, high=1e30),
-          "the variance floor eps^2 |W_i|^2 swamps a factor column 1e38 times smaller",
+          "the overflow floor 16 (d + r) |W_i|^2 / max swamps a factor column 1e38 times smaller",
           (((1.801482915878296, -0.9327336549758911, -0.8847418427467346),
             ((3e38, -0.48384562134742737), (3e38, 0.6424553394317627), (1.1776493787765503, -2.1439645290374756)),
             (-1.147589087486267, 0.5191725492477417, -0.27846863865852356)),

@@ -37,23 +37,30 @@ def _mT(x: jax.Array) -> jax.Array:
 
 
 def _stiffness_floor(W: jax.Array, log_diag: jax.Array) -> jax.Array:
-    """``max(log_cov_diag_i, log(tau |W_i|^2))`` with ``tau = eps^2`` of the dtype.
+    """``max(log_cov_diag_i, log(tau |W_i|^2))`` with ``tau = 16 (d + r) / max`` (``max`` the
+    dtype's largest finite number).
 
-    A variance ``D_i`` below ``tau |W_i|^2`` makes row i of ``Wh`` longer than ``1/eps``; raised to
-    that floor it perturbs ``Sigma_ii >= |W_i|^2`` by at most ``tau Sigma_ii``, far below what one
-    rounding of ``W_i`` does (``2 eps |W_i|^2``), and ``log p`` has a finite limit as ``D_i -> 0``
-    where ``Sigma`` stays positive definite. So ``|Wh| <= 1/eps`` however small (``e^-1e4``, 0) or
-    large (``W = 3e38``) the inputs: the pivoted QR below never overflows, never meets ``inf``.
-    ``log|W_i|^2`` is ``2 log m + log sum (W/m)^2`` with ``m = max_j |W_ij|`` (no overflow of the
-    squares); a zero row has no floor.
+    The floor keeps every row of ``Wh = D^{-1/2} W`` at most ``B = sqrt(max / (16 (d + r)))`` long,
+    so that every sum of squares of the QR below (``d + r`` entries, each at most ``B^2``) and every
+    reflection coefficient stays a normal number: nothing overflows however small (``e^-1e4``, 0) or
+    large (``W = 3e38``) the inputs. Above the floor nothing is changed: the row-pivoted QR is
+    accurate for rows of any length up to B (Cox and Higham), and the value and its partials are
+    those of the variances given. Below it (``D_i < tau |W_i|^2``: about ``e^-79 |W_i|^2`` in
+    float32, ``e^-700 |W_i|^2`` in float64, the last few nats above the smallest normal variance) the
+    variance is raised to the floor: a change of at most ``tau Sigma_ii`` in ``Sigma_ii >= |W_i|^2``,
+    harmless where at most r coordinates are that stiff (``log p`` then has a finite limit as
+    ``D_i -> 0``), but not where more than r are (``log det Sigma`` goes to ``-inf`` with them; the
+    sweep keeps that as a KNOWN failure). ``log|W_i|^2`` is ``2 log m + log sum (W/m)^2`` with
+    ``m = max_j |W_ij|`` (no overflow of the squares); a zero row has no floor.
     """
+    d, r = W.shape[-2:]
     m = jnp.max(jnp.abs(W), -1)
     nonzero = m > 0
     m_safe = jnp.where(nonzero, m, jnp.ones_like(m))  # double where: no log 0 in the derivatives
     root = jnp.sqrt(m_safe)[..., None]
     scaled = (W / root) / root  # twice by sqrt m: 1/m is subnormal past 2^126 (flushed to 0)
     log_norm2 = 2 * jnp.log(m_safe) + jnp.log(jnp.sum(jnp.square(scaled), -1))
-    log_tau = 2 * math.log(float(jnp.finfo(W.dtype).eps))
+    log_tau = math.log(16.0 * (d + r)) - math.log(float(jnp.finfo(W.dtype).max))
     floor = jnp.where(nonzero, log_norm2 + log_tau, jnp.full_like(m, -jnp.inf))
     return jnp.maximum(log_diag, floor)
 
@@ -67,28 +74,25 @@ class _Capacitance:
     formed: its Cholesky factor would square the condition number of A (a row of Wh of length
     1/sqrt(eps), a variance 1/eps below the factor, loses K's small direction), while the
     reflections are orthogonal. Row pivoting (each reflection maps its column onto the longest
-    remaining row, Cox and Higham's row-wise stable Householder QR) keeps rows of Wh of length up
-    to 1/eps (``_stiffness_floor``) from swamping the ordinary rows and the identity block.
+    remaining row, Cox and Higham's row-wise stable Householder QR) keeps rows of Wh of any length
+    up to the overflow bound B (``_stiffness_floor``) from swamping the ordinary rows and the identity block.
     ``|C_jj| >= 1`` (A's singular values are >= 1), so nothing divides by 0. ``C^{-1}`` (r x r, by
     one triangular solve against the identity) is applied by matmul: XLA:CPU's triangular solve
     against d right-hand sides ran 1000x slower than the matmul at d = 1024, r = 8.
     """
 
-    def __init__(self, W: jax.Array, log_diag: jax.Array, inv: ls_.InverseScale | jax.Array):
+    def __init__(self, W: jax.Array, log_diag: jax.Array, inv: ls_.InverseScale):
         d, r = W.shape[-2:]
         n = d + r
-        if isinstance(inv, jax.Array):
-            self.inv_sd = inv
-            self.Wh = W * inv[..., :, None]
-        else:
-            self.inv_sd = jnp.minimum(inv.main * inv.power_of_two, jnp.finfo(W.dtype).max)
-            self.Wh = (W * inv.main[..., :, None]) * inv.power_of_two[..., :, None]
+        self.inv_sd = jnp.minimum(inv.main * inv.power_of_two, jnp.finfo(W.dtype).max)
+        self.Wh = (W * inv.main[..., :, None]) * inv.power_of_two[..., :, None]
         eye = jnp.broadcast_to(_eye(r, W.ndim, W.dtype), W.shape[:-2] + (r, r))
         cols = list(jnp.moveaxis(jnp.concatenate([self.Wh, eye], -2), -1, 0))  # r columns [..., n]
         rows = jnp.arange(n).reshape((1,) * (W.ndim - 2) + (n,))
         active = jnp.ones(W.shape[:-2] + (n,), bool)
         zero = jnp.zeros((), W.dtype)
         self._reflectors = []
+        self._pivots = []
         R = []
         for k in range(r):
             x = jnp.where(active, cols[k], zero)
@@ -104,6 +108,7 @@ class _Capacitance:
                 row.append(-sign * jnp.sum(jnp.where(pivot, cols[j], zero), -1))
             R.append(jnp.stack(row, -1))
             self._reflectors.append((v, beta))
+            self._pivots.append((pivot, sign))
             active = active & ~pivot
         self._active = active
         self.C = _mT(jnp.stack(R, -2))  # R^T: C C^T = R^T R = A^T A = K
@@ -130,13 +135,19 @@ class _Capacitance:
         (``Z`` zeroes the pivot rows): the reflections applied forth and back, never ``res - Wh u``,
         which cancels where a row of Wh is long. ``res`` is scaled by its largest entry first (a
         linear scaling, undone after), so ``v^T res`` does not overflow at ``res = 3e38``; a ``res`` beyond
-        the dtype (``inf``) has ``u`` beyond it too (``|Wh| <= 1/eps``), so ``|e|^2 + |u|^2 = inf``.
+        the dtype (``inf``) has ``u`` beyond it too (``|Wh| <= B``), so ``|e|^2 + |u|^2 = inf``.
         """
         d = res.shape[-1]
         r = len(self._reflectors)
         big = jnp.max(jnp.abs(res), -1)
-        # divided twice by sqrt(max |res|): 1 / max |res| itself is subnormal past 2^126 (flushed to 0)
-        scale = jnp.sqrt(jnp.where((big > 1) & jnp.isfinite(big), big, jnp.ones_like(big)))[..., None]
+        # |v| <= sqrt(max)/2 (the floor's bound B), so v^T z stays finite while max |z| <= T; only a
+        # larger res is scaled down to T (to 1 it would push the tiny residuals of stiff rows,
+        # ~1e-19 in float32, below the normal range, where XLA:CPU flushes them to 0)
+        n = d + r
+        limit = math.sqrt(float(jnp.finfo(res.dtype).max)) / (2 * math.sqrt(n))
+        over = (big > limit) & jnp.isfinite(big)
+        # divided twice by sqrt(max |res| / T): 1 / that is subnormal past 2^126 (flushed to 0)
+        scale = jnp.sqrt(jnp.where(over, big / limit, jnp.ones_like(big)))[..., None]
         z = jnp.concatenate([(res / scale) / scale, jnp.zeros(res.shape[:-1] + (r,), res.dtype)], -1)
         for v, beta in self._reflectors:  # Q^T b = H_{r-1} ... H_0 b
             z = z - v * (beta * jnp.sum(v * z, -1))[..., None]
@@ -146,21 +157,41 @@ class _Capacitance:
         z = (z * scale) * scale
         return -z[..., d:], z[..., :d]
 
+    def complement(self) -> jax.Array:
+        """``Q = (I + Wh Wh^T)^{-1} = I - Wh K^{-1} Wh^T`` [..., d, d] (``Sigma^{-1} = D^{-1/2} Q D^{-1/2}``),
+        column k the ridge residual ``e`` of the unit vector ``e_k``: read off the reflections, so a
+        stiff row's ``Q_ii = D_i (Sigma^{-1})_ii`` keeps its relative accuracy where ``1 - h_i``
+        would cancel to an absolute eps (and ``D_i^{-1} Q_ii`` to garbage)."""
+        d = self.Wh.shape[-2]
+        units = jnp.broadcast_to(_eye(d, self.Wh.ndim, self.Wh.dtype), self.Wh.shape[:-2] + (d, d))
+        return jax.vmap(lambda unit: self.ridge(unit)[1], in_axes=-2, out_axes=-1)(units)
+
     def scaled_gain(self) -> jax.Array:
-        """``M = Wh K^{-1}`` [..., d, r] (``P W = D^{-1/2} M``)."""
-        return jnp.matmul(jnp.matmul(self.Wh, _mT(self.C_inv)), self.C_inv)
+        """``M = Wh K^{-1}`` [..., d, r] (``Sigma^{-1} W = D^{-1/2} M``) as ``Q_top C^{-1}``: with the thin
+        QR ``[Wh; I] = Q R`` and ``C = R^T``, ``Wh K^{-1} = Q_top R R^{-1} R^{-T} = Q_top C^{-1}``. Q's
+        columns (the reflections applied to the pivot rows' unit vectors) have entries of at most 1,
+        and ``C^{-1}`` has the small entries ~1/|Wh_i| of a long row by its triangular solve, so a
+        stiff row's M_ij ~ 1/|Wh_i| keeps its relative accuracy; ``Wh C^{-T} C^{-1}`` carries an
+        absolute error of eps |Wh_i| there (``D^{-1/2} M`` then eps |Wh_i|^2: the cov_factor
+        gradient 5x off at a variance of e^-88.7 under a factor row of order 1, measured)."""
+        d = self.Wh.shape[-2]
+        zero = jnp.zeros((), self.Wh.dtype)
+        # R's row k sits at pivot row p_k times -sign_k: Q's columns start as those unit vectors [..., n, r]
+        Z = jnp.stack([jnp.where(pivot, -sign[..., None], zero) for pivot, sign in self._pivots], -1)
+        for v, beta in reversed(self._reflectors):  # Q = H_0 ... H_{r-1}, on all r columns at once
+            Z = Z - v[..., :, None] * (beta[..., None] * jnp.sum(v[..., :, None] * Z, -2))[..., None, :]
+        return jnp.matmul(Z[..., :d, :], self.C_inv)
 
 
 def _value_and_partials(loc, W, log_diag, y):
     """``log p(y)`` and its partials in ``(loc, cov_factor, log_cov_diag, y)`` (see the class)."""
     d = loc.shape[-1]
-    floored = _stiffness_floor(W, log_diag)
+    cap, floored = _floored_capacitance(W, log_diag)
     res, _ = ls_.standardize(loc, 0.5 * floored, y)  # D^{-1/2} (y - loc), range-reduced
     inv = ls_.inverse_scale(0.5 * floored)
-    cap = _Capacitance(W, floored, inv)
     u, e = cap.ridge(res)
     mahalanobis = jnp.sum(jnp.square(e), -1) + jnp.sum(jnp.square(u), -1)
-    # |res| beyond the dtype: |u| >= |res| / (1 + |Wh|) is too (|Wh| <= 1/eps), so the quadratic form is
+    # |res| beyond the dtype: |u| >= |res| / (1 + |Wh|) is too (|Wh| <= B), so the quadratic form is
     mahalanobis = jnp.where(jnp.any(jnp.isinf(res), -1), jnp.full_like(mahalanobis, jnp.inf), mahalanobis)
     value = -0.5 * mahalanobis - cap.half_log_det - d * numerics.HALF_LOG_2PI
     # A residual beyond the dtype (mahalanobis = inf) is -inf whatever log det is (inf - inf otherwise).
@@ -201,14 +232,10 @@ def _params_and_targets(outputs, targets) -> tuple[unpack.Params, jax.Array]:
     return unpack.with_targets(p, y, family=_FAMILY, event_ndim=1)
 
 
-def _capacitance(p: unpack.Params) -> _Capacitance:
-    return _Capacitance(p.cov_factor, p.log_cov_diag, jnp.exp(-0.5 * p.log_cov_diag))
-
-
-def _floored_half_log_det(p: unpack.Params) -> jax.Array:
-    """``log det Sigma / 2`` at the variances raised to ``_stiffness_floor`` (finite as ``D_i -> 0``)."""
-    floored = _stiffness_floor(p.cov_factor, p.log_cov_diag)
-    return _Capacitance(p.cov_factor, floored, ls_.inverse_scale(0.5 * floored)).half_log_det
+def _floored_capacitance(W: jax.Array, log_diag: jax.Array) -> tuple[_Capacitance, jax.Array]:
+    """The capacitance at the variances raised to ``_stiffness_floor``, and those log-variances."""
+    floored = _stiffness_floor(W, log_diag)
+    return _Capacitance(W, floored, ls_.inverse_scale(0.5 * floored)), floored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +274,9 @@ class LowRankMultivariateNormal:
     outputs, ``Sigma^{-1}`` for loc, 0 between them. With ``Q = I - G G^T`` (``G = Wh C^{-T}``, so
     ``Sigma^{-1} = D^{-1/2} Q D^{-1/2}``), ``M`` as above and ``B = W^T Sigma^{-1} W = M^T Wh`` (``= I - K^{-1}``, which cancels for a small column):
     ``F[W_ij, W_kl] = s_i s_k (M_il M_kj + Q_ik B_jl)``, ``F[W_ij, l_k] = s_i Q_ik M_kj`` and
-    ``F[l_i, l_k] = Q_ik^2 / 2``, ``s = D^{-1/2}``, ``l = log_cov_diag``. The result is
+    ``F[l_i, l_k] = Q_ik^2 / 2``, ``s = D^{-1/2}``, ``l = log_cov_diag``. ``Q`` and ``M`` are taken
+    column by column as ridge residuals (of unit vectors, of Wh's columns), so a coordinate whose
+    variance is far below its factor row keeps ``s_i M_il`` and ``s_i Q_ik s_k`` accurate. The result is
     ``[..., P, P]``, ``P = d + d r + d`` (loc, cov_factor row-major, log_cov_diag).
 
     Example:
@@ -303,17 +332,18 @@ class LowRankMultivariateNormal:
         """``d (1 + log(2 pi)) / 2 + log det Sigma / 2`` (the determinant lemma)."""
         p = _params(outputs)
         d = p.loc.shape[-1]
-        return (d * (0.5 + numerics.HALF_LOG_2PI) + _floored_half_log_det(p)).astype(p.dtype)
+        return (d * (0.5 + numerics.HALF_LOG_2PI) + _floored_capacitance(p.cov_factor, p.log_cov_diag)[0].half_log_det).astype(p.dtype)
 
     def kl(self, outputs_p: LowRankMultivariateNormalOutputs, outputs_q: LowRankMultivariateNormalOutputs) -> jax.Array:
         """KL(p || q) in O(d r_p r_q + d r_q^2), without forming either covariance.
 
         ``KL = (tr(Sigma_q^{-1} Sigma_p) + m^T Sigma_q^{-1} m - d + log det Sigma_q - log det Sigma_p)/2``,
         ``m = loc_p - loc_q``. In q's scaling (``s = D_q^{-1/2}``, ``V = s W_p``, ``rho = D_p / D_q``):
-        ``tr(Sigma_q^{-1} Sigma_p) = |V|_F^2 - |C_q^{-1} Wh_q^T V|_F^2 + sum_i rho_i (1 - h_q,i)``; the
+        ``tr(Sigma_q^{-1} Sigma_p) = sum_j V_j^T (I + Wh_q Wh_q^T)^{-1} V_j + sum_i rho_i (1 - h_q,i)``
+        (each quadratic form a ridge minimum, ``log_prob``'s sum of squares); the
         diagonal terms enter as ``sum_i (rho_i - 1 - log rho_i) = sum expm1mx(l_p - l_q)`` (no
-        cancellation), the Mahalanobis term as a sum of squares (``log_prob``'s). The low-rank terms
-        cancel to an absolute error of eps times ``tr(K)`` when p and q are close.
+        cancellation), the Mahalanobis term as a sum of squares (``log_prob``'s). The terms cancel to an
+        absolute error of eps times ``tr(K)`` when p and q are close.
         """
         p = _params(outputs_p, f"{_FAMILY}.kl outputs_p")
         q = _params(outputs_q, f"{_FAMILY}.kl outputs_q")
@@ -326,17 +356,22 @@ class LowRankMultivariateNormal:
         loc_p, W_p, l_p, loc_q, W_q, l_q = (
             jnp.broadcast_to(a, batch + a.shape[a.ndim - _EVENT_NDIMS[n]:])
             for a, n in zip(arrays, _NAMES * 2))
-        m, inv_sd = ls_.standardize(loc_q, 0.5 * l_q, loc_p)
-        cap_q = _Capacitance(W_q, l_q, inv_sd)
-        cap_p = _Capacitance(W_p, l_p, jnp.exp(-0.5 * l_p))
+        # both at the variances raised to the overflow floor, as log_prob's (each D_i far below
+        # |W_i|^2 / B^2 moves by a relative tau; see _stiffness_floor)
+        cap_q, l_q = _floored_capacitance(W_q, l_q)
+        cap_p, l_p = _floored_capacitance(W_p, l_p)
+        m, _ = ls_.standardize(loc_q, 0.5 * l_q, loc_p)
         u, e = cap_q.ridge(m)
         mahalanobis = jnp.sum(jnp.square(e), -1) + jnp.sum(jnp.square(u), -1)
-        V = W_p * inv_sd[..., :, None]
-        projected = cap_q.half_solve(jnp.matmul(_mT(cap_q.Wh), V))  # C_q^{-1} Wh_q^T V
+        V = W_p * cap_q.inv_sd[..., :, None]
+        # tr(W_p^T Sigma_q^{-1} W_p) = sum_j V_j^T (I + Wh_q Wh_q^T)^{-1} V_j, each a ridge minimum
+        # |e|^2 + |u|^2 (a sum of squares, where |V|^2 - |C_q^{-1} Wh_q^T V|^2 cancels)
+        def quadratic(column):
+            u_j, e_j = cap_q.ridge(column)
+            return jnp.sum(jnp.square(e_j), -1) + jnp.sum(jnp.square(u_j), -1)
         leverage = jnp.sum(cap_q.scaled_gain() * cap_q.Wh, -1)
         rho = jnp.exp(l_p - l_q)
-        low_rank = (jnp.sum(jnp.square(V), (-2, -1)) - jnp.sum(jnp.square(projected), (-2, -1))
-                    - jnp.sum(rho * leverage, -1))
+        low_rank = jnp.sum(jax.vmap(quadratic, in_axes=-1, out_axes=-1)(V), -1) - jnp.sum(rho * leverage, -1)
         log_det_capacitances = cap_q.log_det - jnp.sum(l_q, -1) - (cap_p.log_det - jnp.sum(l_p, -1))
         diagonal = jnp.sum(numerics.expm1mx(l_p - l_q), -1)
         return (0.5 * (diagonal + low_rank + mahalanobis + log_det_capacitances)).astype(dtype)
@@ -344,22 +379,28 @@ class LowRankMultivariateNormal:
     def fisher(self, outputs: LowRankMultivariateNormalOutputs) -> jax.Array:
         """The closed form above, ``[..., P, P]`` with ``P = d + d r + d``."""
         p = _params(outputs)
-        cap = _capacitance(p)
+        cap, floored = _floored_capacitance(p.cov_factor, p.log_cov_diag)
+        # d/dl_i at a floored variance: D_i / D_floor times the floored model's (log_prob's rule)
+        ratio = jnp.exp(p.log_cov_diag - floored)
         d, r = p.cov_factor.shape[-2:]
         s = cap.inv_sd
-        G = _mT(cap.half_solve(_mT(cap.Wh)))  # Wh C^{-T}
-        Q = _eye(d, G.ndim, G.dtype) - jnp.matmul(G, _mT(G))
-        M = cap.scaled_gain()
-        B = jnp.matmul(_mT(M), cap.Wh)  # W^T Sigma^{-1} W = K^{-1} Wh^T Wh = I - K^{-1}, with nothing subtracted
-        precision = s[..., :, None] * Q * s[..., None, :]
-        s_i = s[..., :, None, None, None]
-        s_k = s[..., None, None, :, None]
-        ww = s_i * s_k * (M[..., :, None, None, :] * _mT(M)[..., None, :, :, None]  # M_il M_kj at [i, j, k, l]
-                          + Q[..., :, None, :, None] * B[..., None, :, None, :])
+        Q = cap.complement()
+        # Sigma^{-1} W = D^{-1/2} M and Sigma^{-1} = D^{-1/2} Q D^{-1/2}, each column a ridge residual
+        # (of Wh's columns, of s_k e_k), read off the reflections: where a stiff row's s_i is ~B
+        # its entries of M and Q are ~1/B to their own relative accuracy, so the products stay
+        # finite and right (Wh K^{-1} by C^{-1} would carry an absolute error of eps B there)
+        ridge_e = jax.vmap(lambda b: cap.ridge(b)[1], in_axes=-1, out_axes=-1)
+        S_W = s[..., :, None] * cap.scaled_gain()  # Sigma^{-1} W [..., d, r]
+        precision = s[..., :, None] * ridge_e(s[..., :, None] * _eye(d, cap.Wh.ndim, cap.Wh.dtype))
+        B = jnp.matmul(_mT(S_W), p.cov_factor)  # W^T Sigma^{-1} W = I - K^{-1}, with nothing subtracted
+        ww = (S_W[..., :, None, None, :] * _mT(S_W)[..., None, :, :, None]  # at [i, j, k, l]: (S^-1 W)_il (S^-1 W)_kj
+              + precision[..., :, None, :, None] * B[..., None, :, None, :])  # + (S^-1)_ik B_jl
         ww = ww.reshape(p.batch_shape + (d * r, d * r))
-        wl = s[..., :, None, None] * Q[..., :, None, :] * _mT(M)[..., None, :, :]  # [i, j, k]: s_i Q_ik M_kj
+        # F[W_ij, l_k] = (S^-1)_ik (S^-1 W)_kj D_k (the variance given: a floored one enters as D_k)
+        diag = jnp.exp(p.log_cov_diag)
+        wl = precision[..., :, None, :] * (_mT(S_W) * diag[..., None, :])[..., None, :, :]
         wl = wl.reshape(p.batch_shape + (d * r, d))
-        ll = 0.5 * jnp.square(Q)
+        ll = 0.5 * jnp.square(Q) * ratio[..., :, None] * ratio[..., None, :]
         batch = p.batch_shape
         zeros_lw = jnp.zeros(batch + (d, d * r), Q.dtype)
         zeros_ll = jnp.zeros(batch + (d, d), Q.dtype)
