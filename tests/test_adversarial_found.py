@@ -458,3 +458,52 @@ def test_low_rank_mvn_at_tiny_variances_and_huge_residuals(dtype):
         if np.isfinite(float(values[i])):
             for g in (d_loc[i], d_W[i], d_l[i]):
                 assert np.all(np.isfinite(np.asarray(g))), (i, g)
+
+
+# -- Tweedie at a tiny target ---------------------------------------------------------------------
+
+
+def _tweedie(power):
+    """Dunn and Smyth's series summed term by term at 60 digits (j < 400: M <= 1 at these points)."""
+    def f(log_mean, log_dispersion, y):
+        p = mp.mpf(power)
+        mu, phi, a = mp.exp(log_mean), mp.exp(log_dispersion), (2 - p) / (p - 1)
+        z = a * mp.log(y / (p - 1)) - (1 + a) * mp.log(phi) - mp.log(2 - p)
+        log_w = [j * z - mp.loggamma(j + 1) - mp.loggamma(j * a) for j in range(1, 400)]
+        top = max(log_w)
+        return ((y * mu ** (1 - p) / (1 - p) - mu ** (2 - p) / (2 - p)) / phi - mp.log(y) + top
+                + mp.log(mp.fsum(mp.exp(t - top) for t in log_w)))
+    return f
+
+
+# (log_mean, log_dispersion, y) at y = 1.2e-38 and 1e-30, where M = y^(2-p)/(phi (2-p)) ~ 1e-19: -log y and
+# the (1 + a) log M of the first term (each ~87 nats) cancelled to ~1 (float32 15 to 61 eps off), as did
+# (2-p) log y and (2-p) log(mu/y) in the exponent of the deviance and of d/d log_mean (~44 nats each);
+# and a target of 1e-10 (25 eps before).
+TWEEDIE_POINTS = [(0.3, -0.2, 1.2e-38), (1.0, 0.5, 1.2e-38), (-1.0, 1.0, 1e-30), (0.1, -0.1, 1e-10)]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_tweedie_at_a_tiny_target(dtype):
+    family = mlnll.Tweedie(power=1.5)
+    log_mean, log_dispersion, y = (jnp.asarray(c, dtype) for c in zip(*TWEEDIE_POINTS))
+    values, ((d_log_mean, d_log_dispersion), _) = _value_and_vjp(family.log_prob)((log_mean, log_dispersion), y)
+    for i, p in enumerate(TWEEDIE_POINTS):
+        point = _rounded(p, dtype)
+        exact = _tweedie(1.5)
+        want, grads = _mp_value_and_gradient(lambda lm, ld, y=point[2]: exact(lm, ld, mp.mpf(y)), point[:2])
+        # the value is ~1 and its inputs of order 1 (y enters through (a - 1) log y = 0 at p = 3/2)
+        tol = 8 * _eps(dtype)
+        _close(float(values[i]), want, tol, (i, "value"))
+        for j, got in enumerate([d_log_mean[i], d_log_dispersion[i]]):
+            _close(float(got), grads[j], tol, (i, "gradient", j))
+
+
+def test_tweedie_at_a_dispersion_that_flushes_to_zero():
+    """log_dispersion = -1e4 (phi = 0 in both dtypes) at y != mu: the exact log p is -inf (the deviance
+    over phi), where the series' window was inf - inf: NaN (the sweep's find)."""
+    family = mlnll.Tweedie(power=1.5)
+    for dtype in (F32, F64):
+        o = (jnp.asarray([-0.02898946776986122], dtype), jnp.asarray([-1e4], dtype))
+        values = jax.jit(family.log_prob)(o, jnp.asarray([1.0991088151931763], dtype))
+        assert np.asarray(values).tolist() == [-math.inf], values
