@@ -507,3 +507,34 @@ def test_tweedie_at_a_dispersion_that_flushes_to_zero():
         o = (jnp.asarray([-0.02898946776986122], dtype), jnp.asarray([-1e4], dtype))
         values = jax.jit(family.log_prob)(o, jnp.asarray([1.0991088151931763], dtype))
         assert np.asarray(values).tolist() == [-math.inf], values
+
+
+# -- BetaBinomial and DirichletMultinomial at a near-certain count --------------------------------
+
+
+# All n draws in class k with A - a_k small beside a_k: log p = -sum_{j<n} log1p((A - a_k)/(a_k + j)) ~ -1e-7,
+# where the identity's negative-binomial terms (each ~1) cancelled (float32 0.0 for -2.55e-8 at a = 1e-8,
+# y = 0; -2.38e-7 for -3.13e-7 at a_1 = 1e8, y = (0, 4, 0); float64 1.2e-8 and 1.4e-10 relative off).
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_counts_at_a_near_certain_count(dtype):
+    bb, dm = mlnll.BetaBinomial(total_count=10), mlnll.DirichletMultinomial(total_count=4)
+    bb_points = [(math.log(1e-8), 0.3), (-0.5, 18.42)]
+    bb_y = [0.0, 0.0]
+    la, lb = (jnp.asarray(c, dtype) for c in zip(*bb_points))
+    bb_values, ((bb_da, bb_db), _) = _value_and_vjp(bb.log_prob)((la, lb), jnp.asarray(bb_y, dtype))
+    dm_point, dm_y = (-0.69, 18.4, 1.97), (0.0, 4.0, 0.0)
+    dm_values, (dm_d, _) = _value_and_vjp(dm.log_prob)(jnp.asarray([dm_point], dtype), jnp.asarray([dm_y], dtype))
+    rows = [(_rounded(p, dtype), _beta_binomial(10, y), float(bb_values[i]), [bb_da[i], bb_db[i]])
+            for i, (p, y) in enumerate(zip(bb_points, bb_y))]
+    rows.append((_rounded(dm_point, dtype), _dirichlet_multinomial(4, dm_y), float(dm_values[0]), list(dm_d[0])))
+    for point, exact, value, grads in rows:
+        want, want_grads = _mp_value_and_gradient(exact, point)
+        # relative to the value: it and its derivatives are each ~(A - a_k) times sums of order 1, and the
+        # inputs of order 1 to 18 enter through e^x (a rounding of x moves the value by eps |x| of it)
+        tol = 16 * _eps(dtype) * max(abs(v) for v in point)
+        assert abs(value - float(want)) <= tol * abs(float(want)), (point, value, want)
+        # The closed-form score G(a_k, y_k) + a_k log1p(w_k) - p_k G(A, n) adds terms of order 1 to a result of
+        # ~1e-8: its accuracy here is absolute, 16 eps (float32's d/d log_concentration0 at a = 1e-8 is 0 for
+        # the exact 1.33e-8: the score's own cancellation, not fixed by the value's corner form)
+        for j, g in enumerate(grads):
+            assert abs(float(g) - float(want_grads[j])) <= 16 * _eps(dtype), (point, j, g, want_grads[j])
