@@ -915,6 +915,11 @@ KNOWN = [
     Known("Tweedie", "c", _leaf_beyond(1, low=math.log(_tiny(F32))),
           "the deviance's two terms overflow float32 at phi = e^-88.7 where their sum does not",
           ((-0.6347806453704834, -88.69999694824219), 1.4823622703552246)),
+    # Tweedie at y = 3e38 (mu ~ 1): the deviance's y mu^(1-p)/phi is exp(log y + (1-p) log mu - log phi), whose
+    # exponent carries eps |log y| (88.6 in float32): 2.2 times the tolerance. Needs y times exp((1-p) log mu -
+    # log phi) where that factor is a float32 number; found by MLNLL_SWEEP_EXAMPLES=64.
+    Known("Tweedie", "c", _target_above(1e37), "y mu^(1-p)/phi from exp(log y + ...) at y = 3e38",
+          ((0.7231667637825012, 0.29229965806007385), 3e38)),
     Known("Tweedie", "a", _leaf_beyond(1, low=math.log(_tiny(F32))),
           "the deviance's two terms overflow float32 at phi = e^-88.7 (inf - inf)",
           ((-0.965332567691803, -88.69999694824219), 0.1286458820104599)),
