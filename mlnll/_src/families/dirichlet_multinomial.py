@@ -57,7 +57,9 @@ def _log_pmf(n: int, log_a: jax.Array, y: jax.Array) -> jax.Array:
     log_x = jnp.sum(numerics.where(is_k, log_a, jnp.zeros_like(log_a)), axis=-1)
     log_rest = numerics.logsumexp_or_neg_inf(numerics.where(is_k, jnp.full_like(log_a, -jnp.inf), log_a))
     log_u = log_rest - log_x  # log(R / x); NaN where both are inf (not taken)
-    use = corner & (log_u <= 0)
+    # a_k beyond the dtype (e^1e4 = inf) keeps the identity's outcome (its Multinomial limit; a_k = e^inf's
+    # limit 0 would come with the score's NaN): R / (a_k + j) is inf / inf there
+    use = corner & (log_u <= 0) & (log_x < math.log(float(jnp.finfo(log_a.dtype).max)))
     zero = jnp.zeros_like(log_x)
     rest = jnp.exp(numerics.where(use, log_rest, zero))  # double where: safe values where not taken
     x = jnp.exp(numerics.where(use, log_x, zero))
