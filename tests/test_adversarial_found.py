@@ -458,3 +458,83 @@ def test_low_rank_mvn_at_tiny_variances_and_huge_residuals(dtype):
         if np.isfinite(float(values[i])):
             for g in (d_loc[i], d_W[i], d_l[i]):
                 assert np.all(np.isfinite(np.asarray(g))), (i, g)
+
+
+# -- Tweedie at a tiny target ---------------------------------------------------------------------
+
+
+def _tweedie(power):
+    """Dunn and Smyth's series summed term by term at 60 digits (j < 400: M <= 1 at these points)."""
+    def f(log_mean, log_dispersion, y):
+        p = mp.mpf(power)
+        mu, phi, a = mp.exp(log_mean), mp.exp(log_dispersion), (2 - p) / (p - 1)
+        z = a * mp.log(y / (p - 1)) - (1 + a) * mp.log(phi) - mp.log(2 - p)
+        log_w = [j * z - mp.loggamma(j + 1) - mp.loggamma(j * a) for j in range(1, 400)]
+        top = max(log_w)
+        return ((y * mu ** (1 - p) / (1 - p) - mu ** (2 - p) / (2 - p)) / phi - mp.log(y) + top
+                + mp.log(mp.fsum(mp.exp(t - top) for t in log_w)))
+    return f
+
+
+# (log_mean, log_dispersion, y) at y = 1.2e-38 and 1e-30, where M = y^(2-p)/(phi (2-p)) ~ 1e-19: -log y and
+# the (1 + a) log M of the first term (each ~87 nats) cancelled to ~1 (float32 15 to 61 eps off), as did
+# (2-p) log y and (2-p) log(mu/y) in the exponent of the deviance and of d/d log_mean (~44 nats each);
+# and a target of 1e-10 (25 eps before).
+TWEEDIE_POINTS = [(0.3, -0.2, 1.2e-38), (1.0, 0.5, 1.2e-38), (-1.0, 1.0, 1e-30), (0.1, -0.1, 1e-10)]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_tweedie_at_a_tiny_target(dtype):
+    family = mlnll.Tweedie(power=1.5)
+    log_mean, log_dispersion, y = (jnp.asarray(c, dtype) for c in zip(*TWEEDIE_POINTS))
+    values, ((d_log_mean, d_log_dispersion), _) = _value_and_vjp(family.log_prob)((log_mean, log_dispersion), y)
+    for i, p in enumerate(TWEEDIE_POINTS):
+        point = _rounded(p, dtype)
+        exact = _tweedie(1.5)
+        want, grads = _mp_value_and_gradient(lambda lm, ld, y=point[2]: exact(lm, ld, mp.mpf(y)), point[:2])
+        # the value is ~1 and its inputs of order 1 (y enters through (a - 1) log y = 0 at p = 3/2)
+        tol = 8 * _eps(dtype)
+        _close(float(values[i]), want, tol, (i, "value"))
+        for j, got in enumerate([d_log_mean[i], d_log_dispersion[i]]):
+            _close(float(got), grads[j], tol, (i, "gradient", j))
+
+
+def test_tweedie_at_a_dispersion_that_flushes_to_zero():
+    """log_dispersion = -1e4 (phi = 0 in both dtypes) at y != mu: the exact log p is -inf (the deviance
+    over phi), where the series' window was inf - inf: NaN (the sweep's find)."""
+    family = mlnll.Tweedie(power=1.5)
+    for dtype in (F32, F64):
+        o = (jnp.asarray([-0.02898946776986122], dtype), jnp.asarray([-1e4], dtype))
+        values = jax.jit(family.log_prob)(o, jnp.asarray([1.0991088151931763], dtype))
+        assert np.asarray(values).tolist() == [-math.inf], values
+
+
+# -- BetaBinomial and DirichletMultinomial at a near-certain count --------------------------------
+
+
+# All n draws in class k with A - a_k small beside a_k: log p = -sum_{j<n} log1p((A - a_k)/(a_k + j)) ~ -1e-7,
+# where the identity's negative-binomial terms (each ~1) cancelled (float32 0.0 for -2.55e-8 at a = 1e-8,
+# y = 0; -2.38e-7 for -3.13e-7 at a_1 = 1e8, y = (0, 4, 0); float64 1.2e-8 and 1.4e-10 relative off).
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_counts_at_a_near_certain_count(dtype):
+    bb, dm = mlnll.BetaBinomial(total_count=10), mlnll.DirichletMultinomial(total_count=4)
+    bb_points = [(math.log(1e-8), 0.3), (-0.5, 18.42)]
+    bb_y = [0.0, 0.0]
+    la, lb = (jnp.asarray(c, dtype) for c in zip(*bb_points))
+    bb_values, ((bb_da, bb_db), _) = _value_and_vjp(bb.log_prob)((la, lb), jnp.asarray(bb_y, dtype))
+    dm_point, dm_y = (-0.69, 18.4, 1.97), (0.0, 4.0, 0.0)
+    dm_values, (dm_d, _) = _value_and_vjp(dm.log_prob)(jnp.asarray([dm_point], dtype), jnp.asarray([dm_y], dtype))
+    rows = [(_rounded(p, dtype), _beta_binomial(10, y), float(bb_values[i]), [bb_da[i], bb_db[i]])
+            for i, (p, y) in enumerate(zip(bb_points, bb_y))]
+    rows.append((_rounded(dm_point, dtype), _dirichlet_multinomial(4, dm_y), float(dm_values[0]), list(dm_d[0])))
+    for point, exact, value, grads in rows:
+        want, want_grads = _mp_value_and_gradient(exact, point)
+        # relative to the value: it and its derivatives are each ~(A - a_k) times sums of order 1, and the
+        # inputs of order 1 to 18 enter through e^x (a rounding of x moves the value by eps |x| of it)
+        tol = 16 * _eps(dtype) * max(abs(v) for v in point)
+        assert abs(value - float(want)) <= tol * abs(float(want)), (point, value, want)
+        # The closed-form score G(a_k, y_k) + a_k log1p(w_k) - p_k G(A, n) adds terms of order 1 to a result of
+        # ~1e-8: its accuracy here is absolute, 16 eps (float32's d/d log_concentration0 at a = 1e-8 is 0 for
+        # the exact 1.33e-8: the score's own cancellation, not fixed by the value's corner form)
+        for j, g in enumerate(grads):
+            assert abs(float(g) - float(want_grads[j])) <= 16 * _eps(dtype), (point, j, g, want_grads[j])

@@ -45,7 +45,29 @@ def _log_pmf(n: int, log_a: jax.Array, y: jax.Array) -> jax.Array:
     b = jnp.concatenate([log_a, log_total[..., None]], axis=-1)
     ys = jnp.concatenate([y, jnp.full(log_total.shape + (1,), float(n), y.dtype)], axis=-1)
     terms = _nb_log_pmf(a, b, ys)
-    return jnp.sum(terms[..., :-1], axis=-1) - terms[..., -1]
+    value = jnp.sum(terms[..., :-1], axis=-1) - terms[..., -1]
+    if n > _CORNER_UP_TO:
+        return value
+    # y = n e_k (every draw in class k), x = a_k, R = A - a_k <= x: log p = -sum_{j<n} log1p(R/(x + j)),
+    # near 0 where the class is near-certain (the identity's negative-binomial terms, each ~1, cancel
+    # there). Summed as log1p(S), S = prod_j (1 + e_j) - 1 combined pairwise (s1 + s2 + s1 s2: positive
+    # terms only), e_j = R/(x + j).
+    is_k = y == n
+    corner = jnp.any(is_k, axis=-1)
+    log_x = jnp.sum(numerics.where(is_k, log_a, jnp.zeros_like(log_a)), axis=-1)
+    log_rest = numerics.logsumexp_or_neg_inf(numerics.where(is_k, jnp.full_like(log_a, -jnp.inf), log_a))
+    log_u = log_rest - log_x  # log(R / x); NaN where both are inf (not taken)
+    # a_k beyond the dtype (e^1e4 = inf) keeps the identity's outcome (its Multinomial limit; a_k = e^inf's
+    # limit 0 would come with the score's NaN): R / (a_k + j) is inf / inf there
+    use = corner & (log_u <= 0) & (log_x < math.log(float(jnp.finfo(log_a.dtype).max)))
+    zero = jnp.zeros_like(log_x)
+    rest = jnp.exp(numerics.where(use, log_rest, zero))  # double where: safe values where not taken
+    x = jnp.exp(numerics.where(use, log_x, zero))
+    parts = [jnp.exp(numerics.where(use, log_u, zero))] + [rest / (x + j) for j in range(1, n)]
+    while len(parts) > 1:
+        pairs = [p + q + p * q for p, q in zip(parts[0::2], parts[1::2])]
+        parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
+    return numerics.where(use, -jnp.log1p(parts[0]), value)
 
 
 def _score(n: int, log_a: jax.Array, y: jax.Array) -> jax.Array:
@@ -127,7 +149,11 @@ class DirichletMultinomial:
     Density: ``log p(y) = log n! - sum_k log y_k! + lgamma(A) - lgamma(n + A) + sum_k [lgamma(y_k +
     a_k) - lgamma(a_k)]``, evaluated by the negative-binomial identity of the module docstring
     (every term a negative-binomial log-pmf in Loader's form; the cancellation between them is
-    bounded by ``log(2 pi Var(n))/2``, the total's log-pmf at its mean).
+    bounded by ``log(2 pi Var(n))/2``, the total's log-pmf at its mean). That bound is not relative:
+    where every draw falls in one class k with ``R = A - a_k <= a_k`` (a near-certain outcome, log p
+    ~ -1e-7) and n <= 32, ``log p = log Gamma(n + a_k) Gamma(A) / (Gamma(a_k) Gamma(n + A)) =
+    -sum_{j<n} log1p(R/(a_k + j))`` is summed directly, as ``log1p`` of the product of the
+    ``1 + R/(a_k + j)`` minus 1 (pairwise, positive terms only): n divisions per example.
 
     Gradient. ``d log p/d log a_k = a_k [psi(y_k + a_k) - psi(a_k) - psi(n + A) + psi(A)]``. With
     ``G(r, y) = r [psi(r + y) - psi(r) - log1p(y/r)]`` (``numerics.scaled_digamma_gap``, no digamma
@@ -438,6 +464,9 @@ class BetaBinomial:
 # -- check cases -----------------------------------------------------------------------------------
 
 _CHECK_TOTAL_COUNT = 4
+# Up to this total, a near-certain count vector (all n draws in class k, A - a_k <= a_k) takes the direct
+# sum of its n terms (n divisions per example); above it, the identity (not yet accurate there).
+_CORNER_UP_TO = 32
 # Up to this many count vectors, fisher sums E[s s^T] over all of them.
 _ENUMERATE_UP_TO = 4096
 _CHECK_TOTAL_COUNT_BB = 10

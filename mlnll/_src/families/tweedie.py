@@ -73,28 +73,42 @@ def num_terms(power: float, dtype) -> int:
     return _plan(float(power), np.dtype(numerics.accumulation_dtype(np.dtype(dtype))).itemsize).num_terms
 
 
-def _scaled_expm1(log_scale: jax.Array, x: jax.Array) -> jax.Array:
+def _scaled_expm1(log_scale: jax.Array, x: jax.Array, log_scale_plus_x: jax.Array | None = None) -> jax.Array:
     """``exp(log_scale) expm1(x)`` without overflow of ``expm1(x)`` alone: for x > 0 it is
-    ``exp(log_scale + x) (-expm1(-x))`` (double where: each branch sees a safe x)."""
+    ``exp(log_scale + x) (-expm1(-x))`` (double where: each branch sees a safe x).
+
+    ``log_scale_plus_x``, where the caller has it from its own inputs (``(2-p) log mu - log phi`` for
+    ``log(y^(2-p)/phi) + (2-p) log(mu/y)``), is used for ``log_scale + x``: that rounded sum cancels
+    the two ``(2-p) log y`` (each ~44 nats at y = 1e-38), an absolute error of eps |(2-p) log y|."""
     up = x > 0
     x_up = numerics.where(up, x, jnp.zeros_like(x))
     x_down = numerics.where(up, jnp.zeros_like(x), x)
-    return numerics.where(up, -jnp.exp(log_scale + x_up) * jnp.expm1(-x_up), jnp.exp(log_scale) * jnp.expm1(x_down))
+    exponent = log_scale + x_up if log_scale_plus_x is None else log_scale_plus_x
+    # the scale as the square of exp(exponent / 2) around the expm1 factor: the scale alone overflows
+    # (phi = e^-88.7 in float32) where the product does not
+    half = jnp.exp(0.5 * numerics.where(up, exponent, log_scale))
+    return half * numerics.where(up, -jnp.expm1(-x_up), jnp.expm1(x_down)) * half
 
 
-def _half_deviance_over_dispersion(plan: _Plan, power: float, log_u_over_phi: jax.Array, r: jax.Array) -> jax.Array:
+def _half_deviance_over_dispersion(plan: _Plan, power: float, log_u_over_phi: jax.Array, r: jax.Array,
+                                   log_kappa_over_phi: jax.Array, log_y_mu_over_phi: jax.Array) -> jax.Array:
     """``d(y, mu) / (2 phi) = (u / phi) g(r)``, ``u = y^(2-p)``, ``r = log(mu / y)``, ``g >= 0``.
 
     ``g(r) = expm1((2-p) r)/(2-p) + expm1((1-p) r)/(p-1)``: at ``|r| <= 1`` its Taylor series (the two
     expm1 cancel to ``r^2/2`` at r -> 0), elsewhere the two terms (they cancel at most ~4-fold),
-    each ``exp(log(u/phi)) expm1(.)`` formed without overflow (``_scaled_expm1``).
+    each ``exp(log(u/phi)) expm1(.)`` formed without overflow (``_scaled_expm1``; where mu > y the
+    first from ``log_kappa_over_phi = (2-p) log mu - log phi``, free of log y; where mu < y the second
+    from ``log_y_mu_over_phi = log y + (1-p) log mu - log phi``, one rounding of log y).
     """
     near = jnp.abs(r) <= 1
     r_near = numerics.where(near, r, jnp.zeros_like(r))
     r_far = numerics.where(near, jnp.full_like(r, 2.0), r)
-    series = jnp.exp(log_u_over_phi) * (r_near * r_near) * numerics.horner(plan.g_coeffs, r_near)
-    far = (_scaled_expm1(log_u_over_phi, (2 - power) * r_far) / (2 - power)
-           + _scaled_expm1(log_u_over_phi, (1 - power) * r_far) / (power - 1))
+    # u/phi as the square of e^(log(u/phi)/2) around the small factor r^2 g(r)/r^2: u/phi alone
+    # overflows float32 at phi = e^-88.7 where d/(2 phi) does not
+    half = jnp.exp(0.5 * log_u_over_phi)
+    series = half * ((r_near * r_near) * numerics.horner(plan.g_coeffs, r_near)) * half
+    far = (_scaled_expm1(log_u_over_phi, (2 - power) * r_far, log_kappa_over_phi) / (2 - power)
+           + _scaled_expm1(log_u_over_phi, (1 - power) * r_far, log_y_mu_over_phi) / (power - 1))
     return numerics.where(near, series, far)
 
 
@@ -104,6 +118,7 @@ class _Series(NamedTuple):
     log_sum: jax.Array
     mean_offset: jax.Array  # E_w[j - M], w_j the terms' share of the sum
     mean_above_one: jax.Array  # E_w[j - 1]
+    log_sum_over_first: jax.Array  # log_sum minus the log of the window's first term (j = 1 where M < 1/2)
 
 
 def _series(plan: _Plan, power: float, log_m: jax.Array) -> _Series:
@@ -139,8 +154,17 @@ def _series(plan: _Plan, power: float, log_m: jax.Array) -> _Series:
     top = jax.lax.stop_gradient(jnp.max(log_terms, axis=-1, keepdims=True))
     shares = jnp.exp(log_terms - top)
     total = jnp.sum(shares, axis=-1)
-    log_sum = jnp.squeeze(top, -1) + jnp.log(total) + jnp.log(stride[..., 0])
-    return _Series(log_sum, jnp.sum(shares * offset, axis=-1) / total, jnp.sum(shares * (j - 1), axis=-1) / total)
+    log_total = jnp.log(total) + jnp.log(stride[..., 0])
+    log_sum = jnp.squeeze(top, -1) + log_total
+    # The sum relative to the first term, log(sum_j W_j / W_1) where the window starts at j = 1: its
+    # (top - first) is 0 where j = 1 is the largest term, so no term of the size of log M enters it.
+    # Where M underflows (phi = e^3e38) the first term is -inf and the ratio's limit, 1, is taken.
+    first = log_terms[..., 0]
+    finite = jnp.isfinite(first)
+    log_sum_over_first = numerics.where(finite, (jnp.squeeze(top, -1) - numerics.where(finite, first, jnp.zeros_like(first)))
+                                        + log_total, jnp.zeros_like(first))
+    return _Series(log_sum, jnp.sum(shares * offset, axis=-1) / total, jnp.sum(shares * (j - 1), axis=-1) / total,
+                   log_sum_over_first)
 
 
 def _log_density_and_partials(power: float, log_mean: jax.Array, log_dispersion: jax.Array, y: jax.Array):
@@ -153,17 +177,31 @@ def _log_density_and_partials(power: float, log_mean: jax.Array, log_dispersion:
     log_y = numerics.log_of_positive(ys)
     r = log_mean - log_y  # log(mu / y)
     log_u_over_phi = c * log_y - log_dispersion  # log(y^(2-p) / phi)
-    dev = _half_deviance_over_dispersion(plan, power, log_u_over_phi, r)
+    log_kappa_over_phi = c * log_mean - log_dispersion  # log(mu^(2-p) / phi), exact in the inputs
+    log_y_mu_over_phi = log_y + b * log_mean - log_dispersion  # log(y mu^(1-p) / phi)
+    dev = _half_deviance_over_dispersion(plan, power, log_u_over_phi, r, log_kappa_over_phi, log_y_mu_over_phi)
     log_m = log_u_over_phi - math.log(c)  # M = y^(2-p) / (phi (2 - p)), the largest term's j
-    series = _series(plan, power, numerics.where(positive, log_m, jnp.zeros_like(log_m)))
+    # M = inf (phi = e^-1e4 flushes to 0): the window would be inf - inf; there the bell's sum is its
+    # Gaussian limit sqrt(2 pi M / (1 + a)) (the terms ~ exp(-(1 + a)(j - M)^2 / (2 M)), the remainders 0).
+    huge = log_m > math.log(float(jnp.finfo(log_m.dtype).max))
+    series = _series(plan, power, numerics.where(positive & ~huge, log_m, jnp.zeros_like(log_m)))
+    log_sum = numerics.where(huge, 0.5 * (_LOG_2PI + log_m - math.log(1 + a)), series.log_sum)
+    mean_offset = numerics.where(huge, jnp.zeros_like(log_m), series.mean_offset)  # E_w[j - M] -> 0
     # log p(y | mu = y) = -log y + log(a)/2 - log(2 pi) + log W~; then - d(y, mu) / (2 phi).
-    at_y = -log_y + (0.5 * math.log(a) - _LOG_2PI) + series.log_sum
-    lam_phi = jnp.exp(c * log_mean - log_dispersion)  # mu^(2-p) / phi = (2 - p) lambda
+    at_y_peak = -log_y + (0.5 * math.log(a) - _LOG_2PI) + log_sum
+    # M < 1/2 (the window starts at j = 1): W_1's j z - lgamma(a) taken out of the sum exactly,
+    # -log y + z = (a - 1) log y - (1 + a) log(phi (2 - p)) + a log a, so -log y and the (1 + a) log M of
+    # bd0(1, M) never meet (each ~87 nats at y = 1e-38, the result ~0.3).
+    at_y_first = ((a - 1) * log_y - (1 + a) * (log_dispersion + math.log(c)) + (a * math.log(a) - math.lgamma(a))
+                  - (1 + a) * jnp.exp(log_m) + series.log_sum_over_first)
+    at_y = numerics.where(log_m < -math.log(2.0), at_y_first, at_y_peak)
+    lam_phi = jnp.exp(log_kappa_over_phi)  # mu^(2-p) / phi = (2 - p) lambda
     value = numerics.where(positive, at_y - dev, -lam_phi / c)
-    # d/d log_mean: (y - mu) mu^(1-p) / phi = -(u/phi) e^((1-p) r) expm1(r).
-    d_log_mean = numerics.where(positive, -_scaled_expm1(log_u_over_phi + b * r, r), -lam_phi)
+    # d/d log_mean: (y - mu) mu^(1-p) / phi = -(u/phi) e^((1-p) r) expm1(r) (its scale times e^r is
+    # mu^(2-p)/phi, taken from log_mean: no cancellation of the (2-p) log y).
+    d_log_mean = numerics.where(positive, -_scaled_expm1(log_u_over_phi + b * r, r, log_kappa_over_phi), -lam_phi)
     # d/d log_dispersion: (u/phi) g(r) - (1 + a) E_w[j - M]; at y = 0, lambda.
-    d_log_dispersion = numerics.where(positive, dev - (1 + a) * series.mean_offset, lam_phi / c)
+    d_log_dispersion = numerics.where(positive, dev - (1 + a) * mean_offset, lam_phi / c)
 
     def d_y():
         # (a E_w[j] - 1)/y - mu^(1-p)/(phi (p - 1)), 0 at the point mass y = 0. Where M >= 1 as
@@ -171,7 +209,8 @@ def _log_density_and_partials(power: float, log_mean: jax.Array, log_dispersion:
         # the two terms that cancel near mu = y are one expm1). Where M < 1 (tiny y) in the first
         # form, with a E_w[j] - 1 = a E_w[j - 1] + (a - 1) (exactly E_w[j - 1] at p = 3/2, where the
         # two 1/y terms that overflow float32 at y = 1e-45 cancel) divided by y in logs.
-        near_mu = (a * series.mean_offset - 1) * jnp.exp(-log_y) - _scaled_expm1(b * log_y - log_dispersion, b * r) / (power - 1)
+        near_mu = (a * mean_offset - 1) * jnp.exp(-log_y) - _scaled_expm1(
+            b * log_y - log_dispersion, b * r, b * log_mean - log_dispersion) / (power - 1)
         numerator = a * series.mean_above_one + (a - 1)
         nonzero = numerator != 0
         log_abs = jnp.log(numerics.where(nonzero, jnp.abs(numerator), jnp.ones_like(numerator)))  # double where: log 0
