@@ -118,14 +118,6 @@ class _Capacitance:
                              + jnp.sum(jnp.log(jnp.diagonal(self.C, axis1=-2, axis2=-1)), -1))
         self.log_det = 2 * self.half_log_det
 
-    def solve(self, b: jax.Array) -> jax.Array:
-        """``K^{-1} b = C^{-T} C^{-1} b`` for ``b [..., r, m]``."""
-        return jnp.matmul(_mT(self.C_inv), jnp.matmul(self.C_inv, b))
-
-    def half_solve(self, b: jax.Array) -> jax.Array:
-        """``C^{-1} b`` for ``b [..., r, m]``."""
-        return jnp.matmul(self.C_inv, b)
-
     def ridge(self, res: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(u, e)``: the minimiser ``u = K^{-1} Wh^T res`` of ``|res - Wh u|^2 + |u|^2`` and
         ``e = res - Wh u``, for a scaled residual ``res [..., d]``; ``res^T (I + Wh Wh^T)^{-1} res =
@@ -163,8 +155,11 @@ class _Capacitance:
         stiff row's ``Q_ii = D_i (Sigma^{-1})_ii`` keeps its relative accuracy where ``1 - h_i``
         would cancel to an absolute eps (and ``D_i^{-1} Q_ii`` to garbage)."""
         d = self.Wh.shape[-2]
-        units = jnp.broadcast_to(_eye(d, self.Wh.ndim, self.Wh.dtype), self.Wh.shape[:-2] + (d, d))
-        return jax.vmap(lambda unit: self.ridge(unit)[1], in_axes=-2, out_axes=-1)(units)
+        return self.residuals(jnp.broadcast_to(_eye(d, self.Wh.ndim, self.Wh.dtype), self.Wh.shape[:-2] + (d, d)))
+
+    def residuals(self, b: jax.Array) -> jax.Array:
+        """``(I + Wh Wh^T)^{-1} b`` for ``b [..., d, m]``: ``ridge``'s residual ``e``, column by column."""
+        return jax.vmap(lambda column: self.ridge(column)[1], in_axes=-1, out_axes=-1)(b)
 
     def scaled_gain(self) -> jax.Array:
         """``M = Wh K^{-1}`` [..., d, r] (``Sigma^{-1} W = D^{-1/2} M``) as ``Q_top C^{-1}``: with the thin
@@ -389,9 +384,8 @@ class LowRankMultivariateNormal:
         # (of Wh's columns, of s_k e_k), read off the reflections: where a stiff row's s_i is ~B
         # its entries of M and Q are ~1/B to their own relative accuracy, so the products stay
         # finite and right (Wh K^{-1} by C^{-1} would carry an absolute error of eps B there)
-        ridge_e = jax.vmap(lambda b: cap.ridge(b)[1], in_axes=-1, out_axes=-1)
         S_W = s[..., :, None] * cap.scaled_gain()  # Sigma^{-1} W [..., d, r]
-        precision = s[..., :, None] * ridge_e(s[..., :, None] * _eye(d, cap.Wh.ndim, cap.Wh.dtype))
+        precision = s[..., :, None] * cap.residuals(s[..., :, None] * _eye(d, cap.Wh.ndim, cap.Wh.dtype))
         B = jnp.matmul(_mT(S_W), p.cov_factor)  # W^T Sigma^{-1} W = I - K^{-1}, with nothing subtracted
         ww = (S_W[..., :, None, None, :] * _mT(S_W)[..., None, :, :, None]  # at [i, j, k, l]: (S^-1 W)_il (S^-1 W)_kj
               + precision[..., :, None, :, None] * B[..., None, :, None, :])  # + (S^-1)_ik B_jl
